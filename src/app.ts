@@ -1,0 +1,241 @@
+import type { Logger } from "pino";
+import { type AdminService, createAdminService } from "./admin/admin.service.js";
+import type { AppConfig } from "./config/config.js";
+import { createDbClient, type DbClient } from "./db/db.client.js";
+import { startEmbeddedPostgres } from "./db/embedded-postgres.js";
+import { createImageRepository, type ImageRepository } from "./db/images.repository.js";
+import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
+import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
+import { ensureModelFile } from "./embedding/model.file.js";
+import { type GraphQLHttpServer, startGraphQLServer } from "./graphql/graphql.server.js";
+import { createIndexStore } from "./index/index.store.js";
+import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
+import { createRebuildJobs, type IndexTarget, type RebuildJobs } from "./jobs/rebuild.job.js";
+import { createMatcher, type Matcher } from "./matchers/matcher.js";
+import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
+import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
+import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
+import { createSearchService, type SearchService } from "./search/search.service.js";
+import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
+import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
+import { startEmbeddedS3 } from "./storage/embedded-s3.js";
+
+/** The object graph of a running service. */
+export interface App {
+  readonly config: AppConfig;
+  readonly logger: Logger;
+  readonly db: DbClient;
+  readonly repository: ImageRepository;
+  readonly blobStore: BlobStore;
+  readonly embedder: Embedder;
+  readonly matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  readonly jobs: RebuildJobs;
+  readonly search: SearchService;
+  readonly admin: AdminService;
+  readonly ingest: IngestService;
+  /** Why the database was unreachable at startup, or null. */
+  readonly startupDatabaseError: string | null;
+  /** Starts the GraphQL HTTP endpoint. */
+  listen(): Promise<GraphQLHttpServer>;
+  /** Stops background work, the HTTP server, the model and any embedded server. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createApp}. */
+export interface CreateAppOptions {
+  /** Load or rebuild indexes at startup (the server does; CLI commands that only ingest do not). */
+  initialiseIndexes?: boolean;
+}
+
+const DB_CHECK_TIMEOUT_MS = 2000;
+
+async function databaseError(db: DbClient): Promise<string | null> {
+  try {
+    await Promise.race([
+      db.pool.query("select 1"),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error("no answer within 2 s")), DB_CHECK_TIMEOUT_MS).unref(),
+      ),
+    ]);
+    return null;
+  } catch (e) {
+    return (e as Error).message || String(e);
+  }
+}
+
+/**
+ * The composition root: builds every component from the configuration and wires them together.
+ * Nothing else constructs services, so there is exactly one object graph per process.
+ * @throws Error when the model cannot be loaded or an embedded server cannot start.
+ */
+export async function createApp(
+  config: AppConfig,
+  logger: Logger,
+  { initialiseIndexes = true }: CreateAppOptions = {},
+): Promise<App> {
+  const cleanups: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const c of cleanups.reverse())
+      await c().catch((err) => logger.warn({ err }, "shutdown step failed"));
+  };
+  try {
+    let dbUrl: string;
+    if (config.database.kind === "external") {
+      dbUrl = config.database.url;
+    } else {
+      const pg = await startEmbeddedPostgres({ ...config.database, logger });
+      cleanups.push(pg.stop);
+      dbUrl = pg.url;
+    }
+    const db = createDbClient({ url: dbUrl, logger });
+    cleanups.push(db.close);
+    let startupDatabaseError: string | null = null;
+    try {
+      await db.migrate();
+    } catch (err) {
+      startupDatabaseError = (err as Error).message || String(err);
+      logger.error({ err }, "database unreachable at startup; serving persisted indexes only");
+    }
+
+    let s3 = config.storage.server;
+    if (s3.kind === "embedded") {
+      const server = await startEmbeddedS3({ ...s3, logger });
+      cleanups.push(server.stop);
+      s3 = {
+        kind: "external",
+        endpoint: server.endpoint,
+        accessKey: server.accessKey,
+        secretKey: server.secretKey,
+      };
+    }
+    const blobStore = createMinioBlobStore({
+      ...s3,
+      bucket: config.storage.bucket,
+      region: config.storage.region,
+    });
+    await blobStore
+      .ensureBucket()
+      .catch((err) => logger.error({ err }, "object storage unreachable at startup"));
+
+    const sha256 = await ensureModelFile(config.model, logger);
+    const model: EmbeddingModel = await loadEmbeddingModel(config.model, sha256);
+    cleanups.push(model.close);
+    const limits = { maxBytes: config.limits.maxImageBytes, maxPixels: config.limits.maxImagePixels };
+    const embedder = createEmbedder({ model, modelConfig: config.model, limits });
+    logger.info(
+      { modelId: model.modelId, dimension: model.dimension, path: config.model.path },
+      "embedding model loaded",
+    );
+
+    const repository = createImageRepository({ db: db.db });
+    const store = createIndexStore({ root: config.index.cacheDir });
+    const matcherDeps = {
+      store,
+      modelId: model.modelId,
+      dimension: model.dimension,
+      factory: config.index.factory,
+      logger,
+    };
+    const matchers = new Map<MatcherVersion, Matcher>();
+    matchers.set(
+      "v2",
+      createMatcher({
+        ...matcherDeps,
+        version: "v2",
+        source: createV2GallerySource({ repository, blobStore, embedder, logger }),
+      }),
+    );
+    if (config.matcher.v1GalleryDir) {
+      matchers.set(
+        "v1",
+        createMatcher({
+          ...matcherDeps,
+          version: "v1",
+          source: createV1GallerySource({ dir: config.matcher.v1GalleryDir, embedder, logger }),
+        }),
+      );
+    }
+    const jobs = createRebuildJobs({ matchers, logger });
+    cleanups.push(() => jobs.whenIdle());
+    const flag = createMatcherVersionFlag(config.matcher.initialVersion);
+
+    if (initialiseIndexes) {
+      const toBuild: IndexTarget[] = [];
+      for (const [version, matcher] of matchers) {
+        for (const imageType of IMAGE_TYPES) {
+          if (version === "v2" && startupDatabaseError) {
+            await matcher.loadPersisted(imageType, "fallback", true);
+            continue;
+          }
+          const policy = config.index.startupRebuild;
+          const loaded = policy !== "always" && (await matcher.loadPersisted(imageType, "loaded", true));
+          if (!loaded && policy !== "never") toBuild.push({ version, imageType });
+        }
+      }
+      if (toBuild.length > 0) jobs.start({ targets: toBuild, trigger: "startup" });
+    }
+
+    const search = createSearchService({
+      embedder,
+      matchers,
+      flag,
+      repository,
+      blobStore,
+      maxImageBytes: config.limits.maxImageBytes,
+      maxTopK: config.limits.maxTopK,
+      presignExpirySeconds: config.storage.presignExpirySeconds,
+      logger,
+    });
+    const admin = createAdminService({
+      matchers,
+      flag,
+      jobs,
+      model: {
+        modelId: model.modelId,
+        preset: config.model.name,
+        dimension: model.dimension,
+        inputSize: config.model.inputSize,
+      },
+      checkDatabase: () => databaseError(db),
+    });
+    const ingest = createIngestService({
+      repository,
+      blobStore,
+      embedder,
+      batchSize: config.model.batchSize * 4,
+      logger,
+    });
+
+    return {
+      config,
+      logger,
+      db,
+      repository,
+      blobStore,
+      embedder,
+      matchers,
+      jobs,
+      search,
+      admin,
+      ingest,
+      startupDatabaseError,
+      async listen() {
+        const server = await startGraphQLServer({
+          search,
+          admin,
+          adminToken: config.adminToken,
+          host: config.http.host,
+          port: config.http.port,
+          exposeStack: config.env === "development",
+          logger,
+        });
+        cleanups.push(server.stop);
+        return server;
+      },
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

@@ -1,0 +1,282 @@
+import path from "node:path";
+import { z } from "zod";
+import { MODEL_PRESET_NAMES, MODEL_PRESETS, type ModelPreset } from "./model-presets.js";
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"])
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+const int = (min: number) => z.coerce.number().int().min(min);
+const triple = z
+  .string()
+  .transform((s) => s.split(",").map((x) => Number(x.trim())))
+  .pipe(z.tuple([z.number(), z.number(), z.number()]));
+
+/**
+ * Every environment variable the service reads, with its description and default.
+ * The README's configuration table is generated from the same descriptions.
+ */
+export const envSchema = z.object({
+  NODE_ENV: z
+    .enum(["development", "production", "test"])
+    .default("development")
+    .describe("Runtime mode; stack traces are only returned in development."),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .default("info")
+    .describe("pino log level."),
+  HOST: z.string().default("127.0.0.1").describe("Interface the HTTP server binds to."),
+  PORT: int(0).max(65535).default(4000).describe("HTTP port of the GraphQL endpoint (0 = any free port)."),
+  DATABASE_URL: z
+    .string()
+    .optional()
+    .describe("PostgreSQL URL. Unset: an embedded PostgreSQL is started in EMBEDDED_DATA_DIR."),
+  EMBEDDED_DATA_DIR: z
+    .string()
+    .default(".data")
+    .describe("Folder for the embedded PostgreSQL and S3 server data."),
+  EMBEDDED_PG_PORT: int(1).max(65535).default(54329).describe("Port of the embedded PostgreSQL."),
+  EMBEDDED_S3_PORT: int(1).max(65535).default(9010).describe("Port of the embedded S3-protocol server."),
+  S3_ENDPOINT: z
+    .string()
+    .url()
+    .optional()
+    .describe(
+      "S3-compatible endpoint URL, e.g. http://127.0.0.1:9000. Unset: an embedded S3 server. Alias: MINIO_ENDPOINT.",
+    ),
+  S3_ACCESS_KEY: z.string().optional().describe("S3 access key. Alias: MINIO_ACCESS_KEY."),
+  S3_SECRET_KEY: z.string().optional().describe("S3 secret key. Alias: MINIO_SECRET_KEY."),
+  S3_BUCKET: z
+    .string()
+    .min(3)
+    .default("defect-lens")
+    .describe("Bucket holding gallery images; created if missing. Alias: MINIO_BUCKET."),
+  S3_REGION: z.string().default("us-east-1").describe("Bucket region (used for signing)."),
+  PRESIGNED_URL_EXPIRY_SECONDS: int(1)
+    .max(604800)
+    .default(3600)
+    .describe("Lifetime of search results' downloadUrl (seconds)."),
+  MODEL_PRESET: z
+    .enum(MODEL_PRESET_NAMES)
+    .default("mobilenetv2-12-int8")
+    .describe(`Embedding model preset: ${MODEL_PRESET_NAMES.join(", ")}.`),
+  MODELS_DIR: z.string().default("models").describe("Folder holding <preset>/model.onnx."),
+  MODEL_PATH: z
+    .string()
+    .optional()
+    .describe("Path of the ONNX model file; default MODELS_DIR/<preset>/model.onnx."),
+  MODEL_URL: z
+    .string()
+    .url()
+    .optional()
+    .describe("Where to download the model on first start if MODEL_PATH is missing (needs MODEL_SHA256)."),
+  MODEL_SHA256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional()
+    .describe("Expected sha256 of the model file; checked after a download."),
+  MODEL_INPUT_NAME: z.string().optional().describe("Override the preset's ONNX input name."),
+  MODEL_OUTPUT_NAME: z.string().optional().describe("Override the preset's ONNX output name."),
+  MODEL_DIMENSION: int(1).optional().describe("Override the preset's embedding dimension."),
+  MODEL_INPUT_SIZE: int(8).optional().describe("Override the preset's square input side (pixels)."),
+  MODEL_RESIZE_SIZE: int(8)
+    .optional()
+    .describe("Override the preset's shorter-side resize before the crop (pixels)."),
+  MODEL_MEAN: triple.optional().describe("Override the preset's RGB mean, e.g. 0.485,0.456,0.406."),
+  MODEL_STD: triple.optional().describe("Override the preset's RGB std, e.g. 0.229,0.224,0.225."),
+  EMBEDDING_BATCH_SIZE: int(1)
+    .max(256)
+    .default(16)
+    .describe("Images per inference batch during ingestion and rebuilds."),
+  ORT_THREADS: int(1).max(64).default(2).describe("onnxruntime intra-op threads."),
+  INDEX_CACHE_DIR: z.string().default("index-cache").describe("Where persisted FAISS indexes live."),
+  INDEX_FACTORY: z
+    .string()
+    .default("Flat")
+    .describe("FAISS index factory string (inner product), e.g. Flat or HNSW32,Flat."),
+  STARTUP_REBUILD: z
+    .enum(["if-needed", "always", "never"])
+    .default("if-needed")
+    .describe(
+      "At startup: load a persisted index whose manifest matches the model and rebuild otherwise (if-needed), always rebuild, or never rebuild.",
+    ),
+  MATCHER_VERSION: z
+    .enum(["v1", "v2"])
+    .optional()
+    .describe("Active matcher at startup (default v2). Switchable at runtime by setMatcherVersion."),
+  USE_INDEX_V2: bool
+    .optional()
+    .describe("Legacy flag of the old system: true = v2, false = v1. MATCHER_VERSION wins if both are set."),
+  V1_GALLERY_DIR: z
+    .string()
+    .optional()
+    .describe(
+      "Folder of {product}_{defect}_*.{jpg,png} files for the V1 matcher; unset = V1 has no gallery.",
+    ),
+  ADMIN_TOKEN: z
+    .string()
+    .min(16)
+    .optional()
+    .describe(
+      "Bearer token for admin operations (rebuildIndex, setMatcherVersion). Unset: admin operations are refused.",
+    ),
+  MAX_IMAGE_BYTES: int(1)
+    .default(10 * 1024 * 1024)
+    .describe("Largest accepted query image (bytes)."),
+  MAX_IMAGE_PIXELS: int(1)
+    .default(40_000_000)
+    .describe("Largest accepted width x height (pixels); bigger is refused before decoding."),
+  MAX_TOP_K: int(1).max(1000).default(100).describe("Upper bound of searchSimilar's topK."),
+});
+
+/** The raw, validated environment. */
+export type Env = z.infer<typeof envSchema>;
+
+/** A fully resolved model configuration: a preset with overrides applied and a path. */
+export interface ModelConfig extends ModelPreset {
+  /** Absolute path of the ONNX file. */
+  readonly path: string;
+  readonly downloadUrl: string | undefined;
+  readonly sha256: string | undefined;
+  readonly batchSize: number;
+  readonly threads: number;
+}
+
+/** The service configuration, parsed once at startup and passed down. */
+export interface AppConfig {
+  readonly env: Env["NODE_ENV"];
+  readonly logLevel: Env["LOG_LEVEL"];
+  readonly http: { readonly host: string; readonly port: number };
+  readonly database:
+    | { readonly kind: "external"; readonly url: string }
+    | { readonly kind: "embedded"; readonly dataDir: string; readonly port: number };
+  readonly storage: {
+    readonly server:
+      | {
+          readonly kind: "external";
+          readonly endpoint: string;
+          readonly accessKey: string;
+          readonly secretKey: string;
+        }
+      | { readonly kind: "embedded"; readonly dataDir: string; readonly port: number };
+    readonly bucket: string;
+    readonly region: string;
+    readonly presignExpirySeconds: number;
+  };
+  readonly model: ModelConfig;
+  readonly index: {
+    readonly cacheDir: string;
+    readonly factory: string;
+    readonly startupRebuild: Env["STARTUP_REBUILD"];
+  };
+  readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
+  readonly adminToken: string | undefined;
+  readonly limits: {
+    readonly maxImageBytes: number;
+    readonly maxImagePixels: number;
+    readonly maxTopK: number;
+  };
+}
+
+/** Thrown when the environment does not validate; `issues` lists every problem at once. */
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`Invalid configuration:\n${issues.map((i) => `  - ${i}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Parses the environment into an {@link AppConfig}.
+ * @param source - variables to read (normally `process.env`).
+ * @throws {ConfigError} listing every invalid variable.
+ */
+export function loadConfig(source: Record<string, string | undefined> = process.env): AppConfig {
+  const withAliases = {
+    ...source,
+    S3_ENDPOINT: source.S3_ENDPOINT ?? source.MINIO_ENDPOINT,
+    S3_ACCESS_KEY: source.S3_ACCESS_KEY ?? source.MINIO_ACCESS_KEY,
+    S3_SECRET_KEY: source.S3_SECRET_KEY ?? source.MINIO_SECRET_KEY,
+    S3_BUCKET: source.S3_BUCKET ?? source.MINIO_BUCKET,
+  };
+  // Empty strings mean "unset", as in most .env tooling.
+  const cleaned = Object.fromEntries(
+    Object.entries(withAliases).filter(([, v]) => v !== undefined && v !== ""),
+  );
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const env = parsed.data;
+  const issues: string[] = [];
+  if (env.S3_ENDPOINT && (!env.S3_ACCESS_KEY || !env.S3_SECRET_KEY)) {
+    issues.push("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
+  }
+  if (env.MODEL_URL && !env.MODEL_SHA256) issues.push("MODEL_SHA256 is required when MODEL_URL is set");
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const preset = MODEL_PRESETS[env.MODEL_PRESET];
+  const modelPath = path.resolve(env.MODEL_PATH ?? path.join(env.MODELS_DIR, preset.name, "model.onnx"));
+  const initialVersion =
+    env.MATCHER_VERSION ?? (env.USE_INDEX_V2 === undefined ? "v2" : env.USE_INDEX_V2 ? "v2" : "v1");
+
+  return {
+    env: env.NODE_ENV,
+    logLevel: env.LOG_LEVEL,
+    http: { host: env.HOST, port: env.PORT },
+    database: env.DATABASE_URL
+      ? { kind: "external", url: env.DATABASE_URL }
+      : {
+          kind: "embedded",
+          dataDir: path.resolve(env.EMBEDDED_DATA_DIR, "postgres"),
+          port: env.EMBEDDED_PG_PORT,
+        },
+    storage: {
+      server:
+        env.S3_ENDPOINT && env.S3_ACCESS_KEY && env.S3_SECRET_KEY
+          ? {
+              kind: "external",
+              endpoint: env.S3_ENDPOINT,
+              accessKey: env.S3_ACCESS_KEY,
+              secretKey: env.S3_SECRET_KEY,
+            }
+          : {
+              kind: "embedded",
+              dataDir: path.resolve(env.EMBEDDED_DATA_DIR, "s3"),
+              port: env.EMBEDDED_S3_PORT,
+            },
+      bucket: env.S3_BUCKET,
+      region: env.S3_REGION,
+      presignExpirySeconds: env.PRESIGNED_URL_EXPIRY_SECONDS,
+    },
+    model: {
+      ...preset,
+      inputName: env.MODEL_INPUT_NAME ?? preset.inputName,
+      outputName: env.MODEL_OUTPUT_NAME ?? preset.outputName,
+      dimension: env.MODEL_DIMENSION ?? preset.dimension,
+      inputSize: env.MODEL_INPUT_SIZE ?? preset.inputSize,
+      resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
+      mean: env.MODEL_MEAN ?? preset.mean,
+      std: env.MODEL_STD ?? preset.std,
+      path: modelPath,
+      downloadUrl: env.MODEL_URL,
+      sha256: env.MODEL_SHA256,
+      batchSize: env.EMBEDDING_BATCH_SIZE,
+      threads: env.ORT_THREADS,
+    },
+    index: {
+      cacheDir: path.resolve(env.INDEX_CACHE_DIR),
+      factory: env.INDEX_FACTORY,
+      startupRebuild: env.STARTUP_REBUILD,
+    },
+    matcher: {
+      initialVersion,
+      v1GalleryDir: env.V1_GALLERY_DIR ? path.resolve(env.V1_GALLERY_DIR) : undefined,
+    },
+    adminToken: env.ADMIN_TOKEN,
+    limits: {
+      maxImageBytes: env.MAX_IMAGE_BYTES,
+      maxImagePixels: env.MAX_IMAGE_PIXELS,
+      maxTopK: env.MAX_TOP_K,
+    },
+  };
+}

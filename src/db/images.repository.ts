@@ -1,0 +1,205 @@
+import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
+import type { ImageType } from "../shared/types.js";
+import type { Database } from "./db.client.js";
+import { defectTypes } from "./defect-types.table.js";
+import { imageEmbeddings } from "./image-embeddings.table.js";
+import { images } from "./images.table.js";
+import { products } from "./products.table.js";
+
+/** A gallery image with its product, defect type and (if computed for the model) its embedding. */
+export interface GalleryRow {
+  imageId: number;
+  imageType: ImageType;
+  productCode: string;
+  productName: string;
+  defectCode: string | null;
+  defectName: string | null;
+  filePath: string | null;
+  storageUrl: string | null;
+  contentSha256: string;
+  /** L2-normalised vector for the requested model, or null when not computed yet. */
+  embedding: Float32Array | null;
+}
+
+/** Columns of a new `images` row. */
+export interface NewImage {
+  productId: number;
+  defectTypeId: number | null;
+  imageType: ImageType;
+  filePath: string | null;
+  storageUrl: string | null;
+  contentSha256: string;
+  contentType: string | null;
+  width: number;
+  height: number;
+  fileSizeBytes: number;
+}
+
+/** One embedding to store. */
+export interface NewEmbedding {
+  imageId: number;
+  modelId: string;
+  /** L2-normalised float32 vector. */
+  embedding: Float32Array;
+}
+
+const galleryColumns = {
+  imageId: images.imageId,
+  imageType: images.imageType,
+  productCode: products.productCode,
+  productName: products.productName,
+  defectCode: defectTypes.defectCode,
+  defectName: defectTypes.defectName,
+  filePath: images.filePath,
+  storageUrl: images.storageUrl,
+  contentSha256: images.contentSha256,
+};
+
+/**
+ * Queries over products, defect types, images and embeddings.
+ * Driver errors are translated here; callers see domain outcomes (e.g. "already imported").
+ */
+export function createImageRepository({ db }: { db: Database }) {
+  return {
+    /** Returns the id of the product with `code`, creating it with `name` if missing. */
+    async ensureProduct(code: string, name: string): Promise<number> {
+      await db.insert(products).values({ productCode: code, productName: name }).onConflictDoNothing();
+      const [row] = await db
+        .select({ id: products.productId })
+        .from(products)
+        .where(eq(products.productCode, code));
+      if (!row) throw new Error(`product ${code} vanished after insert`);
+      return row.id;
+    },
+
+    /** Returns the id of the defect type with `code`, creating it with `name` if missing. */
+    async ensureDefectType(code: string, name: string): Promise<number> {
+      await db.insert(defectTypes).values({ defectCode: code, defectName: name }).onConflictDoNothing();
+      const [row] = await db
+        .select({ id: defectTypes.defectTypeId })
+        .from(defectTypes)
+        .where(eq(defectTypes.defectCode, code));
+      if (!row) throw new Error(`defect type ${code} vanished after insert`);
+      return row.id;
+    },
+
+    /** The image id already holding these bytes, if any. */
+    async findImageIdBySha256(sha256: string): Promise<number | undefined> {
+      const [row] = await db
+        .select({ id: images.imageId })
+        .from(images)
+        .where(eq(images.contentSha256, sha256));
+      return row?.id;
+    },
+
+    /** The subset of `hashes` already imported. */
+    async findExistingSha256s(hashes: readonly string[]): Promise<Set<string>> {
+      if (hashes.length === 0) return new Set();
+      const rows = await db
+        .select({ sha: images.contentSha256 })
+        .from(images)
+        .where(inArray(images.contentSha256, [...hashes]));
+      return new Set(rows.map((r) => r.sha));
+    },
+
+    /**
+     * Inserts an image row unless its content hash is known.
+     * @returns the new id, or `{ existingId }` when the same bytes were imported before.
+     */
+    async insertImage(row: NewImage): Promise<{ imageId: number } | { existingId: number }> {
+      const inserted = await db
+        .insert(images)
+        .values(row)
+        .onConflictDoNothing({ target: images.contentSha256 })
+        .returning({ imageId: images.imageId });
+      const first = inserted[0];
+      if (first) return { imageId: first.imageId };
+      const existingId = await this.findImageIdBySha256(row.contentSha256);
+      if (existingId === undefined) throw new Error("image conflict without an existing row");
+      return { existingId };
+    },
+
+    /** Stores embeddings; an existing (image, model) pair is kept as it is. */
+    async saveEmbeddings(rows: readonly NewEmbedding[]): Promise<void> {
+      if (rows.length === 0) return;
+      await db
+        .insert(imageEmbeddings)
+        .values(rows.map((r) => ({ ...r, dimension: r.embedding.length })))
+        .onConflictDoNothing();
+    },
+
+    /** The stored embedding of one image for `modelId`, if computed. */
+    async getEmbedding(imageId: number, modelId: string): Promise<Float32Array | undefined> {
+      const [row] = await db
+        .select({ embedding: imageEmbeddings.embedding })
+        .from(imageEmbeddings)
+        .where(and(eq(imageEmbeddings.imageId, imageId), eq(imageEmbeddings.modelId, modelId)));
+      return row?.embedding;
+    },
+
+    /** One gallery image with its labels, if it exists. */
+    async getGalleryImage(imageId: number): Promise<Omit<GalleryRow, "embedding"> | undefined> {
+      const [row] = await db
+        .select(galleryColumns)
+        .from(images)
+        .innerJoin(products, eq(images.productId, products.productId))
+        .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))
+        .where(eq(images.imageId, imageId));
+      return row;
+    },
+
+    /**
+     * One page of gallery rows of `imageType`, ordered by image id, joined with their labels and the
+     * embedding of `modelId` (null where missing). Keyset pagination keeps memory flat on big galleries.
+     */
+    async listGalleryPage({
+      imageType,
+      modelId,
+      afterImageId,
+      limit,
+    }: {
+      imageType: ImageType;
+      modelId: string;
+      afterImageId: number;
+      limit: number;
+    }): Promise<GalleryRow[]> {
+      return db
+        .select({ ...galleryColumns, embedding: imageEmbeddings.embedding })
+        .from(images)
+        .innerJoin(products, eq(images.productId, products.productId))
+        .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))
+        .leftJoin(
+          imageEmbeddings,
+          and(eq(imageEmbeddings.imageId, images.imageId), eq(imageEmbeddings.modelId, modelId)),
+        )
+        .where(and(eq(images.imageType, imageType), gt(images.imageId, afterImageId)))
+        .orderBy(asc(images.imageId))
+        .limit(limit);
+    },
+
+    /** Number of gallery images of `imageType`, and how many lack an embedding for `modelId`. */
+    async countGallery(imageType: ImageType, modelId: string): Promise<{ total: number; missing: number }> {
+      const [row] = await db
+        .select({
+          total: sql<number>`count(*)::int`,
+          missing: sql<number>`count(*) filter (where ${imageEmbeddings.imageId} is null)::int`,
+        })
+        .from(images)
+        .leftJoin(
+          imageEmbeddings,
+          and(eq(imageEmbeddings.imageId, images.imageId), eq(imageEmbeddings.modelId, modelId)),
+        )
+        .where(eq(images.imageType, imageType));
+      return { total: row?.total ?? 0, missing: row?.missing ?? 0 };
+    },
+
+    /** Deletes images (and their embeddings) by id; used by tests and re-imports. */
+    async deleteImages(ids: readonly number[]): Promise<void> {
+      if (ids.length === 0) return;
+      await db.delete(images).where(inArray(images.imageId, [...ids]));
+    },
+  };
+}
+
+/** The repository's type, derived from its factory. */
+export type ImageRepository = ReturnType<typeof createImageRepository>;

@@ -1,0 +1,129 @@
+import sharp, { type Metadata } from "sharp";
+import type { ModelConfig } from "../config/config.js";
+import { errors } from "../shared/errors.js";
+
+/** What the header of an accepted image says. */
+export interface ImageInfo {
+  /** sharp's format name: jpeg, png, webp, tiff, gif, ... */
+  format: string;
+  /** Pixels, after EXIF orientation is applied. */
+  width: number;
+  height: number;
+  /** MIME type to store the original with. */
+  contentType: string;
+}
+
+/** Limits applied before any pixel is decoded. */
+export interface ImageLimits {
+  /** Largest accepted encoded size (bytes). */
+  maxBytes: number;
+  /** Largest accepted width x height (pixels): guards against decompression bombs. */
+  maxPixels: number;
+}
+
+const SUPPORTED_FORMATS: Record<string, string> = {
+  jpeg: "image/jpeg",
+  png: "image/png",
+  webp: "image/webp",
+  tiff: "image/tiff",
+  gif: "image/gif",
+  avif: "image/avif",
+  heif: "image/heif",
+};
+
+/**
+ * Reads only the image header and checks it against the limits.
+ * @throws DomainError IMAGE_TOO_LARGE when bytes or pixel count exceed the limits (nothing is decoded),
+ *   INVALID_IMAGE_FORMAT when the bytes are not an image of a supported format.
+ */
+export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<ImageInfo> {
+  if (bytes.length === 0) throw errors.invalidImage("The image is empty (0 bytes).");
+  if (bytes.length > limits.maxBytes) {
+    throw errors.imageTooLarge(
+      `The image is ${bytes.length} bytes; the limit is ${limits.maxBytes} bytes. Send a smaller or more compressed image.`,
+      { sizeBytes: bytes.length, maxBytes: limits.maxBytes },
+    );
+  }
+  let meta: Metadata;
+  try {
+    // limitInputPixels false: the pixel check below gives a clearer error than sharp's.
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw errors.invalidImage(
+      `The data is not a readable image (${(e as Error).message}). Supported formats: ${Object.keys(SUPPORTED_FORMATS).join(", ")}.`,
+      e,
+    );
+  }
+  const contentType = meta.format ? SUPPORTED_FORMATS[meta.format] : undefined;
+  if (!contentType || !meta.width || !meta.height) {
+    throw errors.invalidImage(
+      `Unsupported image format '${meta.format ?? "unknown"}'. Supported formats: ${Object.keys(SUPPORTED_FORMATS).join(", ")}.`,
+    );
+  }
+  const pixels = meta.width * meta.height;
+  if (pixels > limits.maxPixels) {
+    throw errors.imageTooLarge(
+      `The image is ${meta.width}x${meta.height} = ${pixels} pixels; the limit is ${limits.maxPixels} pixels. Downscale it before searching.`,
+      { width: meta.width, height: meta.height, maxPixels: limits.maxPixels },
+    );
+  }
+  const rotated = (meta.orientation ?? 1) >= 5;
+  return {
+    format: meta.format ?? "unknown",
+    width: rotated ? meta.height : meta.width,
+    height: rotated ? meta.width : meta.height,
+    contentType,
+  };
+}
+
+/**
+ * Decodes and preprocesses one image for the model: EXIF auto-orient, sRGB 3 channels, resize the shorter
+ * side to `resizeShorterSide`, centre-crop `inputSize` square, scale to [0,1], subtract mean, divide by
+ * std, planar (CHW). The torchvision `Resize` + `CenterCrop` convention.
+ * @param info - the result of {@link inspectImage} on the same bytes.
+ * @returns `Float32Array` of length 3 x inputSize x inputSize, channel-major (R plane, G plane, B plane).
+ * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
+ */
+export async function preprocessImage(
+  bytes: Buffer,
+  info: ImageInfo,
+  model: ModelConfig,
+): Promise<Float32Array> {
+  const size = model.inputSize;
+  const scale = model.resizeShorterSide / Math.min(info.width, info.height);
+  const width = Math.max(model.resizeShorterSide, Math.round(info.width * scale));
+  const height = Math.max(model.resizeShorterSide, Math.round(info.height * scale));
+  let data: Buffer;
+  try {
+    const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
+      .rotate()
+      .resize({ width, height, fit: "fill", kernel: model.resizeKernel })
+      .extract({
+        left: Math.round((width - size) / 2),
+        top: Math.round((height - size) / 2),
+        width: size,
+        height: size,
+      })
+      .toColourspace("srgb")
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (out.info.channels !== 3) throw new Error(`expected 3 channels, got ${out.info.channels}`);
+    data = out.data;
+  } catch (e) {
+    throw errors.invalidImage(
+      `The image could not be decoded (${(e as Error).message}); it may be truncated or corrupt.`,
+      e,
+    );
+  }
+  const plane = size * size;
+  const tensor = new Float32Array(3 * plane);
+  const [m0, m1, m2] = model.mean;
+  const [s0, s1, s2] = model.std;
+  for (let i = 0, p = 0; i < plane; i++, p += 3) {
+    tensor[i] = ((data[p] as number) / 255 - m0) / s0;
+    tensor[plane + i] = ((data[p + 1] as number) / 255 - m1) / s1;
+    tensor[2 * plane + i] = ((data[p + 2] as number) / 255 - m2) / s2;
+  }
+  return tensor;
+}

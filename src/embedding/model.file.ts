@@ -1,0 +1,55 @@
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { ModelConfig } from "../config/config.js";
+
+/** sha256 (hex) of a file, streamed. */
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/**
+ * Makes sure the model file exists: when it is missing and `downloadUrl` is configured, downloads it,
+ * checks its sha256 and moves it into place atomically.
+ * @returns the sha256 of the model file (hex).
+ * @throws Error with an actionable message when the file is missing and cannot be downloaded, or when
+ *   the checksum does not match.
+ */
+export async function ensureModelFile(model: ModelConfig, logger: Logger): Promise<string> {
+  if (!existsSync(model.path)) {
+    if (!model.downloadUrl || !model.sha256) {
+      throw new Error(
+        `Model file not found: ${model.path}. Put the ONNX file of preset '${model.name}' there, ` +
+          "or set MODEL_PATH (or MODELS_DIR) to where it is, or MODEL_URL + MODEL_SHA256 to download it on first start.",
+      );
+    }
+    logger.info({ url: model.downloadUrl }, "downloading model");
+    const res = await fetch(model.downloadUrl);
+    if (!res.ok) throw new Error(`Model download failed: HTTP ${res.status} from ${model.downloadUrl}`);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const got = createHash("sha256").update(bytes).digest("hex");
+    if (got !== model.sha256) {
+      throw new Error(
+        `Model download checksum mismatch: expected ${model.sha256}, got ${got}; file discarded.`,
+      );
+    }
+    await mkdir(path.dirname(model.path), { recursive: true });
+    const tmp = `${model.path}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, bytes);
+      await rename(tmp, model.path);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+    return got;
+  }
+  const sha = await sha256File(model.path);
+  if (model.sha256 && sha !== model.sha256) {
+    throw new Error(`Model file ${model.path} has sha256 ${sha}, but MODEL_SHA256 is ${model.sha256}.`);
+  }
+  return sha;
+}

@@ -1,0 +1,10 @@
+/** A ready-to-paste curl command searching with a local image file, printed at startup. */
+export function exampleQuery(url: string): string {
+  return [
+    "  IMG=path/to/part.jpg",
+    `  curl -s ${url} -H 'content-type: application/json' \\`,
+    `    --data "{\\"query\\":\\"query(\\$img:String!){searchSimilar(input:{image:{base64:\\$img},topK:5}){version tookMs hits{rank score productCode defectCode downloadUrl}}}\\",\\"variables\\":{\\"img\\":\\"$(base64 -w0 "$IMG")\\"}}"`,
+    "",
+    `  curl -s ${url} -H 'content-type: application/json' --data '{"query":"{status{activeVersion indexes{version imageType ready count source}}}"}'`,
+  ].join("\n");
+}

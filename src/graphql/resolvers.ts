@@ -1,0 +1,66 @@
+import { errors } from "../shared/errors.js";
+import { requireAdmin } from "./admin.auth.js";
+import type { Resolvers } from "./generated/resolvers-types.js";
+
+const parseId = (id: string | number, field: string): number => {
+  const n = Number(id);
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw errors.badInput(`${field} must be a positive integer id; got '${id}'.`);
+  return n;
+};
+
+/** Thin resolvers: convert arguments, call one service method, map the result. */
+export const resolvers: Resolvers = {
+  ImageType: { DEFECT: "defect", NORMAL: "normal" },
+  ImageTypeSelector: { DEFECT: "defect", NORMAL: "normal", ALL: "all" },
+  MatcherVersion: { V1: "v1", V2: "v2" },
+  IndexSource: { BUILT: "built", LOADED: "loaded", FALLBACK: "fallback" },
+  RebuildStatus: { RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
+
+  Query: {
+    searchSimilar: (_, { input }, ctx) =>
+      ctx.search.search({
+        image: {
+          base64: input.image.base64,
+          storageKey: input.image.storageKey,
+          galleryImageId:
+            input.image.galleryImageId === null || input.image.galleryImageId === undefined
+              ? undefined
+              : parseId(input.image.galleryImageId, "image.galleryImageId"),
+        },
+        imageType: input.imageType ?? "defect",
+        topK: input.topK ?? 5,
+        minScore: input.minScore,
+        productCodes: input.filter?.productCodes,
+        defectCodes: input.filter?.defectCodes,
+        version: input.version,
+      }),
+    status: (_, __, ctx) => ctx.admin.status(),
+    rebuildTask: (_, { id }, ctx) => ctx.admin.task(String(id)) ?? null,
+  },
+
+  Mutation: {
+    rebuildIndex: (_, { imageType, version }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.admin.rebuild(imageType, version);
+    },
+    setMatcherVersion: (_, { version }, ctx) => {
+      requireAdmin(ctx);
+      ctx.admin.setActiveVersion(version);
+      return ctx.admin.status();
+    },
+  },
+
+  SearchResult: {
+    tookMs: (r) => r.timing.totalMs,
+  },
+  SearchHit: {
+    imageId: (h) => (h.imageId === null ? null : String(h.imageId)),
+  },
+  IndexStatus: {
+    checksum: (s) => s.indexSha256,
+  },
+  RebuildTask: {
+    trigger: (t) => t.trigger.toUpperCase(),
+  },
+};

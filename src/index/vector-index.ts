@@ -1,0 +1,80 @@
+import faiss from "faiss-node";
+
+/** Vectors added to faiss-node per call; it takes plain arrays, so chunks bound the copy. */
+const ADD_CHUNK_VECTORS = 4096;
+
+/** A FAISS inner-product index over L2-normalised vectors: scores are cosine similarities. */
+export interface VectorIndex {
+  readonly dimension: number;
+  readonly count: number;
+  /**
+   * Top-k by inner product.
+   * @param query - L2-normalised `Float32Array` of length {@link dimension}.
+   * @param k - clamped to {@link count}.
+   * @returns labels (0-based insertion order) and scores, best first.
+   */
+  search(query: Float32Array, k: number): { labels: number[]; scores: number[] };
+  /** The index serialised by FAISS `write_index`. */
+  toBuffer(): Buffer;
+}
+
+function wrap(index: faiss.Index): VectorIndex {
+  const dimension = index.getDimension();
+  const count = index.ntotal();
+  return {
+    dimension,
+    count,
+    search(query, k) {
+      const kk = Math.min(k, count);
+      if (kk <= 0) return { labels: [], scores: [] };
+      const r = index.search(Array.from(query), kk);
+      // FAISS pads with label -1 when fewer than k results exist (e.g. HNSW with a small efSearch).
+      const labels: number[] = [];
+      const scores: number[] = [];
+      r.labels.forEach((label, i) => {
+        if (label >= 0) {
+          labels.push(label);
+          scores.push(r.distances[i] as number);
+        }
+      });
+      return { labels, scores };
+    },
+    toBuffer: () => index.toBuffer(),
+  };
+}
+
+/**
+ * Builds an index with the FAISS index factory (inner-product metric).
+ * @param factory - FAISS factory string, e.g. `Flat` (exact) or `HNSW32,Flat`
+ *   (https://github.com/facebookresearch/faiss/wiki/The-index-factory).
+ * @param vectors - `count` x `dimension` float32 values, row-major, each row L2-normalised.
+ * @throws Error from FAISS when the factory string is invalid.
+ */
+export function buildVectorIndex({
+  dimension,
+  factory,
+  vectors,
+}: {
+  dimension: number;
+  factory: string;
+  vectors: Float32Array;
+}): VectorIndex {
+  if (vectors.length % dimension !== 0)
+    throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
+  const index = faiss.Index.fromFactory(dimension, factory, faiss.MetricType.METRIC_INNER_PRODUCT);
+  const count = vectors.length / dimension;
+  if (!index.isTrained() && count > 0) index.train(Array.from(vectors));
+  for (let start = 0; start < count; start += ADD_CHUNK_VECTORS) {
+    const end = Math.min(count, start + ADD_CHUNK_VECTORS);
+    index.add(Array.from(vectors.subarray(start * dimension, end * dimension)));
+  }
+  return wrap(index);
+}
+
+/**
+ * Reads an index written by {@link VectorIndex.toBuffer}.
+ * @throws Error from FAISS when the bytes are not a FAISS index.
+ */
+export function vectorIndexFromBuffer(buffer: Buffer): VectorIndex {
+  return wrap(faiss.Index.fromBuffer(buffer));
+}

@@ -1,0 +1,173 @@
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import type { ImageRepository } from "../db/images.repository.js";
+import type { Embedder } from "../embedding/embedder.service.js";
+import type { BlobStore } from "../storage/blob-store.js";
+import { type DatasetImage, humanizeCode } from "./dataset.reader.js";
+
+/** Counts of an ingestion run, reported as it goes. */
+export interface IngestProgress {
+  total: number;
+  imported: number;
+  skipped: number;
+  failed: number;
+}
+
+/** What an ingestion run did. */
+export interface IngestSummary extends IngestProgress {
+  /** Files not imported, with the reason. */
+  failures: { file: string; reason: string }[];
+  durationMs: number;
+  /** Imported images per second of wall time. */
+  imagesPerSecond: number;
+}
+
+const EXTENSION_BY_TYPE: Record<string, string> = {
+  "image/jpeg": "jpg",
+  "image/png": "png",
+  "image/webp": "webp",
+  "image/tiff": "tif",
+  "image/gif": "gif",
+  "image/avif": "avif",
+  "image/heif": "heic",
+};
+
+/** Object key of an original: content-addressed, so re-uploading the same bytes is harmless. */
+export function storageKeyFor(sha256: string, contentType: string): string {
+  return `images/${sha256.slice(0, 2)}/${sha256}.${EXTENSION_BY_TYPE[contentType] ?? "bin"}`;
+}
+
+/**
+ * Imports labelled images into PostgreSQL + object storage + embeddings. Idempotent by content hash:
+ * bytes imported before are skipped, so a re-run imports nothing twice.
+ */
+export function createIngestService({
+  repository,
+  blobStore,
+  embedder,
+  batchSize,
+  logger,
+}: {
+  repository: ImageRepository;
+  blobStore: BlobStore;
+  embedder: Embedder;
+  /** Files read, embedded and written per step. */
+  batchSize: number;
+  logger: Logger;
+}) {
+  const productIds = new Map<string, number>();
+  const defectIds = new Map<string, number>();
+
+  async function productId(code: string) {
+    let id = productIds.get(code);
+    if (id === undefined) {
+      id = await repository.ensureProduct(code, humanizeCode(code));
+      productIds.set(code, id);
+    }
+    return id;
+  }
+  async function defectTypeId(code: string) {
+    let id = defectIds.get(code);
+    if (id === undefined) {
+      id = await repository.ensureDefectType(code, humanizeCode(code));
+      defectIds.set(code, id);
+    }
+    return id;
+  }
+
+  return {
+    /**
+     * Imports `images`.
+     * @param onProgress - called after each step with running counts.
+     */
+    async ingest(
+      images: readonly DatasetImage[],
+      onProgress: (p: IngestProgress) => void = () => {},
+    ): Promise<IngestSummary> {
+      const t0 = performance.now();
+      const progress: IngestProgress = { total: images.length, imported: 0, skipped: 0, failed: 0 };
+      const failures: IngestSummary["failures"] = [];
+      const fail = (file: string, reason: string) => {
+        failures.push({ file, reason });
+        progress.failed++;
+      };
+      await blobStore.ensureBucket();
+      for (let start = 0; start < images.length; start += batchSize) {
+        const step = images.slice(start, start + batchSize);
+        const read = await Promise.all(
+          step.map(async (img) => {
+            try {
+              const bytes = await readFile(img.path);
+              return { img, bytes, sha256: createHash("sha256").update(bytes).digest("hex") };
+            } catch (e) {
+              fail(img.path, (e as Error).message);
+              return undefined;
+            }
+          }),
+        );
+        const existing = await repository.findExistingSha256s(read.flatMap((r) => (r ? [r.sha256] : [])));
+        const seen = new Set<string>();
+        const fresh = read.flatMap((r) => {
+          if (!r) return [];
+          // Identical bytes twice in one folder (datasets have some) count as one image.
+          if (existing.has(r.sha256) || seen.has(r.sha256)) {
+            progress.skipped++;
+            return [];
+          }
+          seen.add(r.sha256);
+          return [r];
+        });
+        const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
+        await Promise.all(
+          fresh.map(async (f, i) => {
+            const o = outcomes[i];
+            if (!o?.ok) {
+              fail(f.img.path, o?.error.message ?? "not embedded");
+              return;
+            }
+            try {
+              const key = storageKeyFor(f.sha256, o.info.contentType);
+              await blobStore.put(key, f.bytes, o.info.contentType);
+              const inserted = await repository.insertImage({
+                productId: await productId(f.img.productCode),
+                defectTypeId: f.img.defectCode === null ? null : await defectTypeId(f.img.defectCode),
+                imageType: f.img.imageType,
+                filePath: f.img.path,
+                storageUrl: blobStore.storageUrl(key),
+                contentSha256: f.sha256,
+                contentType: o.info.contentType,
+                width: o.info.width,
+                height: o.info.height,
+                fileSizeBytes: f.bytes.length,
+              });
+              if ("existingId" in inserted) {
+                progress.skipped++;
+                return;
+              }
+              await repository.saveEmbeddings([
+                { imageId: inserted.imageId, modelId: embedder.modelId, embedding: o.embedding },
+              ]);
+              progress.imported++;
+            } catch (e) {
+              fail(f.img.path, (e as Error).message);
+            }
+          }),
+        );
+        onProgress({ ...progress });
+      }
+      const durationMs = performance.now() - t0;
+      const summary = {
+        ...progress,
+        failures,
+        durationMs,
+        imagesPerSecond: progress.imported / Math.max(durationMs / 1000, 1e-9),
+      };
+      logger.info({ ...summary, failures: failures.slice(0, 10) }, "ingestion finished");
+      return summary;
+    },
+  };
+}
+
+/** The ingest service's type, derived from its factory. */
+export type IngestService = ReturnType<typeof createIngestService>;

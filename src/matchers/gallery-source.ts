@@ -1,0 +1,44 @@
+import type { GalleryEntry } from "../index/gallery-entry.js";
+import type { ImageType, MatcherVersion } from "../shared/types.js";
+
+/** Progress of collecting a gallery's embeddings. */
+export interface GalleryProgress {
+  /** Gallery images found. */
+  total: number;
+  /** Images handled so far (embedding reused, computed or failed). */
+  processed: number;
+  /** Embeddings computed during this collection (the rest were reused). */
+  newlyEmbedded: number;
+  /** Images skipped because they could not be read or embedded. */
+  failed: number;
+}
+
+/** A gallery ready to index: `entries[i]` describes row i of `vectors`. */
+export interface CollectedGallery {
+  entries: GalleryEntry[];
+  /** `entries.length` x dimension float32 values, row-major, rows L2-normalised. */
+  vectors: Float32Array;
+  /** Images left out, with the reason a person can act on. */
+  failures: { item: string; reason: string }[];
+}
+
+/** Where a matcher's gallery comes from: V1 a folder of named files, V2 the database. */
+export interface GallerySource {
+  readonly version: MatcherVersion;
+  /** Human-readable origin, for status and logs. */
+  readonly description: string;
+  /**
+   * Gathers every gallery image of `imageType` with its embedding, computing missing ones.
+   * @throws when the source itself is unreachable (folder missing, database down).
+   */
+  collect(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<CollectedGallery>;
+}
+
+/** Packs vectors into one row-major `Float32Array`. */
+export function packVectors(vectors: readonly Float32Array[], dimension: number): Float32Array {
+  const out = new Float32Array(vectors.length * dimension);
+  vectors.forEach((v, i) => {
+    out.set(v, i * dimension);
+  });
+  return out;
+}

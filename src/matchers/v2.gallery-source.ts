@@ -1,0 +1,122 @@
+import { readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import type { GalleryRow, ImageRepository } from "../db/images.repository.js";
+import type { Embedder } from "../embedding/embedder.service.js";
+import type { GalleryEntry } from "../index/gallery-entry.js";
+import type { ImageType } from "../shared/types.js";
+import type { BlobStore } from "../storage/blob-store.js";
+import { type CollectedGallery, type GallerySource, packVectors } from "./gallery-source.js";
+
+/** Rows per database page; bounds memory and keeps progress moving. */
+const PAGE = 2000;
+/** Missing embeddings computed per step. */
+const EMBED_STEP = 64;
+
+/**
+ * V2 gallery: rows of `images` joined with products and defect types, with their stored embeddings.
+ * Images without an embedding for the current model are fetched (object storage, else the local path),
+ * embedded and stored, so each image is embedded once per model.
+ */
+export function createV2GallerySource({
+  repository,
+  blobStore,
+  embedder,
+  logger,
+}: {
+  repository: ImageRepository;
+  blobStore: BlobStore;
+  embedder: Embedder;
+  logger: Logger;
+}): GallerySource {
+  async function fetchBytes(row: GalleryRow): Promise<Buffer> {
+    const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
+    if (key) {
+      const bytes = await blobStore.get(key);
+      if (bytes) return bytes;
+    }
+    if (row.filePath) return readFile(row.filePath);
+    throw new Error(
+      `image ${row.imageId}: original not found (storage_url ${row.storageUrl ?? "null"}, no file_path)`,
+    );
+  }
+
+  return {
+    version: "v2",
+    description: "database",
+    async collect(imageType: ImageType, onProgress) {
+      const { total } = await repository.countGallery(imageType, embedder.modelId);
+      const progress = { total, processed: 0, newlyEmbedded: 0, failed: 0 };
+      onProgress({ ...progress });
+      const entries: GalleryEntry[] = [];
+      const vectors: Float32Array[] = [];
+      const failures: CollectedGallery["failures"] = [];
+      let after = 0;
+      for (;;) {
+        const page = await repository.listGalleryPage({
+          imageType,
+          modelId: embedder.modelId,
+          afterImageId: after,
+          limit: PAGE,
+        });
+        if (page.length === 0) break;
+        after = page[page.length - 1]?.imageId ?? after;
+        const missing = page.filter((r) => r.embedding === null);
+        for (let i = 0; i < missing.length; i += EMBED_STEP) {
+          const step = missing.slice(i, i + EMBED_STEP);
+          const fetched = await Promise.all(
+            step.map(async (row) => {
+              try {
+                return await fetchBytes(row);
+              } catch (e) {
+                return e as Error;
+              }
+            }),
+          );
+          const readable = step.flatMap((row, k) => {
+            const f = fetched[k];
+            if (f instanceof Buffer) return [{ row, bytes: f }];
+            failures.push({
+              item: `image ${row.imageId}`,
+              reason: (f as Error | undefined)?.message ?? "unreadable",
+            });
+            return [];
+          });
+          const outcomes = await embedder.embedMany(readable.map((r) => r.bytes));
+          const toSave = readable.flatMap(({ row }, k) => {
+            const o = outcomes[k];
+            if (o?.ok) {
+              row.embedding = o.embedding;
+              return [{ imageId: row.imageId, modelId: embedder.modelId, embedding: o.embedding }];
+            }
+            failures.push({ item: `image ${row.imageId}`, reason: o?.error.message ?? "not embedded" });
+            return [];
+          });
+          await repository.saveEmbeddings(toSave);
+          progress.newlyEmbedded += toSave.length;
+          progress.failed = failures.length;
+          progress.processed += step.length;
+          onProgress({ ...progress });
+        }
+        for (const row of page) {
+          if (row.embedding === null) continue;
+          if (row.embedding.length !== embedder.dimension) {
+            failures.push({
+              item: `image ${row.imageId}`,
+              reason: `stored embedding has ${row.embedding.length} dims`,
+            });
+            continue;
+          }
+          vectors.push(row.embedding);
+          const { embedding: _vector, ...meta } = row;
+          entries.push(meta);
+        }
+        progress.processed += page.length - missing.length;
+        progress.failed = failures.length;
+        onProgress({ ...progress });
+      }
+      if (failures.length > 0)
+        logger.warn({ failures: failures.slice(0, 20), count: failures.length }, "V2 gallery images skipped");
+      return { entries, vectors: packVectors(vectors, embedder.dimension), failures };
+    },
+  };
+}

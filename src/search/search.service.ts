@@ -1,0 +1,208 @@
+import type { Logger } from "pino";
+import type { ImageRepository } from "../db/images.repository.js";
+import type { Embedder } from "../embedding/embedder.service.js";
+import type { GalleryEntry } from "../index/gallery-entry.js";
+import { indexNotReadyError, type Matcher } from "../matchers/matcher.js";
+import { errors } from "../shared/errors.js";
+import type { ImageType, MatcherVersion } from "../shared/types.js";
+import type { BlobStore } from "../storage/blob-store.js";
+import type { MatcherVersionFlag } from "./matcher-version.flag.js";
+
+/** Where the query image comes from; exactly one field is set. */
+export interface QueryImage {
+  /** The image bytes, base64 (a `data:image/...;base64,` prefix is accepted). */
+  base64?: string | null;
+  /** Key of an object already in the service's bucket. */
+  storageKey?: string | null;
+  /** Id of a gallery image ("find similar"); the image itself is left out of the results. */
+  galleryImageId?: number | null;
+}
+
+/** A validated search request. */
+export interface SearchRequest {
+  image: QueryImage;
+  imageType: ImageType;
+  topK: number;
+  minScore?: number | null;
+  productCodes?: readonly string[] | null;
+  defectCodes?: readonly string[] | null;
+  /** Overrides the active matcher for this request. */
+  version?: MatcherVersion | null;
+}
+
+/** One ranked result with everything the gallery knows about the image. */
+export interface SearchHit extends GalleryEntry {
+  /** 1-based. */
+  rank: number;
+  /** Cosine similarity of the query and gallery embeddings, in [-1, 1]. */
+  score: number;
+  /** Presigned GET URL of the original, when it is in object storage. */
+  downloadUrl: string | null;
+}
+
+/** Time spent per stage of one search (ms). */
+export interface SearchTiming {
+  fetchMs: number;
+  decodeMs: number;
+  inferenceMs: number;
+  searchMs: number;
+  totalMs: number;
+}
+
+/** The answer to one search. */
+export interface SearchResult {
+  version: MatcherVersion;
+  imageType: ImageType;
+  modelId: string;
+  indexSize: number;
+  hits: SearchHit[];
+  timing: SearchTiming;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * The search use case: resolve the query image, embed it, search the chosen matcher, attach download URLs.
+ */
+export function createSearchService({
+  embedder,
+  matchers,
+  flag,
+  repository,
+  blobStore,
+  maxImageBytes,
+  maxTopK,
+  presignExpirySeconds,
+  logger,
+}: {
+  embedder: Embedder;
+  matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  flag: MatcherVersionFlag;
+  repository: ImageRepository;
+  blobStore: BlobStore;
+  maxImageBytes: number;
+  maxTopK: number;
+  presignExpirySeconds: number;
+  logger: Logger;
+}) {
+  function decodeBase64(input: string): Buffer {
+    const body = input.replace(/^data:[^;,]*;base64,/, "").replace(/\s+/g, "");
+    // Checked before decoding, so a huge payload costs no allocation.
+    const approxBytes = Math.floor((body.length * 3) / 4);
+    if (approxBytes > maxImageBytes) {
+      throw errors.imageTooLarge(
+        `The image is about ${approxBytes} bytes; the limit is ${maxImageBytes} bytes. Send a smaller or more compressed image.`,
+        { sizeBytes: approxBytes, maxBytes: maxImageBytes },
+      );
+    }
+    if (body.length % 4 !== 0 || !BASE64.test(body)) {
+      throw errors.badInput(
+        "image.base64 is not valid base64; encode the image file's bytes with standard base64.",
+      );
+    }
+    return Buffer.from(body, "base64");
+  }
+
+  async function fetchStorageObject(key: string): Promise<Buffer> {
+    const size = await blobStore.size(key);
+    if (size === undefined)
+      throw errors.notFound(`No object '${key}' in bucket '${blobStore.bucket}'.`, { storageKey: key });
+    if (size > maxImageBytes) {
+      throw errors.imageTooLarge(`Object '${key}' is ${size} bytes; the limit is ${maxImageBytes} bytes.`, {
+        sizeBytes: size,
+        maxBytes: maxImageBytes,
+      });
+    }
+    const bytes = await blobStore.get(key);
+    if (!bytes)
+      throw errors.notFound(`No object '${key}' in bucket '${blobStore.bucket}'.`, { storageKey: key });
+    return bytes;
+  }
+
+  /** The query embedding and the content hash to leave out of the results, if any. */
+  async function queryEmbedding(image: QueryImage, timing: SearchTiming) {
+    const given = [image.base64, image.storageKey, image.galleryImageId].filter(
+      (v) => v !== undefined && v !== null,
+    );
+    if (given.length !== 1) {
+      throw errors.badInput("Give exactly one of image.base64, image.storageKey or image.galleryImageId.");
+    }
+    let bytes: Buffer;
+    let exclude: string | undefined;
+    const t0 = performance.now();
+    if (image.galleryImageId !== undefined && image.galleryImageId !== null) {
+      const id = image.galleryImageId;
+      const row = await repository.getGalleryImage(id);
+      if (!row) throw errors.notFound(`No gallery image with id ${id}.`, { galleryImageId: id });
+      exclude = row.contentSha256;
+      const stored = await repository.getEmbedding(id, embedder.modelId);
+      if (stored) {
+        timing.fetchMs = performance.now() - t0;
+        return { embedding: stored, exclude };
+      }
+      const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
+      if (!key) throw errors.notFound(`Gallery image ${id} has no original in object storage to embed.`);
+      bytes = await fetchStorageObject(key);
+    } else if (image.storageKey) {
+      bytes = await fetchStorageObject(image.storageKey);
+    } else {
+      bytes = decodeBase64(image.base64 ?? "");
+    }
+    timing.fetchMs = performance.now() - t0;
+    const { embedding, timing: t } = await embedder.embedOne(bytes);
+    timing.decodeMs = t.decodeMs;
+    timing.inferenceMs = t.inferenceMs;
+    return { embedding, exclude };
+  }
+
+  return {
+    /**
+     * Finds the gallery images most similar to the query image.
+     * @throws DomainError BAD_USER_INPUT, NOT_FOUND, IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT,
+     *   FEATURE_EXTRACTION_FAILED, INDEX_NOT_READY.
+     */
+    async search(req: SearchRequest): Promise<SearchResult> {
+      const start = performance.now();
+      if (!Number.isInteger(req.topK) || req.topK < 1 || req.topK > maxTopK) {
+        throw errors.badInput(`topK must be an integer from 1 to ${maxTopK}; got ${req.topK}.`);
+      }
+      if (req.minScore !== undefined && req.minScore !== null && !(req.minScore >= -1 && req.minScore <= 1)) {
+        throw errors.badInput(`minScore is a cosine similarity, from -1 to 1; got ${req.minScore}.`);
+      }
+      const version = req.version ?? flag.get();
+      const matcher = matchers.get(version);
+      if (!matcher) {
+        throw errors.indexNotReady(
+          `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`,
+        );
+      }
+      // Fail before the costly embedding when the index cannot answer anyway.
+      if (!matcher.state(req.imageType).ready) throw indexNotReadyError(version, req.imageType);
+
+      const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
+      const { embedding, exclude } = await queryEmbedding(req.image, timing);
+      const t0 = performance.now();
+      const { matches, indexSize } = matcher.search(req.imageType, embedding, {
+        topK: req.topK,
+        minScore: req.minScore ?? undefined,
+        productCodes: req.productCodes ?? undefined,
+        defectCodes: req.defectCodes ?? undefined,
+        excludeContentSha256: exclude,
+      });
+      timing.searchMs = performance.now() - t0;
+      const hits = await Promise.all(
+        matches.map(async ({ entry, score }, i) => {
+          const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
+          const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
+          return { ...entry, rank: i + 1, score, downloadUrl };
+        }),
+      );
+      timing.totalMs = performance.now() - start;
+      logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
+      return { version, imageType: req.imageType, modelId: embedder.modelId, indexSize, hits, timing };
+    },
+  };
+}
+
+/** The search service's type, derived from its factory. */
+export type SearchService = ReturnType<typeof createSearchService>;

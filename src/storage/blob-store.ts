@@ -1,0 +1,87 @@
+import type { Readable } from "node:stream";
+import * as Minio from "minio";
+
+/** Object storage for gallery originals, over the S3 protocol (MinIO, S3, NCloud, s3rver). */
+export interface BlobStore {
+  readonly bucket: string;
+  /** Creates the bucket if missing. */
+  ensureBucket(): Promise<void>;
+  /** Stores `bytes` under `key`; overwrites. */
+  put(key: string, bytes: Buffer, contentType: string): Promise<void>;
+  /**
+   * Reads an object fully.
+   * @returns undefined when the key does not exist.
+   */
+  get(key: string): Promise<Buffer | undefined>;
+  /** Size in bytes of an object, or undefined when it does not exist. */
+  size(key: string): Promise<number | undefined>;
+  /** A time-limited GET URL (AWS Signature V4 query string) valid for `expirySeconds`. */
+  presignedGetUrl(key: string, expirySeconds: number): Promise<string>;
+  /** The stable `s3://<bucket>/<key>` URL stored in the database. */
+  storageUrl(key: string): string;
+  /** Inverse of {@link storageUrl}; undefined for URLs of another bucket or scheme. */
+  keyFromStorageUrl(url: string): string | undefined;
+}
+
+/** Connection settings for an S3-compatible endpoint. */
+export interface S3Connection {
+  /** e.g. `http://127.0.0.1:9000` */
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  bucket: string;
+  region: string;
+}
+
+const NOT_FOUND_CODES = new Set(["NoSuchKey", "NotFound", "NoSuchObject"]);
+
+/**
+ * {@link BlobStore} backed by the `minio` client.
+ * The region is fixed in the client so presigning never makes a network round trip.
+ */
+export function createMinioBlobStore(conn: S3Connection): BlobStore {
+  const url = new URL(conn.endpoint);
+  const useSSL = url.protocol === "https:";
+  const client = new Minio.Client({
+    endPoint: url.hostname,
+    port: url.port ? Number(url.port) : useSSL ? 443 : 80,
+    useSSL,
+    accessKey: conn.accessKey,
+    secretKey: conn.secretKey,
+    region: conn.region,
+    pathStyle: true,
+  });
+  const prefix = `s3://${conn.bucket}/`;
+  return {
+    bucket: conn.bucket,
+    async ensureBucket() {
+      if (!(await client.bucketExists(conn.bucket))) await client.makeBucket(conn.bucket, conn.region);
+    },
+    async put(key, bytes, contentType) {
+      await client.putObject(conn.bucket, key, bytes, bytes.length, { "Content-Type": contentType });
+    },
+    async get(key) {
+      let stream: Readable;
+      try {
+        stream = await client.getObject(conn.bucket, key);
+      } catch (e) {
+        if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
+        throw e;
+      }
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    },
+    async size(key) {
+      try {
+        return (await client.statObject(conn.bucket, key)).size;
+      } catch (e) {
+        if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
+        throw e;
+      }
+    },
+    presignedGetUrl: (key, expirySeconds) => client.presignedGetObject(conn.bucket, key, expirySeconds),
+    storageUrl: (key) => `${prefix}${key}`,
+    keyFromStorageUrl: (u) => (u.startsWith(prefix) ? u.slice(prefix.length) : undefined),
+  };
+}
