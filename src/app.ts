@@ -164,11 +164,12 @@ export async function createApp(
       for (const [version, matcher] of matchers) {
         for (const imageType of IMAGE_TYPES) {
           if (version === "v2" && startupDatabaseError) {
-            await matcher.loadPersisted(imageType, "fallback", true);
+            await matcher.loadPersisted(imageType, "fallback", false);
             continue;
           }
           const policy = config.index.startupRebuild;
-          const loaded = policy !== "always" && (await matcher.loadPersisted(imageType, "loaded", true));
+          const loaded =
+            policy !== "always" && (await matcher.loadPersisted(imageType, "loaded", policy === "if-needed"));
           if (!loaded && policy !== "never") toBuild.push({ version, imageType });
         }
       }

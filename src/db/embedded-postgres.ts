@@ -46,7 +46,15 @@ export async function startEmbeddedPostgres({
     logger.info({ dataDir }, "initialising embedded PostgreSQL");
     await server.initialise();
   }
-  await server.start();
+  try {
+    await server.start();
+  } catch (e) {
+    // The package rejects with nothing when the server process exits; say what usually causes it.
+    throw new Error(
+      `Embedded PostgreSQL did not start on port ${port} with data in ${dataDir} (${e ? String(e) : "the server exited"}). ` +
+        "Is the port taken (EMBEDDED_PG_PORT) or another instance using the folder (EMBEDDED_DATA_DIR)? Set DATABASE_URL to use an external server.",
+    );
+  }
   const adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();

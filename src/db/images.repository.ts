@@ -193,6 +193,18 @@ export function createImageRepository({ db }: { db: Database }) {
       return { total: row?.total ?? 0, missing: row?.missing ?? 0 };
     },
 
+    /** Count and largest id of the gallery images of `imageType`: changes when images are added or deleted. */
+    async galleryFingerprint(imageType: ImageType): Promise<{ count: number; maxImageId: number }> {
+      const [row] = await db
+        .select({
+          count: sql<number>`count(*)::int`,
+          maxImageId: sql<number>`coalesce(max(${images.imageId}), 0)::int`,
+        })
+        .from(images)
+        .where(eq(images.imageType, imageType));
+      return { count: row?.count ?? 0, maxImageId: row?.maxImageId ?? 0 };
+    },
+
     /** Deletes images (and their embeddings) by id; used by tests and re-imports. */
     async deleteImages(ids: readonly number[]): Promise<void> {
       if (ids.length === 0) return;

@@ -20,6 +20,8 @@ export const manifestSchema = z.object({
   dimension: z.number().int().positive(),
   count: z.number().int().nonnegative(),
   factory: z.string(),
+  /** The gallery source's fingerprint when the build started (see GallerySource.fingerprint). */
+  galleryFingerprint: z.string().nullable(),
   /** ISO 8601 time the index was built. */
   builtAt: z.string(),
   /** sha256 (hex) of faiss_index.bin. */

@@ -32,6 +32,11 @@ export interface GallerySource {
    * @throws when the source itself is unreachable (folder missing, database down).
    */
   collect(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<CollectedGallery>;
+  /**
+   * A cheap summary of the gallery's content (e.g. count and newest id) that changes when images are
+   * added or removed; a persisted index built from another fingerprint is stale.
+   */
+  fingerprint(imageType: ImageType): Promise<string>;
 }
 
 /** Packs vectors into one row-major `Float32Array`. */

@@ -72,12 +72,12 @@ export interface Matcher {
     query: Float32Array,
     options: MatchOptions,
   ): { matches: Match[]; indexSize: number };
-  /** Loads the persisted index if it matches the model; returns whether it was loaded. */
-  loadPersisted(
-    imageType: ImageType,
-    source: "loaded" | "fallback",
-    requireModelMatch: boolean,
-  ): Promise<boolean>;
+  /**
+   * Loads the persisted index if its manifest matches the configured model and index type and, with
+   * `checkGallery`, the gallery's current fingerprint.
+   * @returns whether an index was loaded.
+   */
+  loadPersisted(imageType: ImageType, source: "loaded" | "fallback", checkGallery: boolean): Promise<boolean>;
   /** Rebuilds from the gallery source, persists it and swaps it in; the old index is kept on failure. */
   rebuild(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<RebuildOutcome>;
 }
@@ -186,13 +186,10 @@ export function createMatcher({
       }
     },
 
-    async loadPersisted(imageType, how, requireModelMatch) {
+    async loadPersisted(imageType, how, checkGallery) {
       const manifest = await store.readManifest(version, imageType);
       if (!manifest) return false;
-      if (
-        requireModelMatch &&
-        (manifest.modelId !== modelId || manifest.dimension !== dimension || manifest.factory !== factory)
-      ) {
+      if (manifest.modelId !== modelId || manifest.dimension !== dimension || manifest.factory !== factory) {
         log.info(
           {
             imageType,
@@ -202,6 +199,16 @@ export function createMatcher({
           "persisted index was built with another model or index type; it will be rebuilt",
         );
         return false;
+      }
+      if (checkGallery) {
+        const current = await source.fingerprint(imageType);
+        if (current !== manifest.galleryFingerprint) {
+          log.info(
+            { imageType, persisted: manifest.galleryFingerprint, current },
+            "gallery changed since the index was built; it will be rebuilt",
+          );
+          return false;
+        }
       }
       try {
         const loaded = await store.load(version, imageType);
@@ -215,6 +222,7 @@ export function createMatcher({
     },
 
     async rebuild(imageType, onProgress) {
+      const galleryFingerprint = await source.fingerprint(imageType);
       const gallery = await source.collect(imageType, onProgress);
       const index = buildVectorIndex({ dimension, factory, vectors: gallery.vectors });
       const manifest = await store.save({
@@ -228,6 +236,7 @@ export function createMatcher({
           dimension,
           count: index.count,
           factory,
+          galleryFingerprint,
           builtAt: new Date().toISOString(),
         },
       });

@@ -24,13 +24,20 @@ export function createV1GallerySource({
   embedder: Embedder;
   logger: Logger;
 }): GallerySource {
+  const listImages = async () =>
+    (await readdir(dir)).filter((n) => V1_IMAGE_EXTENSIONS.has(path.extname(n).toLowerCase())).sort();
   return {
     version: "v1",
     description: `folder ${dir}`,
+    async fingerprint(imageType) {
+      const names = (await listImages()).filter((n) => {
+        const parsed = parseV1FileName(n);
+        return parsed && (parsed.defectCode === null ? "normal" : "defect") === imageType;
+      });
+      return `count=${names.length};names=${createHash("sha256").update(names.join("\n")).digest("hex").slice(0, 16)}`;
+    },
     async collect(imageType: ImageType, onProgress) {
-      const names = (await readdir(dir))
-        .filter((n) => V1_IMAGE_EXTENSIONS.has(path.extname(n).toLowerCase()))
-        .sort();
+      const names = await listImages();
       const failures: CollectedGallery["failures"] = [];
       const wanted = names.flatMap((name) => {
         const parsed = parseV1FileName(name);

@@ -43,6 +43,10 @@ export function createV2GallerySource({
   return {
     version: "v2",
     description: "database",
+    async fingerprint(imageType) {
+      const { count, maxImageId } = await repository.galleryFingerprint(imageType);
+      return `count=${count};maxImageId=${maxImageId}`;
+    },
     async collect(imageType: ImageType, onProgress) {
       const { total } = await repository.countGallery(imageType, embedder.modelId);
       const progress = { total, processed: 0, newlyEmbedded: 0, failed: 0 };

@@ -1,0 +1,125 @@
+import path from "node:path";
+import { SingleBar } from "cli-progress";
+import { Command, Option } from "commander";
+import { pino } from "pino";
+import { createApp } from "../app.js";
+import { ConfigError, loadConfig } from "../config/config.js";
+import { listDatasetImages, type SplitName } from "../ingest/dataset.reader.js";
+import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
+
+function configOrExit() {
+  try {
+    return loadConfig();
+  } catch (e) {
+    console.error(e instanceof ConfigError ? e.message : e);
+    process.exit(1);
+  }
+}
+
+const splitOption = new Option("--split <split>", "only rows of this split in split.csv").choices([
+  "gallery",
+  "query",
+]);
+
+const program = new Command()
+  .name("defect-lens")
+  .description("defect-lens command line: import galleries, write V1 galleries, rebuild indexes.")
+  .showHelpAfterError();
+
+program
+  .command("ingest")
+  .description(
+    "Import <root>/<product>/<defect_type or good>/<images> into PostgreSQL + object storage + embeddings.",
+  )
+  .argument("<root>", "dataset folder")
+  .addOption(splitOption)
+  .option("--split-csv <file>", "split file (default <root>/split.csv)")
+  .action(async (root: string, opts: { split?: SplitName; splitCsv?: string }) => {
+    const config = configOrExit();
+    const logger = pino({ level: config.logLevel === "info" ? "warn" : config.logLevel });
+    const app = await createApp(config, logger, { initialiseIndexes: false });
+    try {
+      const images = await listDatasetImages({
+        root: path.resolve(root),
+        split: opts.split,
+        splitCsv: opts.splitCsv,
+      });
+      const bar = new SingleBar({
+        format:
+          "ingest [{bar}] {value}/{total} | imported {imported} skipped {skipped} failed {failed} | {eta_formatted}",
+      });
+      bar.start(images.length, 0, { imported: 0, skipped: 0, failed: 0 });
+      const summary = await app.ingest.ingest(images, (p) =>
+        bar.update(p.imported + p.skipped + p.failed, p),
+      );
+      bar.stop();
+      console.log(
+        `imported ${summary.imported}, skipped ${summary.skipped} (already imported), failed ${summary.failed} ` +
+          `in ${(summary.durationMs / 1000).toFixed(1)} s (${summary.imagesPerSecond.toFixed(1)} images/s)`,
+      );
+      for (const f of summary.failures) console.log(`  failed: ${f.file}: ${f.reason}`);
+      if (summary.imported > 0)
+        console.log("Run `npm run cli -- rebuild` (or the rebuildIndex mutation) to serve them.");
+      process.exitCode = summary.failed > 0 ? 1 : 0;
+    } finally {
+      await app.close();
+    }
+  });
+
+program
+  .command("export-v1")
+  .description(
+    "Write a V1 gallery folder ({product}_{defect}_{name} files, '_' in codes as '-') from a dataset folder.",
+  )
+  .argument("<root>", "dataset folder")
+  .argument("<outDir>", "V1 gallery folder to write")
+  .addOption(splitOption)
+  .option("--split-csv <file>", "split file (default <root>/split.csv)")
+  .action(async (root: string, outDir: string, opts: { split?: SplitName; splitCsv?: string }) => {
+    const images = await listDatasetImages({
+      root: path.resolve(root),
+      split: opts.split,
+      splitCsv: opts.splitCsv,
+    });
+    const n = await exportV1Gallery({ images, outDir: path.resolve(outDir) });
+    console.log(`wrote ${n} files to ${path.resolve(outDir)}; set V1_GALLERY_DIR to it.`);
+  });
+
+program
+  .command("rebuild")
+  .description("Rebuild indexes into INDEX_CACHE_DIR (a running server loads them at its next start).")
+  .addOption(new Option("--type <type>", "image type").choices(["defect", "normal", "all"]).default("all"))
+  .addOption(new Option("--matcher <version>", "matcher version").choices(["v1", "v2"]).default("v2"))
+  .action(async (opts: { type: ImageType | "all"; matcher: MatcherVersion }) => {
+    const config = configOrExit();
+    const logger = pino({ level: config.logLevel === "info" ? "warn" : config.logLevel });
+    const app = await createApp(config, logger, { initialiseIndexes: false });
+    try {
+      const types = opts.type === "all" ? [...IMAGE_TYPES] : [opts.type];
+      const task = app.jobs.start({
+        targets: types.map((imageType) => ({ version: opts.matcher, imageType })),
+        trigger: "admin",
+      });
+      const bar = new SingleBar({
+        format: "rebuild [{bar}] {value}/{total} | new embeddings {newlyEmbedded} | failed {failed}",
+      });
+      bar.start(1, 0, { newlyEmbedded: 0, failed: 0 });
+      const timer = setInterval(() => {
+        bar.setTotal(Math.max(task.progress.total, 1));
+        bar.update(task.progress.processed, task.progress);
+      }, 200);
+      await app.jobs.whenIdle();
+      clearInterval(timer);
+      bar.stop();
+      for (const r of task.results) console.log(`${r.version}/${r.imageType}: ${r.count} vectors`);
+      if (task.status === "failed") {
+        console.error(task.error);
+        process.exitCode = 1;
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+await program.parseAsync();
