@@ -1,0 +1,132 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { App } from "../app.js";
+import type { IngestSummary } from "../ingest/ingest.service.js";
+import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
+import type { SearchHit } from "../search/search.service.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
+import type { EvalDataset } from "./dataset.js";
+import type { RankedQuery } from "./ranking.js";
+import type { ScratchFactory } from "./scratch-env.js";
+
+/** What running a dataset through the service produced. */
+export interface ServiceRun {
+  modelId: string;
+  dimension: number;
+  ingest: Omit<IngestSummary, "failures"> & { failures: number };
+  rebuildMs: number;
+  /** Gallery size per index, as the service reports it. */
+  indexSizes: Record<ImageType, number>;
+  /** topK asked per search (the service's MAX_TOP_K or the index size, whichever is smaller). */
+  topK: number;
+  /** Both indexes searched, hits merged by score: ranks the whole labelled gallery. */
+  pooled: RankedQuery[];
+  /** Only the index of the query's own image type (what a client that knows the type gets). */
+  ownType: RankedQuery[];
+  /** Server-side total time per search call (ms). */
+  searchMs: number[];
+}
+
+/**
+ * Runs one dataset through the real service: gallery ingested with `app.ingest` (decode, preprocess,
+ * inference, database write, object upload), indexes rebuilt by the rebuild job, then every query image
+ * sent as base64 to `app.search` against each non-empty index.
+ * @param withApp - called with the started app before it closes (the direct-model comparison reuses its
+ *   loaded model).
+ */
+export async function runThroughService({
+  factory,
+  dataset,
+  preset,
+  version,
+  maxTopK,
+  overrides = {},
+  withApp,
+}: {
+  factory: ScratchFactory;
+  dataset: EvalDataset;
+  preset: string;
+  version: MatcherVersion;
+  maxTopK: number;
+  overrides?: Record<string, string>;
+  withApp?: (app: App) => Promise<void>;
+}): Promise<ServiceRun> {
+  const vars: Record<string, string> = { MODEL_PRESET: preset, MAX_TOP_K: String(maxTopK), ...overrides };
+  let v1Dir: string | undefined;
+  if (version === "v1") {
+    // V1 reads a folder of {product}_{defect}_{name} files: write one from the same gallery rows.
+    v1Dir = await mkdtemp(path.join(os.tmpdir(), "defect-lens-v1-"));
+    await exportV1Gallery({ images: dataset.galleryRows, outDir: v1Dir });
+    vars.V1_GALLERY_DIR = v1Dir;
+  }
+  const scratch = await factory.create(`eval_${dataset.name}`, vars);
+  const app = await scratch.createApp();
+  try {
+    const summary = await app.ingest.ingest(dataset.galleryRows);
+    const t0 = performance.now();
+    const task = app.jobs.start({
+      targets: IMAGE_TYPES.map((imageType) => ({ version, imageType })),
+      trigger: "admin",
+    });
+    await app.jobs.whenIdle();
+    const rebuildMs = performance.now() - t0;
+    if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+    const matcher = app.matchers.get(version);
+    if (!matcher) throw new Error(`matcher ${version} not configured`);
+    const indexSizes = { defect: matcher.state("defect").count, normal: matcher.state("normal").count };
+    const topK = Math.min(maxTopK, Math.max(indexSizes.defect, indexSizes.normal));
+    const pooled: RankedQuery[] = [];
+    const ownType: RankedQuery[] = [];
+    const searchMs: number[] = [];
+    for (const query of dataset.queries) {
+      const base64 = query.bytes.toString("base64");
+      const byType = new Map<ImageType, SearchHit[]>();
+      for (const imageType of IMAGE_TYPES) {
+        if (indexSizes[imageType] === 0) continue;
+        const result = await app.search.search({
+          image: { base64 },
+          imageType,
+          topK: Math.min(topK, indexSizes[imageType]),
+          version,
+        });
+        searchMs.push(result.timing.totalMs);
+        byType.set(imageType, result.hits);
+      }
+      const merged = [...byType.values()].flat().sort((a, b) => b.score - a.score);
+      pooled.push(toRanked(query, merged));
+      ownType.push(toRanked(query, byType.get(query.imageType) ?? []));
+    }
+    await withApp?.(app);
+    const { failures, ...counts } = summary;
+    return {
+      modelId: app.embedder.modelId,
+      dimension: app.embedder.dimension,
+      ingest: { ...counts, failures: failures.length },
+      rebuildMs,
+      indexSizes,
+      topK,
+      pooled,
+      ownType,
+      searchMs,
+    };
+  } finally {
+    await app.close();
+    await scratch.dispose();
+    if (v1Dir) await rm(v1Dir, { recursive: true, force: true });
+  }
+}
+
+function toRanked(query: RankedQuery["query"], hits: readonly SearchHit[]): RankedQuery {
+  const seen = new Set<string>();
+  const ranking: string[] = [];
+  const scores: number[] = [];
+  for (const h of hits) {
+    const key = h.contentSha256 ?? `?${h.filePath}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    ranking.push(key);
+    scores.push(h.score);
+  }
+  return { query, ranking, scores };
+}

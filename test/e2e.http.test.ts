@@ -1,0 +1,323 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type App, createApp } from "../src/app.js";
+import type { GraphQLHttpServer } from "../src/graphql/graphql.server.js";
+import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
+import { storageKeyFor } from "../src/ingest/ingest.service.js";
+import { exportV1Gallery } from "../src/ingest/v1-gallery.export.js";
+import {
+  errorCode,
+  gql,
+  REBUILD,
+  rebuildAndWait,
+  SEARCH,
+  type SearchAnswer,
+  STATUS,
+  type StatusAnswer,
+} from "./support/graphql-client.js";
+import { datasetImage, pngBomb } from "./support/images.js";
+import {
+  DATASETS_DIR,
+  scratchDir,
+  startTestDatabase,
+  startTestS3,
+  testConfig,
+  testLogger,
+} from "./support/services.js";
+
+const TOKEN = "e2e-admin-token-0123456789";
+const DATASET = path.join(DATASETS_DIR, "xsdd");
+const MAX_IMAGE_BYTES = 200_000;
+/** V1 file names carry codes with `_` written as `-`. */
+const v1Code = (c: string | null) => c?.replaceAll("-", "_") ?? null;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+
+describe("defect-lens over HTTP on the real xsdd gallery", () => {
+  let db: Awaited<ReturnType<typeof startTestDatabase>>;
+  let s3: Awaited<ReturnType<typeof startTestS3>>;
+  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let app: App;
+  let server: GraphQLHttpServer;
+  let url: string;
+  let gallery: DatasetImage[];
+  let queries: DatasetImage[];
+  let env: Parameters<typeof testConfig>[0];
+  const search = (input: Record<string, unknown>) => gql<SearchAnswer>(url, SEARCH, { input });
+  const searchFile = async (file: string, extra: Record<string, unknown> = {}) =>
+    search({ image: { base64: (await readFile(file)).toString("base64") }, ...extra });
+
+  beforeAll(async () => {
+    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+    gallery = await listDatasetImages({ root: DATASET, split: "gallery" });
+    queries = await listDatasetImages({ root: DATASET, split: "query" });
+    const v1Dir = path.join(scratch.dir, "v1-gallery");
+    await exportV1Gallery({ images: gallery, outDir: v1Dir });
+    env = {
+      databaseUrl: db.url,
+      s3,
+      indexDir: path.join(scratch.dir, "index-cache"),
+      extra: {
+        ADMIN_TOKEN: TOKEN,
+        V1_GALLERY_DIR: v1Dir,
+        STARTUP_REBUILD: "never",
+        MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
+      },
+    };
+    app = await createApp(testConfig(env), testLogger);
+    server = await app.listen();
+    url = server.url;
+    const summary = await app.ingest.ingest(gallery);
+    console.log(
+      `ingested ${summary.imported} xsdd gallery images (${summary.skipped} duplicate bytes skipped) ` +
+        `at ${summary.imagesPerSecond.toFixed(1)} images/s`,
+    );
+    expect(summary.failed).toBe(0);
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await Promise.all([db?.stop(), s3?.stop()]);
+    await scratch?.remove();
+  });
+
+  it("answers INDEX_NOT_READY before any index is built", async () => {
+    const r = await searchFile(queries[0]?.path ?? "");
+    expect(errorCode(r)).toBe("INDEX_NOT_READY");
+    expect(r.errors?.[0]?.message).toMatch(/rebuildIndex/);
+  });
+
+  it("refuses admin operations without a token (UNAUTHENTICATED) or with a wrong one (FORBIDDEN)", async () => {
+    expect(errorCode(await gql(url, REBUILD, { imageType: "ALL" }))).toBe("UNAUTHENTICATED");
+    expect(errorCode(await gql(url, REBUILD, { imageType: "ALL" }, "wrong-token-wrong-token"))).toBe(
+      "FORBIDDEN",
+    );
+  });
+
+  it("rebuilds V2 from the database reusing the ingestion's embeddings, and V1 from its folder", async () => {
+    const v2 = await rebuildAndWait(url, TOKEN, "ALL", "V2");
+    expect(v2.status).toBe("SUCCEEDED");
+    expect(v2.progress.newlyEmbedded).toBe(0);
+    const defect = v2.results.find((r) => r.imageType === "DEFECT");
+    expect(defect?.count).toBe(new Set(gallery.map((g) => g.path)).size - 8); // xsdd has 8 duplicate files
+    const v1 = await rebuildAndWait(url, TOKEN, "DEFECT", "V1");
+    expect(v1.status).toBe("SUCCEEDED");
+    expect(v1.results[0]?.count).toBe(gallery.length);
+    const status = (await gql<StatusAnswer>(url, STATUS)).data?.status;
+    expect(
+      status?.indexes.filter((i) => i.ready).map((i) => `${i.version}/${i.imageType}/${i.source}`),
+    ).toEqual(expect.arrayContaining(["V2/DEFECT/BUILT", "V2/NORMAL/BUILT", "V1/DEFECT/BUILT"]));
+  });
+
+  it("finds the held-out query's defect type at rank 1 for at least 90% of queries, and V1 agrees with V2", async () => {
+    let v2Correct = 0;
+    let agree = 0;
+    const ms: number[] = [];
+    for (const q of queries) {
+      const t0 = performance.now();
+      const v2 = await searchFile(q.path, { topK: 10 });
+      ms.push(performance.now() - t0);
+      const v1 = await searchFile(q.path, { topK: 1, version: "V1" });
+      const top2 = v2.data?.searchSimilar.hits[0];
+      const top1 = v1.data?.searchSimilar.hits[0];
+      expect(v2.data?.searchSimilar.version).toBe("V2");
+      expect(v1.data?.searchSimilar.version).toBe("V1");
+      if (top2?.defectCode === q.defectCode) v2Correct++;
+      if (top2 && top1 && v1Code(top1.defectCode) === top2.defectCode) agree++;
+    }
+    const accuracy = v2Correct / queries.length;
+    console.log(
+      `xsdd: ${queries.length} queries, top-1 defect type accuracy ${accuracy.toFixed(3)}, ` +
+        `V1/V2 top-1 agreement ${(agree / queries.length).toFixed(3)}, HTTP search p50 ${median(ms).toFixed(1)} ms`,
+    );
+    expect(accuracy).toBeGreaterThanOrEqual(0.9);
+    expect(agree).toBe(queries.length);
+  });
+
+  it("returns full metadata and a downloadUrl that downloads the original bytes", async () => {
+    const q = queries[0] as DatasetImage;
+    const hit = (await searchFile(q.path, { topK: 1 })).data?.searchSimilar.hits[0];
+    expect(hit).toMatchObject({ rank: 1, productCode: "steel_strip_xsdd", productName: "Steel strip xsdd" });
+    expect(hit?.imageId).toMatch(/^\d+$/);
+    expect(hit?.defectName).toBeTruthy();
+    expect(hit?.storageUrl).toMatch(/^s3:\/\//);
+    const res = await fetch(hit?.downloadUrl ?? "");
+    expect(res.status).toBe(200);
+    const original = await readFile(hit?.filePath ?? "");
+    expect(Buffer.from(await res.arrayBuffer()).equals(original)).toBe(true);
+  });
+
+  it("finds images similar to a gallery image by id, leaving the image itself out", async () => {
+    const first = (await searchFile(queries[0]?.path ?? "", { topK: 1 })).data?.searchSimilar.hits[0];
+    const r = await search({ image: { galleryImageId: first?.imageId }, topK: 5 });
+    const hits = r.data?.searchSimilar.hits ?? [];
+    expect(hits).toHaveLength(5);
+    expect(hits.map((h) => h.imageId)).not.toContain(first?.imageId);
+  });
+
+  it("searches with an object already in the bucket, given its key", async () => {
+    const q = queries[1] as DatasetImage;
+    const bytes = await readFile(q.path);
+    await app.blobStore.put("queries/q1.png", bytes, "image/png");
+    const byKey = (await search({ image: { storageKey: "queries/q1.png" }, topK: 3 })).data?.searchSimilar
+      .hits;
+    const byBytes = (await searchFile(q.path, { topK: 3 })).data?.searchSimilar.hits;
+    expect(byKey?.map((h) => h.imageId)).toEqual(byBytes?.map((h) => h.imageId));
+  });
+
+  it("filters by defect code and still returns topK hits, and honours minScore", async () => {
+    const q = queries.find((x) => x.defectCode === "red_iron") as DatasetImage;
+    const r = await searchFile(q.path, { topK: 7, filter: { defectCodes: ["iron_sheet_ash"] } });
+    const hits = r.data?.searchSimilar.hits ?? [];
+    expect(hits).toHaveLength(7);
+    expect(new Set(hits.map((h) => h.defectCode))).toEqual(new Set(["iron_sheet_ash"]));
+    const strict = (await searchFile(q.path, { topK: 50, minScore: 0.8 })).data?.searchSimilar.hits ?? [];
+    expect(strict.every((h) => h.score >= 0.8)).toBe(true);
+    expect(strict.length).toBeLessThan(50);
+  });
+
+  it("keeps serving every search while rebuildIndex runs, then serves the new index", async () => {
+    const started = await gql<{ rebuildIndex: { id: string } }>(
+      url,
+      REBUILD,
+      { imageType: "ALL", version: "V1" },
+      TOKEN,
+    );
+    expect(started.errors).toBeUndefined();
+    const again = await gql(url, REBUILD, { imageType: "ALL" }, TOKEN);
+    expect(errorCode(again)).toBe("REBUILD_IN_PROGRESS");
+    let served = 0;
+    let failed = 0;
+    while (app.jobs.list()[0]?.status === "running") {
+      const batch = await Promise.all(
+        queries.slice(0, 4).map((q) => searchFile(q.path, { topK: 3, version: "V1" })),
+      );
+      for (const r of batch) {
+        if (r.errors || r.data?.searchSimilar.hits.length !== 3) failed++;
+        else served++;
+      }
+    }
+    console.log(`searches served during a V1 rebuild: ${served}, failed: ${failed}`);
+    expect(app.jobs.list()[0]?.status).toBe("succeeded");
+    expect(served).toBeGreaterThan(0);
+    expect(failed).toBe(0);
+  });
+
+  it("switches the active matcher at runtime with setMatcherVersion", async () => {
+    const m = `mutation($v: MatcherVersion!) { setMatcherVersion(version: $v) { activeVersion } }`;
+    expect(
+      (await gql<{ setMatcherVersion: { activeVersion: string } }>(url, m, { v: "V1" }, TOKEN)).data,
+    ).toEqual({
+      setMatcherVersion: { activeVersion: "V1" },
+    });
+    const r = await searchFile(queries[0]?.path ?? "", { topK: 1 });
+    expect(r.data?.searchSimilar.version).toBe("V1");
+    expect(r.data?.searchSimilar.hits[0]?.imageId).toBeNull();
+    await gql(url, m, { v: "V2" }, TOKEN);
+    expect((await searchFile(queries[0]?.path ?? "", { topK: 1 })).data?.searchSimilar.version).toBe("V2");
+  });
+
+  it("answers bad input with stable error codes and actionable messages", async () => {
+    const jpeg = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
+    const cases: [string, Record<string, unknown>][] = [
+      ["BAD_USER_INPUT", { image: { base64: jpeg.toString("base64") }, topK: 0 }],
+      ["BAD_USER_INPUT", { image: { base64: jpeg.toString("base64"), galleryImageId: "1" } }],
+      ["BAD_USER_INPUT", { image: { base64: "%%% not base64 %%%" } }],
+      ["BAD_USER_INPUT", { image: { base64: jpeg.toString("base64") }, minScore: 2 }],
+      ["IMAGE_TOO_LARGE", { image: { base64: Buffer.alloc(MAX_IMAGE_BYTES + 1000, 7).toString("base64") } }],
+      ["IMAGE_TOO_LARGE", { image: { base64: pngBomb().toString("base64") } }],
+      ["INVALID_IMAGE_FORMAT", { image: { base64: Buffer.from("GIF? no, plain text").toString("base64") } }],
+      ["INVALID_IMAGE_FORMAT", { image: { base64: jpeg.subarray(0, jpeg.length / 2).toString("base64") } }],
+      ["NOT_FOUND", { image: { storageKey: "no/such/object.jpg" } }],
+      ["NOT_FOUND", { image: { galleryImageId: "999999" } }],
+    ];
+    for (const [code, input] of cases) {
+      const r = await search(input);
+      expect({ input: JSON.stringify(input).slice(0, 80), code: errorCode(r) }).toEqual({
+        input: JSON.stringify(input).slice(0, 80),
+        code,
+      });
+      expect(r.errors?.[0]?.message.length).toBeGreaterThan(20);
+    }
+  });
+
+  it("after a restart, loads the persisted indexes instead of rebuilding", async () => {
+    const again = await createApp(
+      testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),
+      testLogger,
+    );
+    try {
+      expect(again.jobs.list()).toHaveLength(0);
+      const states = [...again.matchers.values()].flatMap((m) => [m.state("defect"), m.state("normal")]);
+      expect(states.filter((s) => s.imageType === "defect").map((s) => s.source)).toEqual([
+        "loaded",
+        "loaded",
+      ]);
+      const q = await again.search.search({
+        image: { base64: (await readFile(queries[0]?.path ?? "")).toString("base64") },
+        imageType: "defect",
+        topK: 1,
+      });
+      expect(q.hits[0]?.defectCode).toBeTruthy();
+    } finally {
+      await again.close();
+    }
+  });
+
+  it("with the database unreachable, serves the persisted index and says so in the status", async () => {
+    const fallback = await createApp(
+      testConfig({
+        ...env,
+        databaseUrl: "postgres://postgres@127.0.0.1:1/none",
+        extra: { ...env.extra, STARTUP_REBUILD: "if-needed" },
+      }),
+      testLogger,
+    );
+    const srv = await fallback.listen();
+    try {
+      const status = (await gql<StatusAnswer>(srv.url, STATUS)).data?.status;
+      expect(status?.databaseReachable).toBe(false);
+      expect(status?.databaseError).toBeTruthy();
+      expect(status?.indexes.find((i) => i.version === "V2" && i.imageType === "DEFECT")?.source).toBe(
+        "FALLBACK",
+      );
+      const r = await gql<SearchAnswer>(srv.url, SEARCH, {
+        input: { image: { base64: (await readFile(queries[0]?.path ?? "")).toString("base64") }, topK: 3 },
+      });
+      expect(r.data?.searchSimilar.hits).toHaveLength(3);
+    } finally {
+      await fallback.close();
+    }
+  });
+
+  it("reports FEATURE_EXTRACTION_FAILED when the model cannot embed, and refuses admin calls with no ADMIN_TOKEN set", async () => {
+    const broken = await createApp(
+      testConfig({
+        ...env,
+        extra: { MODEL_INPUT_SIZE: "160", MODEL_RESIZE_SIZE: "160", STARTUP_REBUILD: "never" },
+      }),
+      testLogger,
+    );
+    const srv = await broken.listen();
+    try {
+      await broken.matchers.get("v2")?.loadPersisted("defect", "loaded", false);
+      const r = await gql<SearchAnswer>(srv.url, SEARCH, {
+        input: { image: { base64: (await readFile(queries[0]?.path ?? "")).toString("base64") } },
+      });
+      expect(errorCode(r)).toBe("FEATURE_EXTRACTION_FAILED");
+      const admin = await gql(srv.url, REBUILD, { imageType: "ALL" }, TOKEN);
+      expect(errorCode(admin)).toBe("FORBIDDEN");
+      expect(admin.errors?.[0]?.message).toMatch(/ADMIN_TOKEN/);
+    } finally {
+      await broken.close();
+    }
+  });
+
+  it("stores each original once, content-addressed", async () => {
+    const bytes = await readFile(gallery[0]?.path ?? "");
+    const { createHash } = await import("node:crypto");
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    const key = storageKeyFor(sha, gallery[0]?.path.endsWith(".png") ? "image/png" : "image/jpeg");
+    expect((await app.blobStore.get(key))?.equals(bytes)).toBe(true);
+  });
+});

@@ -1,0 +1,76 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type BlobStore, createMinioBlobStore } from "../src/storage/blob-store.js";
+import { datasetImage } from "./support/images.js";
+import { startTestS3 } from "./support/services.js";
+
+/**
+ * One contract for every S3-protocol server the service supports: the embedded s3rver always, and an
+ * external server (MinIO, S3) when TEST_S3_ENDPOINT + TEST_S3_ACCESS_KEY + TEST_S3_SECRET_KEY are set.
+ */
+function blobStoreContract(
+  name: string,
+  open: () => Promise<{ store: BlobStore; close: () => Promise<void> }>,
+) {
+  describe(`BlobStore contract: ${name}`, () => {
+    let store: BlobStore;
+    let close: () => Promise<void>;
+    beforeAll(async () => {
+      ({ store, close } = await open());
+      await store.ensureBucket();
+    });
+    afterAll(() => close());
+
+    it("creates its bucket idempotently", async () => {
+      await expect(store.ensureBucket()).resolves.toBeUndefined();
+    });
+
+    it("stores and returns the same bytes, and their size", async () => {
+      const bytes = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
+      await store.put("t/crazing_1.jpg", bytes, "image/jpeg");
+      expect((await store.get("t/crazing_1.jpg"))?.equals(bytes)).toBe(true);
+      expect(await store.size("t/crazing_1.jpg")).toBe(bytes.length);
+    });
+
+    it("answers undefined for a missing key", async () => {
+      expect(await store.get("t/missing.jpg")).toBeUndefined();
+      expect(await store.size("t/missing.jpg")).toBeUndefined();
+    });
+
+    it("presigns a URL that downloads the original bytes over plain HTTP", async () => {
+      const bytes = await datasetImage("xsdd/steel_strip_xsdd/red_iron/2078.jpg");
+      await store.put("t/2078.jpg", bytes, "image/jpeg");
+      const res = await fetch(await store.presignedGetUrl("t/2078.jpg", 60));
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
+    });
+
+    it("maps keys to s3:// storage URLs and back", () => {
+      const url = store.storageUrl("images/ab/abc.png");
+      expect(url).toBe(`s3://${store.bucket}/images/ab/abc.png`);
+      expect(store.keyFromStorageUrl(url)).toBe("images/ab/abc.png");
+      expect(store.keyFromStorageUrl("s3://other-bucket/x.png")).toBeUndefined();
+    });
+  });
+}
+
+blobStoreContract("embedded s3rver", async () => {
+  const s3 = await startTestS3();
+  return {
+    store: createMinioBlobStore({ ...s3, bucket: "contract", region: "us-east-1" }),
+    close: s3.stop,
+  };
+});
+
+const external = process.env.TEST_S3_ENDPOINT;
+if (external) {
+  blobStoreContract(`external ${external}`, async () => ({
+    store: createMinioBlobStore({
+      endpoint: external,
+      accessKey: process.env.TEST_S3_ACCESS_KEY ?? "",
+      secretKey: process.env.TEST_S3_SECRET_KEY ?? "",
+      bucket: `contract-${Date.now()}`,
+      region: "us-east-1",
+    }),
+    close: async () => {},
+  }));
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { pino } from "pino";
+import { type AppConfig, loadConfig } from "../../src/config/config.js";
+import { startEmbeddedPostgres } from "../../src/db/embedded-postgres.js";
+import { startEmbeddedS3 } from "../../src/storage/embedded-s3.js";
+
+/** Repository root. */
+export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** The team's shared models and datasets (SHARED_DIR, default ../shared beside the repository). */
+export const SHARED_DIR = path.resolve(process.env.SHARED_DIR ?? path.join(REPO_ROOT, "..", "shared"));
+export const DATASETS_DIR = path.join(SHARED_DIR, "datasets");
+export const MODELS_DIR = path.join(SHARED_DIR, "models");
+
+/** Quiet logs in tests; TEST_LOG_LEVEL=debug to see them. */
+export const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
+
+/** A scratch folder removed by the returned cleanup. */
+export async function scratchDir(
+  prefix = "defect-lens-test-",
+): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A fresh, empty database for one test file. On the PostgreSQL server given by TEST_DATABASE_URL (CI:
+ * the machine's server at 127.0.0.1:5432), else on an embedded PostgreSQL started for the file.
+ */
+export async function startTestDatabase(): Promise<{ url: string; stop: () => Promise<void> }> {
+  let adminUrl = process.env.TEST_DATABASE_URL;
+  let stopServer = async () => {};
+  let removeDir = async () => {};
+  if (!adminUrl) {
+    const scratch = await scratchDir("defect-lens-pg-");
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const server = await startEmbeddedPostgres({
+      dataDir: path.join(scratch.dir, "pg"),
+      port,
+      logger: testLogger,
+    });
+    adminUrl = server.url;
+    stopServer = server.stop;
+    removeDir = scratch.remove;
+  }
+  const name = `defect_lens_test_${randomBytes(5).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async stop() {
+      const c = new pg.Client({ connectionString: adminUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+      await stopServer();
+      await removeDir();
+    },
+  };
+}
+
+/** A real S3-protocol server (s3rver) on a free port, with its data in a scratch folder. */
+export async function startTestS3() {
+  const scratch = await scratchDir("defect-lens-s3-");
+  const server = await startEmbeddedS3({ dataDir: scratch.dir, port: 0, logger: testLogger });
+  return {
+    ...server,
+    async stop() {
+      await server.stop();
+      await scratch.remove();
+    },
+  };
+}
+
+/** Environment for the app under test: real servers, the shared model, scratch index folder. */
+export function testConfig({
+  databaseUrl,
+  s3,
+  indexDir,
+  extra = {},
+}: {
+  databaseUrl: string;
+  s3: { endpoint: string; accessKey: string; secretKey: string };
+  indexDir: string;
+  extra?: Record<string, string>;
+}): AppConfig {
+  return loadConfig({
+    NODE_ENV: "test",
+    DATABASE_URL: databaseUrl,
+    S3_ENDPOINT: s3.endpoint,
+    S3_ACCESS_KEY: s3.accessKey,
+    S3_SECRET_KEY: s3.secretKey,
+    S3_BUCKET: `test-${randomBytes(4).toString("hex")}`,
+    MODELS_DIR,
+    INDEX_CACHE_DIR: indexDir,
+    PORT: "0",
+    ...extra,
+  });
+}
