@@ -97,7 +97,7 @@ export const envSchema = z.object({
     .enum(["if-needed", "always", "never"])
     .default("if-needed")
     .describe(
-      "At startup: load a persisted index whose manifest matches the model and rebuild otherwise (if-needed), always rebuild, or never rebuild.",
+      "At startup: load a persisted index whose manifest matches the model, index type and current gallery and rebuild otherwise (if-needed), always rebuild, or never rebuild (serve what is persisted).",
     ),
   MATCHER_VERSION: z
     .enum(["v1", "v2"])

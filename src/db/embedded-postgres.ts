@@ -28,6 +28,13 @@ export async function startEmbeddedPostgres({
   port: number;
   logger: Logger;
 }): Promise<EmbeddedPostgresServer> {
+  const adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  // Another process of this service (the server while the CLI ingests) may already run it: share it.
+  if (await answers(adminUrl)) {
+    await ensureDatabase(adminUrl);
+    logger.info({ port }, "using the embedded PostgreSQL already running");
+    return { url: serviceUrl(port), stop: async () => {} };
+  }
   await mkdir(path.dirname(dataDir), { recursive: true });
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
@@ -55,7 +62,26 @@ export async function startEmbeddedPostgres({
         "Is the port taken (EMBEDDED_PG_PORT) or another instance using the folder (EMBEDDED_DATA_DIR)? Set DATABASE_URL to use an external server.",
     );
   }
-  const adminUrl = `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+  await ensureDatabase(adminUrl);
+  logger.info({ port, dataDir }, "embedded PostgreSQL ready");
+  return { url: serviceUrl(port), stop: () => server.stop() };
+}
+
+const serviceUrl = (port: number) => `postgres://postgres:postgres@127.0.0.1:${port}/${DATABASE}`;
+
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function ensureDatabase(adminUrl: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
@@ -64,9 +90,4 @@ export async function startEmbeddedPostgres({
   } finally {
     await client.end();
   }
-  logger.info({ port, dataDir }, "embedded PostgreSQL ready");
-  return {
-    url: `postgres://postgres:postgres@127.0.0.1:${port}/${DATABASE}`,
-    stop: () => server.stop(),
-  };
 }

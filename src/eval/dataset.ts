@@ -58,7 +58,9 @@ export async function loadEvalDataset(root: string): Promise<EvalDataset> {
     return true;
   });
   const galleryGroups = new Set(galleryRows.flatMap((g) => (g.groupId ? [g.groupId] : [])));
-  const straddling = new Set(queries.flatMap((q) => (q.groupId && galleryGroups.has(q.groupId) ? [q.groupId] : [])));
+  const straddling = new Set(
+    queries.flatMap((q) => (q.groupId && galleryGroups.has(q.groupId) ? [q.groupId] : [])),
+  );
   return {
     name: path.basename(root),
     root,

@@ -47,7 +47,10 @@ export interface DatasetFeatures {
 }
 
 /** Computes the vectors of every gallery and query image of `dataset`. */
-export async function computeFeatures(dataset: EvalDataset, featurizer: Featurizer): Promise<DatasetFeatures> {
+export async function computeFeatures(
+  dataset: EvalDataset,
+  featurizer: Featurizer,
+): Promise<DatasetFeatures> {
   const t0 = performance.now();
   const gallery = await featurizer.gallery(dataset.gallery);
   const queries: Float32Array[] = [];
@@ -63,7 +66,14 @@ export function rankExact(dataset: EvalDataset, features: DatasetFeatures, limit
   const dim = features.dimension;
   const byType = [...new Set(dataset.gallery.map((g) => g.imageType))].map((t) => {
     const rows = dataset.gallery.flatMap((g, i) => (g.imageType === t ? [i] : []));
-    return { type: t, rows, vectors: packVectors(rows.map((r) => features.gallery[r] as Float32Array), dim) };
+    return {
+      type: t,
+      rows,
+      vectors: packVectors(
+        rows.map((r) => features.gallery[r] as Float32Array),
+        dim,
+      ),
+    };
   });
   const pooled: RankedQuery[] = [];
   const ownType: RankedQuery[] = [];
@@ -72,7 +82,10 @@ export function rankExact(dataset: EvalDataset, features: DatasetFeatures, limit
     const qv = features.queries[qi] as Float32Array;
     const perType = byType.map(({ type, rows, vectors }) => {
       const r = exactRanking(vectors, dim, qv, limit);
-      return { type, hits: r.rows.map((row, i) => ({ g: rows[row] as number, score: r.scores[i] as number })) };
+      return {
+        type,
+        hits: r.rows.map((row, i) => ({ g: rows[row] as number, score: r.scores[i] as number })),
+      };
     });
     const merged = perType.flatMap((p) => p.hits).sort((a, b) => b.score - a.score);
     pooled.push({ query, ranking: merged.map((h) => hash(h.g)), scores: merged.map((h) => h.score) });

@@ -48,7 +48,10 @@ export interface ScoredQuery {
  * Scores rankings: a hit is relevant when its product and defect type equal the query's.
  * @param gallery - the deduplicated gallery (hash -> label, and relevant counts per label).
  */
-export function scoreRankings(gallery: readonly LoadedImage[], ranked: readonly RankedQuery[]): ScoredQuery[] {
+export function scoreRankings(
+  gallery: readonly LoadedImage[],
+  ranked: readonly RankedQuery[],
+): ScoredQuery[] {
   const labelByHash = new Map(gallery.map((g) => [g.sha256, g]));
   const countByLabel = new Map<string, number>();
   for (const g of gallery) countByLabel.set(g.label, (countByLabel.get(g.label) ?? 0) + 1);

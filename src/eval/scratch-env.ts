@@ -81,7 +81,10 @@ export async function createScratchFactory(
   return {
     async create(label, overrides = {}) {
       const suffix = randomBytes(4).toString("hex");
-      const safe = label.toLowerCase().replace(/[^a-z0-9]+/g, "_").slice(0, 30);
+      const safe = label
+        .toLowerCase()
+        .replace(/[^a-z0-9]+/g, "_")
+        .slice(0, 30);
       const dir = await mkdtemp(path.join(root, `${safe}-`));
       let dbName: string | undefined;
       let databaseUrl = options.databaseUrl;
@@ -131,7 +134,8 @@ export async function createScratchFactory(
       return scratch;
     },
     async close() {
-      for (const e of envs.splice(0)) await e.dispose().catch((err) => logger.warn({ err }, "dispose failed"));
+      for (const e of envs.splice(0))
+        await e.dispose().catch((err) => logger.warn({ err }, "dispose failed"));
       await s3.stop();
       if (!options.keep) await rm(root, { recursive: true, force: true });
     },

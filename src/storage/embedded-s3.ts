@@ -26,6 +26,17 @@ export async function startEmbeddedS3({
   port: number;
   logger: Logger;
 }): Promise<EmbeddedS3Server> {
+  if (port !== 0) {
+    const existing = `http://127.0.0.1:${port}`;
+    // Another process of this service may already run it (the server while the CLI ingests): share it.
+    const running = await fetch(existing, { signal: AbortSignal.timeout(1000) })
+      .then(() => true)
+      .catch(() => false);
+    if (running) {
+      logger.info({ endpoint: existing }, "using the embedded S3 server already running");
+      return { endpoint: existing, accessKey: "S3RVER", secretKey: "S3RVER", stop: async () => {} };
+    }
+  }
   await mkdir(dataDir, { recursive: true });
   const server = new S3rver({ port, address: "127.0.0.1", directory: dataDir, silent: true });
   const address = (await server.run()) as AddressInfo;

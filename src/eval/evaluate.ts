@@ -1,0 +1,165 @@
+import type { MatcherVersion } from "../shared/types.js";
+import { thumbnailVector } from "./baseline.js";
+import type { EvalDataset } from "./dataset.js";
+import {
+  computeFeatures,
+  type DatasetFeatures,
+  type Featurizer,
+  modelFeaturizer,
+  rankExact,
+} from "./direct-run.js";
+import { meanMetrics, type RetrievalMetrics } from "./metrics.js";
+import { type RankedQuery, type ScoredQuery, scoreRankings } from "./ranking.js";
+import type { ScratchFactory } from "./scratch-env.js";
+import { runThroughService, type ServiceRun } from "./service-run.js";
+import { type Distribution, distribution } from "./stats.js";
+
+/** Averages over all queries and per relevance class. */
+export interface MethodSummary {
+  overall: RetrievalMetrics;
+  perClass: { label: string; queries: number; gallery: number; metrics: RetrievalMetrics }[];
+}
+
+/** Everything measured on one dataset. */
+export interface DatasetEvaluation {
+  dataset: string;
+  root: string;
+  queries: number;
+  gallery: number;
+  galleryRows: number;
+  checks: EvalDataset["checks"];
+  modelId: string;
+  version: MatcherVersion;
+  /** topK of each service search; mAP@topK in the tables. */
+  topK: number;
+  ingest: ServiceRun["ingest"];
+  rebuildMs: number;
+  indexSizes: ServiceRun["indexSizes"];
+  /** Server-side time of one search call (ms). */
+  searchMs: Distribution;
+  /** Pooled retrieval (both indexes, merged by score). */
+  service: MethodSummary;
+  direct: MethodSummary;
+  baseline: MethodSummary;
+  /** The model used directly with the ranking untruncated: mAP over the full gallery. */
+  directFullMap: number;
+  baselineFullMap: number;
+  /** Retrieval in the query's own image-type index only. */
+  ownType: { service: MethodSummary; direct: MethodSummary };
+  /** Service vs model used directly. */
+  agreement: {
+    /** Share of queries whose top-10 sets are identical. */
+    top10Identical: number;
+    /** Largest |service - direct| over the overall figures. */
+    maxOverallDelta: number;
+  };
+  featureMs: { direct: number; baseline: number };
+  /** Per-query figures of the service (pooled). */
+  perQuery: ScoredQuery[];
+}
+
+function summarise(dataset: EvalDataset, scored: readonly ScoredQuery[]): MethodSummary {
+  const labels = [...new Set(dataset.queries.map((q) => q.label))].sort();
+  return {
+    overall: meanMetrics(scored.map((s) => s.metrics)),
+    perClass: labels.map((label) => ({
+      label,
+      queries: scored.filter((s) => s.label === label).length,
+      gallery: dataset.gallery.filter((g) => g.label === label).length,
+      metrics: meanMetrics(scored.filter((s) => s.label === label).map((s) => s.metrics)),
+    })),
+  };
+}
+
+const baselineFeaturizer: Featurizer = {
+  dimension: 256,
+  gallery: (images) => Promise.all(images.map((i) => thumbnailVector(i.bytes))),
+  query: (image) => thumbnailVector(image.bytes),
+};
+
+/**
+ * Evaluates one dataset: through the service, with the model used directly (exact search), and with the
+ * thumbnail baseline (exact search), on the same queries and relevance.
+ * @param log - progress lines (stderr).
+ */
+export async function evaluateDataset({
+  factory,
+  dataset,
+  preset,
+  version,
+  maxTopK,
+  log,
+}: {
+  factory: ScratchFactory;
+  dataset: EvalDataset;
+  preset: string;
+  version: MatcherVersion;
+  maxTopK: number;
+  log: (line: string) => void;
+}): Promise<DatasetEvaluation> {
+  let directFeatures: DatasetFeatures | undefined;
+  log(
+    `${dataset.name}: ingesting ${dataset.galleryRows.length} gallery images, searching ${dataset.queries.length} queries`,
+  );
+  const run = await runThroughService({
+    factory,
+    dataset,
+    preset,
+    version,
+    maxTopK,
+    withApp: async (app) => {
+      log(`${dataset.name}: embedding gallery and queries with the model directly`);
+      directFeatures = await computeFeatures(dataset, modelFeaturizer(app.embedder));
+    },
+  });
+  if (!directFeatures) throw new Error("direct features missing");
+  log(`${dataset.name}: baseline thumbnails`);
+  const baseFeatures = await computeFeatures(dataset, baselineFeaturizer);
+  const score = (r: readonly RankedQuery[]) => scoreRankings(dataset.gallery, r);
+  const svc = score(run.pooled);
+  const direct = rankExact(dataset, directFeatures, run.topK);
+  const dir = score(direct.pooled);
+  const base = score(rankExact(dataset, baseFeatures, run.topK).pooled);
+  const full = (f: DatasetFeatures) =>
+    meanMetrics(score(rankExact(dataset, f, Number.POSITIVE_INFINITY).pooled).map((s) => s.metrics)).ap;
+  const service = summarise(dataset, svc);
+  const directSummary = summarise(dataset, dir);
+  const identical = svc.filter((s, i) => {
+    const d = dir[i]?.top10 ?? [];
+    return s.top10.length === d.length && s.top10.every((h) => d.includes(h));
+  }).length;
+  return {
+    dataset: dataset.name,
+    root: dataset.root,
+    queries: dataset.queries.length,
+    gallery: dataset.gallery.length,
+    galleryRows: dataset.galleryRows.length,
+    checks: dataset.checks,
+    modelId: run.modelId,
+    version,
+    topK: run.topK,
+    ingest: run.ingest,
+    rebuildMs: run.rebuildMs,
+    indexSizes: run.indexSizes,
+    searchMs: distribution(run.searchMs),
+    service,
+    direct: directSummary,
+    baseline: summarise(dataset, base),
+    directFullMap: full(directFeatures),
+    baselineFullMap: full(baseFeatures),
+    ownType: {
+      service: summarise(dataset, score(run.ownType)),
+      direct: summarise(dataset, score(direct.ownType)),
+    },
+    agreement: {
+      top10Identical: identical / Math.max(1, svc.length),
+      maxOverallDelta: Math.max(
+        ...(Object.keys(service.overall) as (keyof RetrievalMetrics)[]).map((k) =>
+          Math.abs(service.overall[k] - directSummary.overall[k]),
+        ),
+      ),
+    },
+    featureMs: { direct: directFeatures.featureMs, baseline: baseFeatures.featureMs },
+    perQuery: svc,
+  };
+}
