@@ -8,7 +8,11 @@ import { scratchDir } from "./support/services.js";
 const DIM = 8;
 function unitVectors(n: number, seed = 1): Float32Array {
   let s = seed;
-  const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  // Park-Miller LCG: a fixed seed gives the same vectors on every run.
+  const rand = () => {
+    s = (s * 16807) % 2147483647;
+    return (s / 2147483647) * 2 - 1;
+  };
   const out = new Float32Array(n * DIM);
   for (let i = 0; i < n; i++) {
     let norm = 0;

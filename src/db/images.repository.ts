@@ -119,6 +119,20 @@ export function createImageRepository({ db }: { db: Database }) {
       return { existingId };
     },
 
+    /**
+     * Inserts many image rows in one statement; rows whose content hash is already known are left out.
+     * @returns the new image id of each inserted row, by content hash.
+     */
+    async insertImages(rows: readonly NewImage[]): Promise<Map<string, number>> {
+      if (rows.length === 0) return new Map();
+      const inserted = await db
+        .insert(images)
+        .values([...rows])
+        .onConflictDoNothing({ target: images.contentSha256 })
+        .returning({ imageId: images.imageId, sha: images.contentSha256 });
+      return new Map(inserted.map((r) => [r.sha, r.imageId]));
+    },
+
     /** Stores embeddings; an existing (image, model) pair is kept as it is. */
     async saveEmbeddings(rows: readonly NewEmbedding[]): Promise<void> {
       if (rows.length === 0) return;

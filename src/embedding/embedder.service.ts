@@ -57,10 +57,9 @@ export function createEmbedder({
      */
     async embedMany(items: readonly Buffer[]): Promise<EmbedOutcome[]> {
       const outcomes: EmbedOutcome[] = new Array(items.length);
-      for (let start = 0; start < items.length; start += modelConfig.batchSize) {
-        const chunk = items.slice(start, start + modelConfig.batchSize);
-        const prepared = await Promise.all(
-          chunk.map(async (bytes): Promise<Prepared> => {
+      const prepare = (start: number) =>
+        Promise.all(
+          items.slice(start, start + modelConfig.batchSize).map(async (bytes): Promise<Prepared> => {
             try {
               const info = await inspectImage(bytes, limits);
               return { ok: true, info, tensor: await preprocessImage(bytes, info, modelConfig) };
@@ -69,6 +68,12 @@ export function createEmbedder({
             }
           }),
         );
+      // Decoding (sharp's threads) of the next batch overlaps inference (onnxruntime's threads) of this one.
+      let next = items.length > 0 ? prepare(0) : undefined;
+      for (let start = 0; next; start += modelConfig.batchSize) {
+        const prepared = await next;
+        const following = start + modelConfig.batchSize;
+        next = following < items.length ? prepare(following) : undefined;
         const ready = prepared.flatMap((p, i) => (p.ok ? [{ i, info: p.info, tensor: p.tensor }] : []));
         let vectors: Float32Array[] = [];
         let batchError: Error | undefined;

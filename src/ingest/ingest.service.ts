@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
+import type { ImageInfo } from "../embedding/image.decoder.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { type DatasetImage, humanizeCode } from "./dataset.reader.js";
 
@@ -93,6 +94,63 @@ export function createIngestService({
         progress.failed++;
       };
       await blobStore.ensureBucket();
+      let pendingWrites: Promise<void> = Promise.resolve();
+
+      /** Uploads originals, then inserts their rows and embeddings in one statement each. */
+      async function write(
+        items: {
+          img: DatasetImage;
+          bytes: Buffer;
+          sha256: string;
+          embedding: Float32Array;
+          info: ImageInfo;
+        }[],
+      ) {
+        const uploaded = (
+          await Promise.all(
+            items.map(async (item) => {
+              const key = storageKeyFor(item.sha256, item.info.contentType);
+              try {
+                await blobStore.put(key, item.bytes, item.info.contentType);
+                return [{ ...item, key }];
+              } catch (e) {
+                fail(item.img.path, `upload failed: ${(e as Error).message}`);
+                return [];
+              }
+            }),
+          )
+        ).flat();
+        try {
+          const rows = await Promise.all(
+            uploaded.map(async (u) => ({
+              productId: await productId(u.img.productCode),
+              defectTypeId: u.img.defectCode === null ? null : await defectTypeId(u.img.defectCode),
+              imageType: u.img.imageType,
+              filePath: u.img.path,
+              storageUrl: blobStore.storageUrl(u.key),
+              contentSha256: u.sha256,
+              contentType: u.info.contentType,
+              width: u.info.width,
+              height: u.info.height,
+              fileSizeBytes: u.bytes.length,
+            })),
+          );
+          const ids = await repository.insertImages(rows);
+          await repository.saveEmbeddings(
+            uploaded.flatMap((u) => {
+              const imageId = ids.get(u.sha256);
+              return imageId === undefined
+                ? []
+                : [{ imageId, modelId: embedder.modelId, embedding: u.embedding }];
+            }),
+          );
+          progress.imported += ids.size;
+          // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
+          progress.skipped += uploaded.length - ids.size;
+        } catch (e) {
+          for (const u of uploaded) fail(u.img.path, `database write failed: ${(e as Error).message}`);
+        }
+      }
       for (let start = 0; start < images.length; start += batchSize) {
         const step = images.slice(start, start + batchSize);
         const read = await Promise.all(
@@ -119,43 +177,18 @@ export function createIngestService({
           return [r];
         });
         const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
-        await Promise.all(
-          fresh.map(async (f, i) => {
-            const o = outcomes[i];
-            if (!o?.ok) {
-              fail(f.img.path, o?.error.message ?? "not embedded");
-              return;
-            }
-            try {
-              const key = storageKeyFor(f.sha256, o.info.contentType);
-              await blobStore.put(key, f.bytes, o.info.contentType);
-              const inserted = await repository.insertImage({
-                productId: await productId(f.img.productCode),
-                defectTypeId: f.img.defectCode === null ? null : await defectTypeId(f.img.defectCode),
-                imageType: f.img.imageType,
-                filePath: f.img.path,
-                storageUrl: blobStore.storageUrl(key),
-                contentSha256: f.sha256,
-                contentType: o.info.contentType,
-                width: o.info.width,
-                height: o.info.height,
-                fileSizeBytes: f.bytes.length,
-              });
-              if ("existingId" in inserted) {
-                progress.skipped++;
-                return;
-              }
-              await repository.saveEmbeddings([
-                { imageId: inserted.imageId, modelId: embedder.modelId, embedding: o.embedding },
-              ]);
-              progress.imported++;
-            } catch (e) {
-              fail(f.img.path, (e as Error).message);
-            }
-          }),
-        );
-        onProgress({ ...progress });
+        const embedded = fresh.flatMap((f, i) => {
+          const o = outcomes[i];
+          if (o?.ok) return [{ ...f, embedding: o.embedding, info: o.info }];
+          fail(f.img.path, o?.error.message ?? "not embedded");
+          return [];
+        });
+        // Writes of this step overlap reading and embedding the next one; at most one step is in flight.
+        await pendingWrites;
+        pendingWrites = write(embedded).then(() => onProgress({ ...progress }));
       }
+      await pendingWrites;
+      onProgress({ ...progress });
       const durationMs = performance.now() - t0;
       const summary = {
         ...progress,
