@@ -39,6 +39,19 @@ export function storageKeyFor(sha256: string, contentType: string): string {
   return `images/${sha256.slice(0, 2)}/${sha256}.${EXTENSION_BY_TYPE[contentType] ?? "bin"}`;
 }
 
+/** Memoises a code -> id lookup; concurrent first calls share one promise. */
+function idByCode(ensure: (code: string) => Promise<number>): (code: string) => Promise<number> {
+  const ids = new Map<string, Promise<number>>();
+  return (code) => {
+    let id = ids.get(code);
+    if (!id) {
+      id = ensure(code);
+      ids.set(code, id);
+    }
+    return id;
+  };
+}
+
 /**
  * Imports labelled images into PostgreSQL + object storage + embeddings. Idempotent by content hash:
  * bytes imported before are skipped, so a re-run imports nothing twice.
@@ -57,25 +70,8 @@ export function createIngestService({
   batchSize: number;
   logger: Logger;
 }) {
-  const productIds = new Map<string, number>();
-  const defectIds = new Map<string, number>();
-
-  async function productId(code: string) {
-    let id = productIds.get(code);
-    if (id === undefined) {
-      id = await repository.ensureProduct(code, humanizeCode(code));
-      productIds.set(code, id);
-    }
-    return id;
-  }
-  async function defectTypeId(code: string) {
-    let id = defectIds.get(code);
-    if (id === undefined) {
-      id = await repository.ensureDefectType(code, humanizeCode(code));
-      defectIds.set(code, id);
-    }
-    return id;
-  }
+  const productId = idByCode((code) => repository.ensureProduct(code, humanizeCode(code)));
+  const defectTypeId = idByCode((code) => repository.ensureDefectType(code, humanizeCode(code)));
 
   return {
     /**

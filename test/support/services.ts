@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,6 +37,8 @@ export async function startTestDatabase(): Promise<{ url: string; stop: () => Pr
   let removeDir = async () => {};
   if (!adminUrl) {
     const scratch = await scratchDir("defect-lens-pg-");
+    // mkdtemp makes the folder 0700; PostgreSQL runs as the `postgres` user and must reach its data folder.
+    await chmod(scratch.dir, 0o755);
     const port = 20000 + Math.floor(Math.random() * 20000);
     const server = await startEmbeddedPostgres({
       dataDir: path.join(scratch.dir, "pg"),
