@@ -134,6 +134,7 @@ export async function createApp(
       modelId: model.modelId,
       dimension: model.dimension,
       factory: config.index.factory,
+      hnsw: config.index.hnsw,
       logger,
     };
     const matchers = new Map<MatcherVersion, Matcher>();

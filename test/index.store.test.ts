@@ -1,8 +1,9 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { readHnswParams } from "../src/index/hnsw.params.js";
 import { createIndexStore } from "../src/index/index.store.js";
-import { buildVectorIndex } from "../src/index/vector-index.js";
+import { buildVectorIndex, vectorIndexFromBuffer } from "../src/index/vector-index.js";
 import { scratchDir } from "./support/services.js";
 
 const DIM = 8;
@@ -122,5 +123,40 @@ describe("FAISS index and its store", () => {
     const index = buildVectorIndex({ dimension: DIM, factory: "HNSW32,Flat", vectors });
     expect(index.count).toBe(200);
     expect(index.search(vectors.subarray(0, DIM), 1).labels[0]).toBe(0);
+  });
+
+  it("sets HNSW efConstruction and efSearch, and a larger efSearch finds more of the exact top-10", () => {
+    const dim = 64;
+    let seed = 7;
+    const rand = () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647 - 0.5;
+    };
+    const n = 4000;
+    const vectors = new Float32Array(n * dim).map(rand);
+    const exact = buildVectorIndex({ dimension: dim, factory: "Flat", vectors });
+    const hnsw = buildVectorIndex({
+      dimension: dim,
+      factory: "HNSW16,Flat",
+      vectors,
+      hnsw: { efConstruction: 20, efSearch: 8 },
+    });
+    expect(readHnswParams(hnsw.toBuffer())).toEqual({ efConstruction: 20, efSearch: 8 });
+    const wide = vectorIndexFromBuffer(hnsw.toBuffer(), { efSearch: 256 });
+    expect(readHnswParams(wide.toBuffer())?.efSearch).toBe(256);
+    const recall = (index: typeof hnsw) => {
+      let found = 0;
+      for (let q = 0; q < 50; q++) {
+        const query = new Float32Array(dim).map(rand);
+        const truth = new Set(exact.search(query, 10).labels);
+        found += index.search(query, 10).labels.filter((l) => truth.has(l)).length;
+      }
+      return found / 500;
+    };
+    const narrow = recall(hnsw);
+    const broad = recall(wide);
+    expect(broad).toBeGreaterThan(narrow);
+    expect(broad).toBeGreaterThan(0.9);
+    expect(readHnswParams(exact.toBuffer())).toBeUndefined();
   });
 });

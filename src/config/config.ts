@@ -93,6 +93,16 @@ export const envSchema = z.object({
     .string()
     .default("Flat")
     .describe("FAISS index factory string (inner product), e.g. Flat or HNSW32,Flat."),
+  INDEX_EF_CONSTRUCTION: int(1)
+    .max(4096)
+    .default(80)
+    .describe("HNSW efConstruction for HNSW factories (FAISS default 40): graph quality vs build time."),
+  INDEX_EF_SEARCH: int(1)
+    .max(4096)
+    .default(64)
+    .describe(
+      "HNSW efSearch for HNSW factories (FAISS default 16): recall vs search time; applied at load, no rebuild needed.",
+    ),
   STARTUP_REBUILD: z
     .enum(["if-needed", "always", "never"])
     .default("if-needed")
@@ -166,6 +176,7 @@ export interface AppConfig {
   readonly index: {
     readonly cacheDir: string;
     readonly factory: string;
+    readonly hnsw: { readonly efConstruction: number; readonly efSearch: number };
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
@@ -266,6 +277,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     index: {
       cacheDir: path.resolve(env.INDEX_CACHE_DIR),
       factory: env.INDEX_FACTORY,
+      hnsw: { efConstruction: env.INDEX_EF_CONSTRUCTION, efSearch: env.INDEX_EF_SEARCH },
       startupRebuild: env.STARTUP_REBUILD,
     },
     matcher: {

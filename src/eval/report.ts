@@ -109,7 +109,7 @@ export function renderEvaluation(r: EvaluationReport): string {
       "dataset",
       "service ≥ direct (P@10)",
       "top-10 identical",
-      "max |Δ| overall",
+      "max abs Δ overall",
       "own-type index P@10 (service / direct)",
       "ingest img/s",
       "search p50 / p99 ms",

@@ -5,6 +5,7 @@ import path from "node:path";
 import { z } from "zod";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import { type GalleryEntry, galleryEntrySchema } from "./gallery-entry.js";
+import type { HnswParams } from "./hnsw.params.js";
 import { type VectorIndex, vectorIndexFromBuffer } from "./vector-index.js";
 
 const INDEX_FILE = "faiss_index.bin";
@@ -102,7 +103,7 @@ export function createIndexStore({ root }: { root: string }) {
      * Loads a persisted index, verifying checksums, count and dimension against its manifest.
      * @throws Error describing the mismatch when the files are missing, corrupt or inconsistent.
      */
-    async load(version: MatcherVersion, imageType: ImageType): Promise<LoadedIndex> {
+    async load(version: MatcherVersion, imageType: ImageType, hnsw: HnswParams = {}): Promise<LoadedIndex> {
       const dir = dirOf(version, imageType);
       const manifest = manifestSchema.parse(
         JSON.parse(await readFile(path.join(dir, MANIFEST_FILE), "utf8")),
@@ -116,7 +117,7 @@ export function createIndexStore({ root }: { root: string }) {
       if (sha256(metadata) !== manifest.metadataSha256)
         throw new Error(`${dir}/${METADATA_FILE} does not match its manifest checksum`);
       const entries = z.array(galleryEntrySchema).parse(JSON.parse(metadata));
-      const index = vectorIndexFromBuffer(bin);
+      const index = vectorIndexFromBuffer(bin, { efSearch: hnsw.efSearch });
       if (index.count !== manifest.count || entries.length !== manifest.count) {
         throw new Error(
           `${dir}: index has ${index.count} vectors, metadata ${entries.length}, manifest ${manifest.count}`,

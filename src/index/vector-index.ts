@@ -1,4 +1,5 @@
 import faiss from "faiss-node";
+import { type HnswParams, withHnswParams } from "./hnsw.params.js";
 
 /** Vectors added to faiss-node per call; it takes plain arrays, so chunks bound the copy. */
 const ADD_CHUNK_VECTORS = 4096;
@@ -54,14 +55,19 @@ export function buildVectorIndex({
   dimension,
   factory,
   vectors,
+  hnsw = {},
 }: {
   dimension: number;
   factory: string;
   vectors: Float32Array;
+  /** Applied when the factory builds an HNSW index; ignored otherwise. */
+  hnsw?: HnswParams;
 }): VectorIndex {
   if (vectors.length % dimension !== 0)
     throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
-  const index = faiss.Index.fromFactory(dimension, factory, faiss.MetricType.METRIC_INNER_PRODUCT);
+  const empty = faiss.Index.fromFactory(dimension, factory, faiss.MetricType.METRIC_INNER_PRODUCT);
+  // efConstruction must be in place before the first add; round-tripping the empty index sets it.
+  const index = faiss.Index.fromBuffer(withHnswParams(empty.toBuffer(), hnsw));
   const count = vectors.length / dimension;
   if (!index.isTrained() && count > 0) index.train(Array.from(vectors));
   for (let start = 0; start < count; start += ADD_CHUNK_VECTORS) {
@@ -72,9 +78,9 @@ export function buildVectorIndex({
 }
 
 /**
- * Reads an index written by {@link VectorIndex.toBuffer}.
+ * Reads an index written by {@link VectorIndex.toBuffer}, applying `hnsw.efSearch` to HNSW indexes.
  * @throws Error from FAISS when the bytes are not a FAISS index.
  */
-export function vectorIndexFromBuffer(buffer: Buffer): VectorIndex {
-  return wrap(faiss.Index.fromBuffer(buffer));
+export function vectorIndexFromBuffer(buffer: Buffer, hnsw: HnswParams = {}): VectorIndex {
+  return wrap(faiss.Index.fromBuffer(withHnswParams(buffer, hnsw)));
 }

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { GalleryEntry } from "../index/gallery-entry.js";
+import type { HnswParams } from "../index/hnsw.params.js";
 import type { IndexManifest, IndexStore, LoadedIndex } from "../index/index.store.js";
 import { buildVectorIndex } from "../index/vector-index.js";
 import { errors } from "../shared/errors.js";
@@ -115,6 +116,7 @@ export function createMatcher({
   modelId,
   dimension,
   factory,
+  hnsw,
   logger,
 }: {
   version: MatcherVersion;
@@ -123,6 +125,8 @@ export function createMatcher({
   modelId: string;
   dimension: number;
   factory: string;
+  /** HNSW parameters, used when `factory` builds an HNSW index. */
+  hnsw: HnswParams;
   logger: Logger;
 }): Matcher {
   const serving = new Map<ImageType, Serving>();
@@ -211,7 +215,7 @@ export function createMatcher({
         }
       }
       try {
-        const loaded = await store.load(version, imageType);
+        const loaded = await store.load(version, imageType, hnsw);
         serving.set(imageType, { loaded, source: how, servingSince: new Date().toISOString() });
         log.info({ imageType, count: loaded.manifest.count, source: how }, "index loaded");
         return true;
@@ -224,7 +228,7 @@ export function createMatcher({
     async rebuild(imageType, onProgress) {
       const galleryFingerprint = await source.fingerprint(imageType);
       const gallery = await source.collect(imageType, onProgress);
-      const index = buildVectorIndex({ dimension, factory, vectors: gallery.vectors });
+      const index = buildVectorIndex({ dimension, factory, vectors: gallery.vectors, hnsw });
       const manifest = await store.save({
         index,
         entries: gallery.entries,
