@@ -41,6 +41,8 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
     intraOpNumThreads: model.threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
+    // Idle intra-op threads would otherwise spin, taking the cores sharp needs to decode the next batch.
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
   });
   if (!session.inputNames.includes(model.inputName)) {
     throw new Error(
