@@ -19,6 +19,8 @@ export interface IndexState {
   dimension: number;
   modelId: string | null;
   factory: string | null;
+  /** HNSW efSearch applied to the index being served; null for other index types. */
+  efSearch: number | null;
   builtAt: string | null;
   source: IndexSource | null;
   /** When this process started serving it (ISO 8601). */
@@ -146,6 +148,7 @@ export function createMatcher({
         dimension: m?.dimension ?? dimension,
         modelId: m?.modelId ?? null,
         factory: m?.factory ?? null,
+        efSearch: m?.factory.startsWith("HNSW") && hnsw.efSearch !== undefined ? hnsw.efSearch : null,
         builtAt: m?.builtAt ?? null,
         source: s?.source ?? null,
         servingSince: s?.servingSince ?? null,

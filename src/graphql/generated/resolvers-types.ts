@@ -49,7 +49,9 @@ export type IndexStatus = {
   checksum?: Maybe<Scalars['String']['output']>;
   count: Scalars['Int']['output'];
   dimension: Scalars['Int']['output'];
-  /** FAISS index factory string, e.g. Flat. */
+  /** HNSW efSearch in use (INDEX_EF_SEARCH); null for exact indexes. */
+  efSearch?: Maybe<Scalars['Int']['output']>;
+  /** FAISS index factory string, e.g. Flat (exact) or HNSW32,Flat (approximate). */
   factory?: Maybe<Scalars['String']['output']>;
   /** Where the gallery comes from. */
   gallery: Scalars['String']['output'];
@@ -411,6 +413,7 @@ export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extend
   checksum?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  efSearch?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   factory?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   gallery?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
