@@ -30,6 +30,14 @@ export interface ModelPreset {
 const IMAGENET_MEAN = [0.485, 0.456, 0.406] as const;
 const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
 
+/**
+ * ImageNet presets resize the shorter side straight to 224 instead of torchvision's 256 + centre crop:
+ * inspection photos are framed on the part and defects sit at the borders as often as in the middle.
+ * Measured with the direct exact-search evaluation on the shared splits (int8 MobileNetV2, P@10):
+ * xsdd 0.912 -> 0.933, neu_det 0.978 -> 0.983, magnetic_tile 0.847 -> 0.851.
+ */
+const FULL_VIEW = 224;
+
 /** CLIP normalisation, openai/CLIP `clip/clip.py` `_transform`. */
 const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 const CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
@@ -42,7 +50,7 @@ export const MODEL_PRESETS = {
     outputName: "features",
     dimension: 1280,
     inputSize: 224,
-    resizeShorterSide: 256,
+    resizeShorterSide: FULL_VIEW,
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
@@ -55,7 +63,7 @@ export const MODEL_PRESETS = {
     outputName: "features",
     dimension: 1280,
     inputSize: 224,
-    resizeShorterSide: 256,
+    resizeShorterSide: FULL_VIEW,
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
@@ -67,7 +75,7 @@ export const MODEL_PRESETS = {
     outputName: "features",
     dimension: 512,
     inputSize: 224,
-    resizeShorterSide: 256,
+    resizeShorterSide: FULL_VIEW,
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,

@@ -1,10 +1,14 @@
+import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import type { ModelConfig } from "../config/config.js";
 import { errors } from "../shared/errors.js";
 
 /** An ONNX image encoder loaded once; turns preprocessed tensors into L2-normalised embeddings. */
 export interface EmbeddingModel {
-  /** `<preset>@<first 12 hex digits of the model file's sha256>`; keys stored embeddings. */
+  /**
+   * `<preset>@<first 12 hex of the model file's sha256>.<first 6 hex of the preprocessing's hash>`; keys
+   * stored embeddings, so another model file or another preprocessing never reuses old vectors.
+   */
   readonly modelId: string;
   /** Embedding length. */
   readonly dimension: number;
@@ -54,10 +58,20 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
       `Model ${model.path} has no output '${model.outputName}' (it has ${session.outputNames.join(", ")}); set MODEL_OUTPUT_NAME.`,
     );
   }
+  const preprocessing = JSON.stringify([
+    model.inputName,
+    model.outputName,
+    model.inputSize,
+    model.resizeShorterSide,
+    model.resizeKernel,
+    model.mean,
+    model.std,
+  ]);
+  const preprocessingHash = createHash("sha256").update(preprocessing).digest("hex").slice(0, 6);
   const size = model.inputSize;
   const per = 3 * size * size;
   return {
-    modelId: `${model.name}@${sha256.slice(0, 12)}`,
+    modelId: `${model.name}@${sha256.slice(0, 12)}.${preprocessingHash}`,
     dimension: model.dimension,
     async embed(inputs) {
       if (inputs.length === 0) return [];

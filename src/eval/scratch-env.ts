@@ -125,7 +125,11 @@ export async function createScratchFactory(
           }
           if (dbName) {
             const name = dbName;
-            await admin((c) => c.query(`drop database if exists "${name}" with (force)`));
+            // Without force first: the app's pool has just closed; force only if a backend lingers.
+            await admin((c) => c.query(`drop database if exists "${name}"`)).catch(async () => {
+              await new Promise((r) => setTimeout(r, 500));
+              await admin((c) => c.query(`drop database if exists "${name}" with (force)`));
+            });
           }
           await rm(dir, { recursive: true, force: true });
         },
