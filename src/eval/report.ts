@@ -112,7 +112,7 @@ export function renderEvaluation(r: EvaluationReport): string {
       "max abs Δ overall",
       "own-type index P@10 (service / direct)",
       "ingest img/s",
-      "search p50 / p99 ms",
+      "search p50 / p99 ms (at topK)",
       "groups straddling",
       "queries in gallery",
       "gallery duplicates",

@@ -44,6 +44,20 @@ function wrap(index: faiss.Index): VectorIndex {
   };
 }
 
+/** Most numbers handed to train(): a V8 array holds about 1.3e8, and FAISS trains on a sample anyway. */
+const TRAIN_MAX_NUMBERS = 2 ** 25;
+
+/** Every `step`-th vector, so training (IVF, SQ) stays within {@link TRAIN_MAX_NUMBERS}. */
+function trainingSample(vectors: Float32Array, count: number, dimension: number): Float32Array {
+  const step = Math.max(1, Math.ceil((count * dimension) / TRAIN_MAX_NUMBERS));
+  if (step === 1) return vectors;
+  const sample = new Float32Array(Math.ceil(count / step) * dimension);
+  for (let i = 0, j = 0; i < count; i += step, j++) {
+    sample.set(vectors.subarray(i * dimension, (i + 1) * dimension), j * dimension);
+  }
+  return sample;
+}
+
 /**
  * Builds an index with the FAISS index factory (inner-product metric).
  * @param factory - FAISS factory string, e.g. `Flat` (exact) or `HNSW32,Flat`
@@ -69,7 +83,7 @@ export function buildVectorIndex({
   // efConstruction must be in place before the first add; round-tripping the empty index sets it.
   const index = faiss.Index.fromBuffer(withHnswParams(empty.toBuffer(), hnsw));
   const count = vectors.length / dimension;
-  if (!index.isTrained() && count > 0) index.train(Array.from(vectors));
+  if (!index.isTrained() && count > 0) index.train(Array.from(trainingSample(vectors, count, dimension)));
   for (let start = 0; start < count; start += ADD_CHUNK_VECTORS) {
     const end = Math.min(count, start + ADD_CHUNK_VECTORS);
     index.add(Array.from(vectors.subarray(start * dimension, end * dimension)));

@@ -1,0 +1,86 @@
+import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import type { MachineInfo } from "../src/eval/machine.js";
+import type { ScratchFactory } from "../src/eval/scratch-env.js";
+import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
+
+/** Parts of the benchmark, each runnable alone with `--only`. */
+export const PARTS = ["embedding", "search", "http", "rebuild", "startup"] as const;
+/** One part's name. */
+export type PartName = (typeof PARTS)[number];
+
+/** Parsed command-line options. */
+export interface BenchOptions {
+  only: PartName[];
+  /** Synthetic gallery sizes for search-only and startup. */
+  sizes: number[];
+  /** FAISS factory strings for search-only. */
+  factories: string[];
+  /** Model preset of the http, rebuild and startup parts (and the synthetic dimension). */
+  model: string;
+  modelsDir: string;
+  datasetsDir: string;
+  pgAdminUrl: string;
+  /** Images ingested per preset in the embedding part. */
+  ingestImages: number;
+  /** Single-image latency samples per preset. */
+  latencySamples: number;
+  /** HNSW efSearch values to measure (empty: the service's default INDEX_EF_SEARCH). */
+  efSearch: number[];
+  /** Search-only queries per index. */
+  queries: number;
+  /** Skip an index whose projected build time exceeds this (s). */
+  maxBuildSeconds: number;
+  /** Seconds of load per HTTP concurrency level. */
+  duration: number;
+  concurrency: number[];
+  /** Synthetic padding sizes of the HTTP gallery (0 = the real gallery alone). */
+  httpSizes: number[];
+  /** Real gallery images ingested for the HTTP part (all gallery rows when larger). */
+  httpImages: number;
+  /** Real images of the rebuild part. */
+  rebuildImages: number;
+}
+
+/** Shared state of one benchmark run. */
+export interface BenchContext {
+  opts: BenchOptions;
+  factory: ScratchFactory;
+  machine: MachineInfo;
+  log(line: string): void;
+}
+
+/** Dataset folders (with a split.csv) under `dir`. */
+export async function datasetRoots(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  return entries
+    .filter((e) => e.isDirectory() && existsSync(path.join(dir, e.name, "split.csv")))
+    .map((e) => path.resolve(dir, e.name))
+    .sort();
+}
+
+/**
+ * Real labelled images of `split` from every dataset, interleaved (one of each dataset in turn) so any
+ * prefix mixes datasets, formats and sizes.
+ */
+export async function realImages(
+  datasetsDir: string,
+  split: SplitName,
+  limit: number,
+): Promise<DatasetImage[]> {
+  const lists = await Promise.all(
+    (await datasetRoots(datasetsDir)).map((root) => listDatasetImages({ root, split })),
+  );
+  const out: DatasetImage[] = [];
+  for (let i = 0; out.length < limit && lists.some((l) => i < l.length); i++) {
+    for (const l of lists) {
+      const img = l[i];
+      if (img && out.length < limit) out.push(img);
+    }
+  }
+  return out;
+}
+
+/** Milliseconds elapsed since `t0` (a `performance.now()` value). */
+export const since = (t0: number) => performance.now() - t0;

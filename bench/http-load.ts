@@ -1,0 +1,65 @@
+import { spawn } from "node:child_process";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { type Distribution, distribution } from "../src/eval/stats.js";
+import type { LoadOutcome, LoadSpec } from "./load-worker.js";
+
+const WORKER = fileURLToPath(new URL("./load-worker.ts", import.meta.url));
+
+/** One load level's figures. */
+export interface LoadResult {
+  connections: number;
+  requests: number;
+  requestsPerSecond: number;
+  latencyMs: Distribution;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  /** Event-loop delay of the service process during the load (ms). */
+  eventLoopDelayMs: { p50: number; p99: number; max: number };
+}
+
+/** Runs autocannon in a child process and returns what it printed. */
+function runWorker(spec: LoadSpec): Promise<LoadOutcome> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", WORKER, JSON.stringify(spec)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      if (code !== 0) return reject(new Error(`load worker exited with ${code}`));
+      try {
+        resolve(JSON.parse(line) as LoadOutcome);
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+/**
+ * Loads `spec.url` from a child process while sampling this process's event-loop delay (the service
+ * must run in this process for that figure to mean anything).
+ */
+export async function measureLoad(spec: LoadSpec): Promise<LoadResult> {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const o = await runWorker(spec);
+  h.disable();
+  const ms = (ns: number) => ns / 1e6;
+  return {
+    connections: spec.connections,
+    requests: o.requests,
+    requestsPerSecond: o.latenciesMs.length / o.durationSeconds,
+    latencyMs: distribution(o.latenciesMs),
+    non2xx: o.non2xx,
+    errors: o.errors,
+    timeouts: o.timeouts,
+    eventLoopDelayMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) },
+  };
+}

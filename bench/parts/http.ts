@@ -1,0 +1,153 @@
+import { readFile, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { IMAGE_TYPES } from "../../src/shared/types.js";
+import { type BenchContext, realImages, since } from "../context.js";
+import { type LoadResult, measureLoad } from "../http-load.js";
+import { formatBytes } from "../memory.js";
+import { writePaddedIndex } from "../padded-index.js";
+
+/** End-to-end figures at one gallery size. */
+export interface HttpResult {
+  /** Vectors in the defect index searched. */
+  gallerySize: number;
+  /** Real images among them (the rest synthetic, when padded). */
+  realImages: number;
+  factory: string;
+  notRun?: string;
+  /** Seconds to build and persist the padded index (padded sizes only). */
+  prepareSeconds?: number;
+  levels: LoadResult[];
+}
+
+/** The HTTP part's output. */
+export interface HttpBench {
+  queryImage: { path: string; bytes: number; format: string };
+  topK: number;
+  durationSeconds: number;
+  results: HttpResult[];
+}
+
+const SEARCH =
+  "query($input: SearchSimilarInput!) { searchSimilar(input: $input) { indexSize tookMs hits { rank score productCode defectCode downloadUrl } } }";
+
+/** The query-split JPEG closest to 100 KB. */
+async function pickQueryImage(ctx: BenchContext): Promise<string> {
+  const candidates = (await realImages(ctx.opts.datasetsDir, "query", 100_000)).filter((i) =>
+    /\.jpe?g$/i.test(i.path),
+  );
+  const sized = await Promise.all(
+    candidates.map(async (c) => ({ path: c.path, size: (await stat(c.path)).size })),
+  );
+  sized.sort((a, b) => Math.abs(a.size - 100_000) - Math.abs(b.size - 100_000));
+  const best = sized[0];
+  if (!best) throw new Error("no JPEG query image in the datasets");
+  return best.path;
+}
+
+/**
+ * `searchSimilar` over HTTP: a scratch service (real gallery ingested and indexed, Apollo server in this
+ * process) loaded by autocannon from a child process at each concurrency, with the real query image
+ * closest to 100 KB; then the same with the defect index padded by synthetic vectors to each
+ * `--http-sizes` size.
+ */
+export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
+  const { opts } = ctx;
+  const env = await ctx.factory.create("bench_http", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
+  const app = await env.createApp();
+  try {
+    const gallery = await realImages(opts.datasetsDir, "gallery", opts.httpImages);
+    ctx.log(`http: ingesting ${gallery.length} real gallery images`);
+    await app.ingest.ingest(gallery);
+    const task = app.jobs.start({
+      targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
+      trigger: "admin",
+    });
+    await app.jobs.whenIdle();
+    if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+    const server = await app.listen();
+    const queryPath = await pickQueryImage(ctx);
+    const bytes = await readFile(queryPath);
+    const topK = 10;
+    const body = JSON.stringify({
+      query: SEARCH,
+      variables: { input: { image: { base64: bytes.toString("base64") }, imageType: "DEFECT", topK } },
+    });
+    const bodyFile = path.join(env.dir, "search-body.json");
+    await writeFile(bodyFile, body);
+    const check = async () => {
+      const res = await fetch(server.url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      const json = (await res.json()) as {
+        data?: { searchSimilar?: { indexSize: number; hits: unknown[] } };
+        errors?: unknown;
+      };
+      if (!json.data?.searchSimilar || json.data.searchSimilar.hits.length !== topK)
+        throw new Error(`searchSimilar did not answer: ${JSON.stringify(json.errors ?? json).slice(0, 300)}`);
+      return json.data.searchSimilar.indexSize;
+    };
+    const results: HttpResult[] = [];
+    const matcher = app.matchers.get("v2");
+    for (const size of [0, ...opts.httpSizes.filter((s) => s > 0)]) {
+      let prepareSeconds: number | undefined;
+      const realCount = matcher?.state("defect").count ?? 0;
+      if (size > 0) {
+        ctx.log(`http: padding the defect index to ${size} vectors`);
+        const t0 = performance.now();
+        try {
+          await writePaddedIndex(app, size);
+          if (!(await matcher?.loadPersisted("defect", "loaded", false)))
+            throw new Error("padded index not loaded");
+        } catch (e) {
+          results.push({
+            gallerySize: size,
+            realImages: realCount,
+            factory: "Flat",
+            notRun: `failed: ${(e as Error).message}`,
+            levels: [],
+          });
+          continue;
+        }
+        prepareSeconds = since(t0) / 1000;
+      }
+      const indexSize = await check();
+      ctx.log(
+        `http: ${indexSize} vectors: warm-up, then c=${opts.concurrency.join(",")} for ${opts.duration} s each`,
+      );
+      await measureLoad({
+        url: server.url,
+        bodyFile,
+        connections: 4,
+        durationSeconds: Math.min(3, opts.duration),
+      });
+      const levels: LoadResult[] = [];
+      for (const c of opts.concurrency) {
+        levels.push(
+          await measureLoad({ url: server.url, bodyFile, connections: c, durationSeconds: opts.duration }),
+        );
+      }
+      results.push({
+        gallerySize: indexSize,
+        realImages: Math.min(realCount, indexSize),
+        factory: "Flat",
+        prepareSeconds,
+        levels,
+      });
+    }
+    return {
+      queryImage: {
+        path: path.relative(process.cwd(), queryPath),
+        bytes: bytes.length,
+        format: `JPEG, ${formatBytes(bytes.length)}`,
+      },
+      topK,
+      durationSeconds: opts.duration,
+      results,
+    };
+  } finally {
+    await app.close();
+    await env.dispose();
+  }
+}

@@ -1,0 +1,178 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { IMAGE_TYPES } from "../../src/shared/types.js";
+import { type BenchContext, realImages, since } from "../context.js";
+import { formatBytes } from "../memory.js";
+import { writePaddedIndex } from "../padded-index.js";
+import { estimateBytesPerVector, READ_FILE_LIMIT } from "./search.js";
+
+/** Startup of the real server with one persisted defect index size. */
+export interface StartupResult {
+  /** Vectors in the persisted defect index. */
+  vectors: number;
+  notRun?: string;
+  /** Process spawn to the "GraphQL endpoint" line (s). */
+  readySeconds?: number;
+  /** Spawn to the first answered status query reporting the index as loaded (s). */
+  statusSeconds?: number;
+  /** How the defect index came to be served (LOADED = from the persisted files, as wanted). */
+  source?: string;
+  servedCount?: number;
+  /** Resident memory of the server once ready (bytes). */
+  rssBytes?: number;
+  /** Spawn to the server's own log lines (s): model loaded, each index loaded. */
+  phases?: Record<string, number>;
+}
+
+const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
+const READY_LINE = /defect-lens GraphQL endpoint: (\S+)/;
+const TIMEOUT_MS = 300_000;
+
+function rssOf(pid: number | undefined): Promise<number> {
+  return readFile(`/proc/${pid}/status`, "utf8")
+    .then((s) => Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? Number.NaN) * 1024)
+    .catch(() => Number.NaN);
+}
+
+/** Seconds from spawn to each interesting pino line of the server's stdout. */
+function phasesOf(stdout: string, spawnedAt: number): Record<string, number> {
+  const phases: Record<string, number> = {};
+  for (const line of stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const entry = JSON.parse(line) as { time?: number; msg?: string; imageType?: string };
+      if (!entry.time || !entry.msg) continue;
+      const name =
+        entry.msg === "index loaded" || entry.msg === "index rebuilt and swapped in"
+          ? `${entry.msg} (${entry.imageType})`
+          : entry.msg;
+      if (/model loaded|index loaded|rebuilt|defect-lens ready|S3|migrat/i.test(name))
+        phases[name] = (entry.time - spawnedAt) / 1000;
+    } catch {
+      // not a log line
+    }
+  }
+  return phases;
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+    setTimeout(() => child.kill("SIGKILL"), 20_000).unref();
+  });
+}
+
+/** Spawns `node --import tsx src/main.ts` with `env` and times it until ready. */
+async function timeStartup(env: Record<string, string>, expected: number): Promise<StartupResult> {
+  const t0 = performance.now();
+  const spawnedAt = Date.now();
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
+    cwd: path.dirname(path.dirname(MAIN)),
+    env: { ...process.env, ...env, STARTUP_REBUILD: "if-needed", PORT: "0", LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    let out = "";
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("not ready within 300 s")), TIMEOUT_MS);
+      child.stdout?.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = READY_LINE.exec(out);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      });
+      child.once("exit", (code) =>
+        reject(new Error(`server exited with ${code} before ready: ${out.slice(-500)}`)),
+      );
+    });
+    const readySeconds = since(t0) / 1000;
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: "{ status { indexes { version imageType ready count source } } }" }),
+    });
+    const json = (await res.json()) as {
+      data?: { status: { indexes: { version: string; imageType: string; count: number; source: string }[] } };
+    };
+    const statusSeconds = since(t0) / 1000;
+    const defect = json.data?.status.indexes.find((i) => i.version === "V2" && i.imageType === "DEFECT");
+    return {
+      vectors: expected,
+      readySeconds,
+      statusSeconds,
+      source: defect?.source,
+      servedCount: defect?.count,
+      rssBytes: await rssOf(child.pid),
+      phases: phasesOf(out, spawnedAt),
+    };
+  } finally {
+    await stop(child);
+  }
+}
+
+/**
+ * Startup of the real server (`src/main.ts` in a child process, STARTUP_REBUILD=if-needed) against a
+ * prepared index cache: a small real gallery (fixed costs: Node + tsx, migrations, model load), then the
+ * defect index padded with synthetic vectors to each size >= 100k of `--sizes`.
+ */
+export async function benchStartup(ctx: BenchContext): Promise<StartupResult[]> {
+  const { opts } = ctx;
+  const env = await ctx.factory.create("bench_startup", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
+  const results: StartupResult[] = [];
+  try {
+    let app = await env.createApp();
+    let small = 0;
+    try {
+      await app.ingest.ingest(await realImages(opts.datasetsDir, "gallery", 60));
+      const task = app.jobs.start({
+        targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
+        trigger: "admin",
+      });
+      await app.jobs.whenIdle();
+      if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+      small = app.matchers.get("v2")?.state("defect").count ?? 0;
+    } finally {
+      await app.close();
+    }
+    ctx.log(`startup: real gallery (${small} defect vectors)`);
+    results.push(await timeStartup(env.env, small));
+    const sizes = [...new Set([100_000, 1_000_000, ...opts.sizes.filter((s) => s >= 100_000)])].sort(
+      (a, b) => a - b,
+    );
+    for (const size of sizes) {
+      const fileBytes = estimateBytesPerVector("Flat", app.embedder.dimension) * size;
+      if (!opts.sizes.includes(size)) {
+        results.push({
+          vectors: size,
+          notRun: `not run: opt-in (add ${size} to --sizes)${fileBytes > READ_FILE_LIMIT ? `; note the Flat file would be ~${formatBytes(fileBytes)} > 2 GiB, which index.store.ts cannot load` : ""}`,
+        });
+        continue;
+      }
+      if (fileBytes > READ_FILE_LIMIT) {
+        results.push({
+          vectors: size,
+          notRun: `not possible: the Flat index file would be ~${formatBytes(fileBytes)}; index.store.ts writes it with toBuffer() (4 GiB Buffer max) and reads it with fs.readFile (2 GiB max)`,
+        });
+        continue;
+      }
+      ctx.log(`startup: writing a persisted index of ${size} vectors`);
+      app = await env.createApp();
+      try {
+        await writePaddedIndex(app, size);
+      } finally {
+        await app.close();
+      }
+      ctx.log(`startup: ${size} vectors`);
+      results.push(await timeStartup(env.env, size));
+    }
+    return results;
+  } finally {
+    await env.dispose();
+  }
+}

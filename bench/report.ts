@@ -1,0 +1,244 @@
+import type { MachineInfo } from "../src/eval/machine.js";
+import { machineLine } from "../src/eval/machine.js";
+import { fmt } from "../src/eval/stats.js";
+import { againstMax, againstMin } from "../src/eval/targets.js";
+import type { BenchOptions } from "./context.js";
+import { formatBytes } from "./memory.js";
+import type { EmbeddingResult } from "./parts/embedding.js";
+import type { HttpBench } from "./parts/http.js";
+import type { RebuildBench } from "./parts/rebuild.js";
+import type { SearchResult } from "./parts/search.js";
+import type { StartupResult } from "./parts/startup.js";
+import { TARGETS } from "./targets.js";
+
+/** The whole benchmark run (also the JSON file's shape). */
+export interface BenchReport {
+  date: string;
+  command: string;
+  machine: MachineInfo;
+  options: BenchOptions;
+  durationSeconds: number;
+  embedding?: EmbeddingResult[];
+  search?: SearchResult[];
+  http?: HttpBench;
+  rebuild?: RebuildBench;
+  startup?: StartupResult[];
+  /** Parts that threw, with the error. */
+  failed: { part: string; error: string }[];
+}
+
+const row = (cells: readonly (string | number)[]) => `| ${cells.join(" | ")} |`;
+const table = (head: readonly string[], rows: readonly (readonly (string | number)[])[]) => [
+  row(head),
+  row(head.map(() => "---")),
+  ...rows.map(row),
+];
+const ms = (v: number | undefined) => fmt(v, v !== undefined && v < 10 ? 2 : 1);
+
+function embedding(r: EmbeddingResult[]): string[] {
+  return [
+    "### Embedding (real images; ingestion = read + sha256 + decode + preprocess + inference + object upload + DB writes)",
+    "",
+    ...table(
+      [
+        "preset",
+        "dim",
+        "batch (inference / ingest step)",
+        "images",
+        "ingest img/s (target)",
+        "decode+preprocess p50 / p99 ms",
+        "inference p50 / p99 ms",
+        "embedOne total p50 / p99 ms",
+      ],
+      r.map((e) =>
+        e.notRun
+          ? [e.preset, "", "", "", e.notRun, "", "", ""]
+          : [
+              e.preset,
+              e.dimension ?? "",
+              `${e.batchSize} / ${e.ingestStep}`,
+              e.images ?? "",
+              againstMin(e.ingestImagesPerSecond ?? Number.NaN, TARGETS.ingestImagesPerSecond, 1),
+              `${ms(e.decodeMs?.p50)} / ${ms(e.decodeMs?.p99)}`,
+              `${ms(e.inferenceMs?.p50)} / ${ms(e.inferenceMs?.p99)}`,
+              `${ms(e.totalMs?.p50)} / ${ms(e.totalMs?.p99)}`,
+            ],
+      ),
+    ),
+    "",
+    `Latency samples: real query images one at a time (median ${formatBytes(r.find((e) => e.medianImageBytes)?.medianImageBytes ?? Number.NaN)}).`,
+    "",
+  ];
+}
+
+function search(r: SearchResult[], dimension: number): string[] {
+  return [
+    `### Search only (synthetic clustered unit vectors, ${dimension}-d, 1000 clusters; top-10; \`VectorIndex.search\`, one query at a time)`,
+    "",
+    "HNSW is built with the service's INDEX_EF_CONSTRUCTION and searched with INDEX_EF_SEARCH (defaults 80 / 64; set through the serialised index, as the service does); 'RSS added' includes allocator slack of the build, so bytes/vector is taken from the index file (FAISS's in-memory layout) where there is one.",
+    "",
+    ...table(
+      [
+        "index",
+        "vectors",
+        "build s",
+        "RSS added",
+        "index bytes/vector (target)",
+        "file",
+        "load s",
+        "p50 ms",
+        "p99 ms",
+        "recall@10 (target)",
+      ],
+      r.map((s) =>
+        s.notRun
+          ? [s.factory, s.size, s.notRun, "", "", "", "", "", "", ""]
+          : [
+              s.efSearch !== undefined
+                ? `${s.factory} (efC ${s.efConstruction}, efS ${s.efSearch})`
+                : s.factory,
+              s.size,
+              fmt(s.buildSeconds, 1),
+              formatBytes(s.indexRssBytes ?? Number.NaN),
+              againstMax(s.bytesPerVector ?? Number.NaN, TARGETS.indexBytesPerImage, 0),
+              s.fileBytes !== undefined ? formatBytes(s.fileBytes) : (s.persistNote ?? ""),
+              fmt(s.loadSeconds, 2),
+              ms(s.latencyMs?.p50),
+              ms(s.latencyMs?.p99),
+              againstMin(s.recallAt10 ?? Number.NaN, TARGETS.recallAt10),
+            ],
+      ),
+    ),
+    "",
+  ];
+}
+
+function http(h: HttpBench): string[] {
+  const rows = h.results.flatMap((r) =>
+    r.notRun
+      ? [[r.gallerySize, r.factory, r.notRun, "", "", "", "", ""]]
+      : r.levels.map((l) => [
+          `${r.gallerySize} (${r.realImages} real)`,
+          r.factory,
+          l.connections,
+          ms(l.latencyMs.p50),
+          l.connections === 4 ? againstMax(l.latencyMs.p99, TARGETS.httpP99MsAtC4) : ms(l.latencyMs.p99),
+          fmt(l.requestsPerSecond, 1),
+          `${l.requests}${l.non2xx + l.errors + l.timeouts > 0 ? ` (${l.non2xx} non-2xx, ${l.errors} errors, ${l.timeouts} timeouts)` : ""}`,
+          `${ms(l.eventLoopDelayMs.p99)} / ${againstMax(l.eventLoopDelayMs.max, TARGETS.eventLoopDelayMs)}`,
+        ]),
+  );
+  return [
+    `### End to end over HTTP (\`searchSimilar\`, topK ${h.topK}, autocannon in a child process, ${h.durationSeconds} s per level)`,
+    "",
+    `Query image: ${h.queryImage.path} (${h.queryImage.format}). Galleries: real images ingested through the service; padded sizes add synthetic vectors to the defect index (written with the service's index store and loaded by the matcher). The 1M target gallery is reported only when run with --http-sizes including 1000000.`,
+    "",
+    ...table(
+      [
+        "gallery (defect index)",
+        "index",
+        "concurrency",
+        "p50 ms",
+        "p99 ms (target at c=4)",
+        "req/s",
+        "requests",
+        "event-loop delay p99 / max ms (target)",
+      ],
+      rows,
+    ),
+    "",
+  ];
+}
+
+function rebuild(r: RebuildBench): string[] {
+  return [
+    "### Rebuild (real images, rebuild job over both indexes, Flat)",
+    "",
+    ...table(
+      ["scenario", "images", "embedded by the rebuild", "seconds", "swap ms"],
+      r.scenarios.map((s) => [
+        s.name,
+        s.images,
+        s.newlyEmbedded,
+        fmt(s.seconds, 1),
+        s.swapMs.map((x) => fmt(x, 3)).join(" / "),
+      ]),
+    ),
+    "",
+    ...table(
+      ["in-process search (real image, topK 10)", "n", "p50 ms", "p99 ms", "max ms"],
+      [
+        ["idle", r.idleSearchMs.n, ms(r.idleSearchMs.p50), ms(r.idleSearchMs.p99), ms(r.idleSearchMs.max)],
+        [
+          "during the from-scratch rebuild",
+          r.duringRebuildSearchMs.n,
+          ms(r.duringRebuildSearchMs.p50),
+          ms(r.duringRebuildSearchMs.p99),
+          ms(r.duringRebuildSearchMs.max),
+        ],
+      ],
+    ),
+    "",
+    `Event-loop delay during the from-scratch rebuild: p99 ${ms(r.duringRebuildEventLoopMs.p99)} ms, max ${againstMax(r.duringRebuildEventLoopMs.max, TARGETS.eventLoopDelayMs)} ms.`,
+    "",
+  ];
+}
+
+function startup(r: StartupResult[]): string[] {
+  return [
+    "### Startup (child process `node --import tsx src/main.ts`, STARTUP_REBUILD=if-needed, persisted Flat index)",
+    "",
+    ...table(
+      [
+        "defect index vectors",
+        "to ready line s",
+        "to status answered s",
+        "source",
+        "served",
+        "RSS",
+        "phases (s from spawn)",
+      ],
+      r.map((s) =>
+        s.notRun
+          ? [s.vectors, s.notRun, "", "", "", "", ""]
+          : [
+              s.vectors,
+              s.vectors >= 1_000_000
+                ? againstMax(s.readySeconds ?? Number.NaN, TARGETS.startupSeconds1M, 2)
+                : fmt(s.readySeconds, 2),
+              fmt(s.statusSeconds, 2),
+              s.source ?? "?",
+              s.servedCount ?? "?",
+              formatBytes(s.rssBytes ?? Number.NaN),
+              Object.entries(s.phases ?? {})
+                .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+                .join("; "),
+            ],
+      ),
+    ),
+    "",
+    `Target: ≤ ${TARGETS.startupSeconds1M} s with a persisted 1M index.`,
+    "",
+  ];
+}
+
+/** The Markdown report of a benchmark run. */
+export function renderBench(r: BenchReport, dimension: number): string {
+  return [
+    `## Benchmarks — ${r.date}`,
+    "",
+    `- Command: \`${r.command}\``,
+    `- Machine: ${machineLine(r.machine)}`,
+    `- Model for HTTP, rebuild, startup and the synthetic dimension: ${r.options.model}; run took ${fmt(r.durationSeconds, 0)} s`,
+    "- Medians (p50) and p99 are from this one run. ✓/✗ compare with the issue's targets.",
+    "",
+    ...(r.embedding ? embedding(r.embedding) : []),
+    ...(r.search ? search(r.search, dimension) : []),
+    ...(r.http ? http(r.http) : []),
+    ...(r.rebuild ? rebuild(r.rebuild) : []),
+    ...(r.startup ? startup(r.startup) : []),
+    ...(r.failed.length
+      ? ["### Failed parts", "", ...r.failed.map((f) => `- ${f.part}: ${f.error}`), ""]
+      : []),
+  ].join("\n");
+}

@@ -1,0 +1,15 @@
+/** Speed and scale targets of issue 3 that the benchmark tables are read against. */
+export const TARGETS = {
+  /** End-to-end ingestion, images/s. */
+  ingestImagesPerSecond: 150,
+  /** searchSimilar over HTTP, p99 at concurrency 4, 1M gallery (ms). */
+  httpP99MsAtC4: 50,
+  /** Search-only recall@10 against exact search. */
+  recallAt10: 0.95,
+  /** Startup with a persisted 1M index (s). */
+  startupSeconds1M: 5,
+  /** Index memory per image (bytes). */
+  indexBytesPerImage: 1500,
+  /** Longest event-loop delay one request may cause another (ms). */
+  eventLoopDelayMs: 10,
+} as const;
