@@ -104,6 +104,24 @@ describe("FAISS index and its store", () => {
     await expect(store.load("v2", "defect")).rejects.toThrow(/checksum/);
   });
 
+  it("persists an HNSW index and applies the configured efSearch when loading it", async () => {
+    const store = createIndexStore({ root: scratch.dir });
+    const index = buildVectorIndex({
+      dimension: DIM,
+      factory: "HNSW32,Flat",
+      vectors: unitVectors(100),
+      hnsw: { efSearch: 16 },
+    });
+    await store.save({
+      index,
+      entries: Array.from({ length: 100 }, (_, i) => entry(i)),
+      manifest: { ...manifest, factory: "HNSW32,Flat", count: 100 },
+    });
+    const loaded = await store.load("v2", "defect", { efSearch: 99 });
+    expect(readHnswParams(loaded.index.toBuffer())?.efSearch).toBe(99);
+    expect(loaded.index.count).toBe(100);
+  });
+
   it("replaces a previous index atomically", async () => {
     const store = createIndexStore({ root: scratch.dir });
     for (const n of [10, 20]) {

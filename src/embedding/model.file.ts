@@ -1,16 +1,12 @@
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { ModelConfig } from "../config/config.js";
+import { sha256File } from "../shared/hash.js";
 
-/** sha256 (hex) of a file, streamed. */
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
-}
+export { sha256File };
 
 /**
  * Makes sure the model file exists: when it is missing and `downloadUrl` is configured, downloads it,

@@ -33,8 +33,8 @@ function efConstructionOffset(buf: Buffer): number | undefined {
   return o + 8; // after entry_point and max_level
 }
 
-/** True when `buf` is a serialised FAISS HNSW index. */
-export const isHnsw = (buf: Buffer) => efConstructionOffset(buf) !== undefined;
+/** True when `head` (at least the first 3 bytes of a serialised index) starts an HNSW index. */
+export const isHnswHeader = (head: Buffer) => head.subarray(0, 3).toString("latin1") === "IHN";
 
 /** The parameters stored in a serialised HNSW index, or undefined for other index types. */
 export function readHnswParams(buf: Buffer): Required<HnswParams> | undefined {

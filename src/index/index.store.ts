@@ -1,12 +1,13 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
+import { sha256, sha256File } from "../shared/hash.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import { type GalleryEntry, galleryEntrySchema } from "./gallery-entry.js";
 import type { HnswParams } from "./hnsw.params.js";
-import { type VectorIndex, vectorIndexFromBuffer } from "./vector-index.js";
+import { type VectorIndex, vectorIndexFromFile } from "./vector-index.js";
 
 const INDEX_FILE = "faiss_index.bin";
 const METADATA_FILE = "metadata.json";
@@ -42,8 +43,6 @@ export interface LoadedIndex {
   entries: GalleryEntry[];
 }
 
-const sha256 = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
-
 /**
  * Persists indexes under `<root>/<v1|v2>/<defect|normal>/` as `faiss_index.bin`, `metadata.json` and
  * `manifest.json`. Writes go to a temporary sibling folder renamed into place, so a crash never leaves
@@ -67,17 +66,18 @@ export function createIndexStore({ root }: { root: string }) {
       const suffix = randomBytes(4).toString("hex");
       const tmp = path.join(parent, `.${imageType}.tmp-${suffix}`);
       const old = path.join(parent, `.${imageType}.old-${suffix}`);
-      const bin = loaded.index.toBuffer();
+      let manifest: IndexManifest;
       const metadata = JSON.stringify(loaded.entries);
-      const manifest: IndexManifest = {
-        ...loaded.manifest,
-        indexSha256: sha256(bin),
-        metadataSha256: sha256(metadata),
-      };
       try {
         await mkdir(tmp);
-        await writeFile(path.join(tmp, INDEX_FILE), bin);
+        // Written by FAISS itself: no Buffer in between, so indexes over 2 GiB persist too.
+        loaded.index.writeFile(path.join(tmp, INDEX_FILE));
         await writeFile(path.join(tmp, METADATA_FILE), metadata);
+        manifest = {
+          ...loaded.manifest,
+          indexSha256: await sha256File(path.join(tmp, INDEX_FILE)),
+          metadataSha256: sha256(metadata),
+        };
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
         if (existsSync(dir)) await rename(dir, old);
@@ -108,16 +108,17 @@ export function createIndexStore({ root }: { root: string }) {
       const manifest = manifestSchema.parse(
         JSON.parse(await readFile(path.join(dir, MANIFEST_FILE), "utf8")),
       );
-      const [bin, metadata] = await Promise.all([
-        readFile(path.join(dir, INDEX_FILE)),
+      const indexFile = path.join(dir, INDEX_FILE);
+      const [indexSha256, metadata] = await Promise.all([
+        sha256File(indexFile),
         readFile(path.join(dir, METADATA_FILE), "utf8"),
       ]);
-      if (sha256(bin) !== manifest.indexSha256)
+      if (indexSha256 !== manifest.indexSha256)
         throw new Error(`${dir}/${INDEX_FILE} does not match its manifest checksum`);
       if (sha256(metadata) !== manifest.metadataSha256)
         throw new Error(`${dir}/${METADATA_FILE} does not match its manifest checksum`);
       const entries = z.array(galleryEntrySchema).parse(JSON.parse(metadata));
-      const index = vectorIndexFromBuffer(bin, { efSearch: hnsw.efSearch });
+      const index = await vectorIndexFromFile(indexFile, { efSearch: hnsw.efSearch });
       if (index.count !== manifest.count || entries.length !== manifest.count) {
         throw new Error(
           `${dir}: index has ${index.count} vectors, metadata ${entries.length}, manifest ${manifest.count}`,

@@ -1,5 +1,6 @@
+import { open, readFile } from "node:fs/promises";
 import faiss from "faiss-node";
-import { type HnswParams, withHnswParams } from "./hnsw.params.js";
+import { type HnswParams, isHnswHeader, withHnswParams } from "./hnsw.params.js";
 
 /** Vectors added to faiss-node per call; it takes plain arrays, so chunks bound the copy. */
 const ADD_CHUNK_VECTORS = 4096;
@@ -17,6 +18,8 @@ export interface VectorIndex {
   search(query: Float32Array, k: number): { labels: number[]; scores: number[] };
   /** The index serialised by FAISS `write_index`. */
   toBuffer(): Buffer;
+  /** Writes the index with FAISS `write_index` straight to a file (no 2 GiB Buffer limit). */
+  writeFile(file: string): void;
 }
 
 function wrap(index: faiss.Index): VectorIndex {
@@ -41,6 +44,7 @@ function wrap(index: faiss.Index): VectorIndex {
       return { labels, scores };
     },
     toBuffer: () => index.toBuffer(),
+    writeFile: (file) => index.write(file),
   };
 }
 
@@ -89,6 +93,26 @@ export function buildVectorIndex({
     index.add(Array.from(vectors.subarray(start * dimension, end * dimension)));
   }
   return wrap(index);
+}
+
+/**
+ * Reads an index file written by {@link VectorIndex.writeFile} or FAISS `write_index`, applying
+ * `hnsw.efSearch` to HNSW indexes.
+ * @throws Error from FAISS when the file is not a FAISS index.
+ */
+export async function vectorIndexFromFile(file: string, hnsw: HnswParams = {}): Promise<VectorIndex> {
+  // HNSW parameters are set by rewriting the serialised bytes, so HNSW indexes are read into memory;
+  // every other type is read by FAISS itself.
+  const handle = await open(file, "r");
+  const head = Buffer.alloc(4);
+  try {
+    await handle.read(head, 0, 4, 0);
+  } finally {
+    await handle.close();
+  }
+  if (isHnswHeader(head) && hnsw.efSearch !== undefined)
+    return vectorIndexFromBuffer(await readFile(file), hnsw);
+  return wrap(faiss.Index.read(file));
 }
 
 /**
