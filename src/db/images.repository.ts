@@ -218,12 +218,6 @@ export function createImageRepository({ db }: { db: Database }) {
         .where(eq(images.imageType, imageType));
       return { count: row?.count ?? 0, maxImageId: row?.maxImageId ?? 0 };
     },
-
-    /** Deletes images (and their embeddings) by id; used by tests and re-imports. */
-    async deleteImages(ids: readonly number[]): Promise<void> {
-      if (ids.length === 0) return;
-      await db.delete(images).where(inArray(images.imageId, [...ids]));
-    },
   };
 }
 
