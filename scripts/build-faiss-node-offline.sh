@@ -7,7 +7,7 @@
 # prebuild-install expects, so `npm ci` with npm_config_faiss_node_local_prebuilds=<dir> uses it.
 #
 # Usage: scripts/build-faiss-node-offline.sh [OUT_DIR]   (default: .faiss-prebuilds)
-# Prints the OUT_DIR on its last line. Idempotent: an existing tarball is reused.
+# Prints the OUT_DIR on its last line. Idempotent: an existing tarball built from the same sources is reused.
 set -euo pipefail
 
 VERSION=0.5.1
@@ -16,12 +16,16 @@ out=${1:-$root/.faiss-prebuilds}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 tarball="$out/faiss-node-v$VERSION-napi-v8-linux-x64.tar.gz"
+# The tarball is rebuilt when this script or the extension sources change.
+stamp_file="$out/.source-sha256"
+stamp=$(cat "$0" "$root"/scripts/faiss-node-ext/* | sha256sum | cut -d' ' -f1)
 
-if [ -s "$tarball" ]; then
+if [ -s "$tarball" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
   echo "faiss-node prebuild already present: $tarball" >&2
   echo "$out"
   exit 0
 fi
+rm -f "$tarball"
 
 need_apt=()
 [ -f /usr/lib/x86_64-linux-gnu/libfaiss.a ] || need_apt+=(libfaiss-dev)
@@ -58,12 +62,14 @@ end = s.index('if(APPLE)\n    # Copy libomp.dylib')
 s = s[:start] + s[end:]
 open(p, "w").write(s)
 PY
-# FAISS 1.7.3 declares idx_t inside faiss::Index.
-sed -i 's/using idx_t = faiss::idx_t;/using idx_t = faiss::Index::idx_t;/' src/faiss.cc
+# defect-lens's additions: typed-array add/search, HNSW/IVF parameters, subset search, reconstruct,
+# OpenMP thread count, and a per-thread constructor so worker threads can each load the addon.
+python3 "$root/scripts/faiss-node-ext/patch.py" src/faiss.cc
 
 npm install --silent --no-audit --no-fund --ignore-scripts cmake-js@7 node-addon-api@6 >/dev/null
 npx --no-install cmake-js compile --log-level warn >&2
 strip --strip-unneeded build/Release/faiss-node.node || true
 tar czf "$tarball" build/Release/faiss-node.node
+echo "$stamp" >"$stamp_file"
 echo "built $tarball" >&2
 echo "$out"

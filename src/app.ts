@@ -1,24 +1,27 @@
 import type { Logger } from "pino";
 import { type AdminService, createAdminService } from "./admin/admin.service.js";
 import type { AppConfig } from "./config/config.js";
+import { applyNativeThreadSettings } from "./config/native-threads.js";
 import { createDbClient, type DbClient } from "./db/db.client.js";
-import { startEmbeddedPostgres } from "./db/embedded-postgres.js";
 import { createImageRepository, type ImageRepository } from "./db/images.repository.js";
 import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
 import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
 import { type GraphQLHttpServer, startGraphQLServer } from "./graphql/graphql.server.js";
+import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
 import { createIndexStore } from "./index/index.store.js";
+import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
-import { createRebuildJobs, type IndexTarget, type RebuildJobs } from "./jobs/rebuild.job.js";
+import { startIndexes } from "./jobs/index-startup.js";
+import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
 import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, type SearchService } from "./search/search.service.js";
-import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
+import type { MatcherVersion } from "./shared/types.js";
+import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
-import { startEmbeddedS3 } from "./storage/embedded-s3.js";
 
 /** The object graph of a running service. */
 export interface App {
@@ -45,23 +48,14 @@ export interface App {
 export interface CreateAppOptions {
   /** Load or rebuild indexes at startup (the server does; CLI commands that only ingest do not). */
   initialiseIndexes?: boolean;
+  /** Components to use instead of the configured ones (tests, benchmarks). */
+  overrides?: {
+    /** Where indexes are built and searched; default the FAISS worker backend. */
+    indexBackend?: VectorIndexBackend;
+  };
 }
 
 const DB_CHECK_TIMEOUT_MS = 2000;
-
-async function databaseError(db: DbClient): Promise<string | null> {
-  try {
-    await Promise.race([
-      db.pool.query("select 1"),
-      new Promise((_, reject) =>
-        setTimeout(() => reject(new Error("no answer within 2 s")), DB_CHECK_TIMEOUT_MS).unref(),
-      ),
-    ]);
-    return null;
-  } catch (e) {
-    return (e as Error).message || String(e);
-  }
-}
 
 /**
  * The composition root: builds every component from the configuration and wires them together.
@@ -71,7 +65,7 @@ async function databaseError(db: DbClient): Promise<string | null> {
 export async function createApp(
   config: AppConfig,
   logger: Logger,
-  { initialiseIndexes = true }: CreateAppOptions = {},
+  { initialiseIndexes = true, overrides = {} }: CreateAppOptions = {},
 ): Promise<App> {
   const cleanups: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -79,14 +73,9 @@ export async function createApp(
       await c().catch((err) => logger.warn({ err }, "shutdown step failed"));
   };
   try {
-    let dbUrl: string;
-    if (config.database.kind === "external") {
-      dbUrl = config.database.url;
-    } else {
-      const pg = await startEmbeddedPostgres({ ...config.database, logger });
-      cleanups.push(pg.stop);
-      dbUrl = pg.url;
-    }
+    const infra = await startInfrastructure(config, logger);
+    cleanups.push(infra.stop);
+    const dbUrl = infra.databaseUrl;
     const db = createDbClient({ url: dbUrl, logger });
     cleanups.push(db.close);
     let startupDatabaseError: string | null = null;
@@ -97,19 +86,8 @@ export async function createApp(
       logger.error({ err }, "database unreachable at startup; serving persisted indexes only");
     }
 
-    let s3 = config.storage.server;
-    if (s3.kind === "embedded") {
-      const server = await startEmbeddedS3({ ...s3, logger });
-      cleanups.push(server.stop);
-      s3 = {
-        kind: "external",
-        endpoint: server.endpoint,
-        accessKey: server.accessKey,
-        secretKey: server.secretKey,
-      };
-    }
     const blobStore = createMinioBlobStore({
-      ...s3,
+      ...infra.s3,
       bucket: config.storage.bucket,
       region: config.storage.region,
     });
@@ -129,12 +107,15 @@ export async function createApp(
 
     const repository = createImageRepository({ db: db.db });
     const store = createIndexStore({ root: config.index.cacheDir });
+    const threads = applyNativeThreadSettings(config);
+    logger.debug({ threads }, "native thread settings");
+    const backend = overrides.indexBackend ?? createFaissWorkerBackend({ logger });
     const matcherDeps = {
       store,
+      backend,
       modelId: model.modelId,
       dimension: model.dimension,
-      factory: config.index.factory,
-      hnsw: config.index.hnsw,
+      index: config.index,
       logger,
     };
     const matchers = new Map<MatcherVersion, Matcher>();
@@ -156,25 +137,21 @@ export async function createApp(
         }),
       );
     }
+    cleanups.push(async () => {
+      for (const m of matchers.values()) await m.close();
+    });
     const jobs = createRebuildJobs({ matchers, logger });
     cleanups.push(() => jobs.whenIdle());
     const flag = createMatcherVersionFlag(config.matcher.initialVersion);
 
     if (initialiseIndexes) {
-      const toBuild: IndexTarget[] = [];
-      for (const [version, matcher] of matchers) {
-        for (const imageType of IMAGE_TYPES) {
-          if (version === "v2" && startupDatabaseError) {
-            await matcher.loadPersisted(imageType, "fallback", false);
-            continue;
-          }
-          const policy = config.index.startupRebuild;
-          const loaded =
-            policy !== "always" && (await matcher.loadPersisted(imageType, "loaded", policy === "if-needed"));
-          if (!loaded && policy !== "never") toBuild.push({ version, imageType });
-        }
-      }
-      if (toBuild.length > 0) jobs.start({ targets: toBuild, trigger: "startup" });
+      await startIndexes({
+        matchers,
+        jobs,
+        policy: config.index.startupRebuild,
+        databaseDown: startupDatabaseError !== null,
+        logger,
+      });
     }
 
     const search = createSearchService({
@@ -198,7 +175,7 @@ export async function createApp(
         dimension: model.dimension,
         inputSize: config.model.inputSize,
       },
-      checkDatabase: () => databaseError(db),
+      checkDatabase: () => db.unreachableReason(DB_CHECK_TIMEOUT_MS),
     });
     const ingest = createIngestService({
       repository,

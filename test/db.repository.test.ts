@@ -53,13 +53,13 @@ describe("image repository on a real PostgreSQL", () => {
     expect(await repo.ensureDefectType("scratch", "Scratch")).toBe(d);
   });
 
-  it("inserts an image once per content hash and reports the existing id on a repeat", async () => {
+  it("inserts an image once per content hash, leaving a repeat out", async () => {
     const productId = await repo.ensureProduct("P002", "Plate");
     const row = image({ productId, contentSha256: "a".repeat(64) });
-    const first = await repo.insertImage(row);
-    expect("imageId" in first).toBe(true);
-    const second = await repo.insertImage({ ...row, filePath: "/elsewhere.jpg" });
-    expect(second).toEqual({ existingId: (first as { imageId: number }).imageId });
+    const first = await repo.insertImages([row]);
+    expect(first.get("a".repeat(64))).toBeGreaterThan(0);
+    const second = await repo.insertImages([{ ...row, filePath: "/elsewhere.jpg" }]);
+    expect(second.size).toBe(0);
     expect(await repo.findExistingSha256s(["a".repeat(64), "b".repeat(64)])).toEqual(
       new Set(["a".repeat(64)]),
     );
@@ -67,7 +67,7 @@ describe("image repository on a real PostgreSQL", () => {
 
   it("refuses a defect image without a defect type (check constraint)", async () => {
     const productId = await repo.ensureProduct("P003", "Tile");
-    await expect(repo.insertImage(image({ productId, imageType: "defect" }))).rejects.toThrow();
+    await expect(repo.insertImages([image({ productId, imageType: "defect" })])).rejects.toThrow();
   });
 
   it("lists gallery pages with labels and the embedding of the asked model only", async () => {
@@ -75,8 +75,9 @@ describe("image repository on a real PostgreSQL", () => {
     const defectTypeId = await repo.ensureDefectType("dent", "Dent");
     const ids: number[] = [];
     for (let i = 0; i < 3; i++) {
-      const r = await repo.insertImage(image({ productId, defectTypeId, imageType: "defect" }));
-      if ("imageId" in r) ids.push(r.imageId);
+      const row = image({ productId, defectTypeId, imageType: "defect" });
+      const id = (await repo.insertImages([row])).get(row.contentSha256);
+      if (id !== undefined) ids.push(id);
     }
     await repo.saveEmbeddings([
       { imageId: ids[0] as number, modelId: "m1", embedding: vec(1, 0) },
@@ -112,7 +113,7 @@ describe("image repository on a real PostgreSQL", () => {
 
   it("changes the gallery fingerprint when an image is added", async () => {
     const before = await repo.galleryFingerprint("normal");
-    await repo.insertImage(image({ productId: await repo.ensureProduct("P005", "Shaft") }));
+    await repo.insertImages([image({ productId: await repo.ensureProduct("P005", "Shaft") })]);
     const after = await repo.galleryFingerprint("normal");
     expect(after.count).toBe(before.count + 1);
     expect(after.maxImageId).toBeGreaterThan(before.maxImageId);

@@ -3,6 +3,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import type { GraphQLHttpServer } from "../src/graphql/graphql.server.js";
+import { killFaissWorkerForTest } from "../src/index/faiss/faiss-worker.backend.js";
 import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { storageKeyFor } from "../src/ingest/ingest.service.js";
 import { exportV1Gallery } from "../src/ingest/v1-gallery.export.js";
@@ -206,6 +207,59 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     expect(app.jobs.list()[0]?.status).toBe("succeeded");
     expect(served).toBeGreaterThan(0);
     expect(failed).toBe(0);
+  });
+
+  it("recovers when the FAISS worker holding an index dies: INDEX_NOT_READY meanwhile, never a hang", async () => {
+    const matcher = app.matchers.get("v2");
+    const index = matcher?.servedIndex("defect");
+    if (!matcher || !index) throw new Error("the V2 defect index is not served");
+    const q = queries[0] as DatasetImage;
+    const before = (await searchFile(q.path, { topK: 3 })).data?.searchSimilar.hits.map((h) => h.imageId);
+    await killFaissWorkerForTest(index);
+    const during = await searchFile(q.path, { topK: 3 });
+    expect(errorCode(during)).toBe("INDEX_NOT_READY");
+    expect(during.errors?.[0]?.message).toMatch(/retry/);
+    const status = (await gql<StatusAnswer>(url, STATUS)).data?.status;
+    expect(status?.indexes.find((i) => i.version === "V2" && i.imageType === "DEFECT")?.ready).toBe(false);
+    const deadline = Date.now() + 30_000;
+    while (!matcher.state("defect").ready && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    const after = (await searchFile(q.path, { topK: 3 })).data?.searchSimilar.hits.map((h) => h.imageId);
+    expect(after).toEqual(before);
+  });
+
+  it("returns every match, up to topK, for a filter on a rare defect type", async () => {
+    const rare = "oxide_scale_of_plate_system";
+    const inGallery = gallery.filter((g) => g.defectCode === rare).length;
+    const q = queries.find((x) => x.defectCode === "red_iron") as DatasetImage;
+    const r = await searchFile(q.path, { topK: 100, filter: { defectCodes: [rare] } });
+    const hits = r.data?.searchSimilar.hits ?? [];
+    expect(hits.length).toBeGreaterThanOrEqual(inGallery - 2); // byte-identical duplicates are imported once
+    expect(hits.length).toBeLessThanOrEqual(inGallery);
+    expect(new Set(hits.map((h) => h.defectCode))).toEqual(new Set([rare]));
+    const scores = hits.map((h) => h.score);
+    expect(scores).toEqual([...scores].sort((a, b) => b - a));
+  });
+
+  it("refuses to swap in a rebuilt index whose recall@10 is below the floor, saying what to change", async () => {
+    const bad = await createApp(
+      testConfig({
+        ...env,
+        indexDir: path.join(scratch.dir, "index-cache-bad"),
+        // IVF with 64 lists searched 1 at a time (nprobe 1) misses most of the exact top-10.
+        extra: { ...env.extra, INDEX_FACTORY: "IVF64,Flat" },
+      }),
+      testLogger,
+    );
+    try {
+      const task = bad.jobs.start({ targets: [{ version: "v2", imageType: "defect" }], trigger: "admin" });
+      await bad.jobs.whenIdle();
+      expect(task.status).toBe("failed");
+      expect(task.error).toMatch(/recall@10 0\.\d+ .*below the floor 0\.95.*INDEX_FACTORY/);
+      expect(bad.matchers.get("v2")?.state("defect").ready).toBe(false);
+    } finally {
+      await bad.close();
+    }
   });
 
   it("switches the active matcher at runtime with setMatcherVersion", async () => {

@@ -1,10 +1,11 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { readHnswParams } from "../src/index/hnsw.params.js";
-import { createIndexStore } from "../src/index/index.store.js";
-import { buildVectorIndex, vectorIndexFromBuffer } from "../src/index/vector-index.js";
-import { scratchDir } from "./support/services.js";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createFaissWorkerBackend } from "../src/index/faiss/faiss-worker.backend.js";
+import { columnsFromEntries } from "../src/index/gallery-columns.js";
+import { createIndexStore, type IndexManifest } from "../src/index/index.store.js";
+import type { VectorIndex } from "../src/index/vector-index.js";
+import { scratchDir, testLogger } from "./support/services.js";
 
 const DIM = 8;
 function unitVectors(n: number, seed = 1): Float32Array {
@@ -37,52 +38,60 @@ const entry = (i: number) => ({
   storageUrl: null,
   contentSha256: null,
 });
-const manifest = {
-  formatVersion: 1 as const,
-  matcherVersion: "v2" as const,
-  imageType: "defect" as const,
+const columns = (n: number) =>
+  columnsFromEntries(
+    "defect",
+    Array.from({ length: n }, (_, i) => entry(i)),
+  );
+const manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "count"> = {
+  formatVersion: 2,
+  matcherVersion: "v2",
+  imageType: "defect",
   modelId: "m@1",
   dimension: DIM,
+  configuredFactory: "Flat",
   factory: "Flat",
+  params: {},
+  recall: null,
+  buildMs: 1,
   galleryFingerprint: "count=50",
   builtAt: new Date().toISOString(),
 };
 
-describe("FAISS index and its store", () => {
+describe("index store with the FAISS worker backend", () => {
+  const backend = createFaissWorkerBackend({ logger: testLogger });
+  const open: VectorIndex[] = [];
+  const build = async (n: number, seed = 1) => {
+    const { index } = await backend.build({
+      dimension: DIM,
+      factory: "Flat",
+      vectors: unitVectors(n, seed),
+      params: {},
+      recall: null,
+    });
+    open.push(index);
+    return index;
+  };
   let scratch: Awaited<ReturnType<typeof scratchDir>>;
   beforeEach(async () => {
     scratch = await scratchDir();
   });
   afterEach(() => scratch.remove());
-
-  it("finds each vector as its own nearest neighbour with cosine similarity 1", () => {
-    const vectors = unitVectors(50);
-    const index = buildVectorIndex({ dimension: DIM, factory: "Flat", vectors });
-    const r = index.search(vectors.subarray(7 * DIM, 8 * DIM), 3);
-    expect(r.labels[0]).toBe(7);
-    expect(r.scores[0]).toBeCloseTo(1, 5);
-    expect(r.scores[1]).toBeLessThan(r.scores[0] as number);
-  });
-
-  it("returns an empty result from an empty index", () => {
-    const index = buildVectorIndex({ dimension: DIM, factory: "Flat", vectors: new Float32Array(0) });
-    expect(index.search(unitVectors(1), 5)).toEqual({ labels: [], scores: [] });
+  afterAll(async () => {
+    await Promise.all(open.map((i) => i.close()));
   });
 
   it("persists and loads an index with the same answers, leaving no temporary folder", async () => {
     const store = createIndexStore({ root: scratch.dir });
-    const vectors = unitVectors(50);
-    const index = buildVectorIndex({ dimension: DIM, factory: "Flat", vectors });
-    const saved = await store.save({
-      index,
-      entries: Array.from({ length: 50 }, (_, i) => entry(i)),
-      manifest: { ...manifest, count: 50 },
-    });
+    const index = await build(50);
+    const saved = await store.save({ index, columns: columns(50), manifest: { ...manifest, count: 50 } });
     expect(saved.indexSha256).toMatch(/^[0-9a-f]{64}$/);
-    const loaded = await store.load("v2", "defect");
-    const q = vectors.subarray(3 * DIM, 4 * DIM);
-    expect(loaded.index.search(q, 5)).toEqual(index.search(q, 5));
-    expect(loaded.entries[3]?.defectCode).toBe("d3");
+    const loaded = await store.load("v2", "defect", backend, {});
+    open.push(loaded.index);
+    const q = unitVectors(50).subarray(3 * DIM, 4 * DIM);
+    expect(await loaded.index.search(q, 5)).toEqual(await index.search(q, 5));
+    expect(loaded.columns.defects[loaded.columns.defectIndex[3] as number]?.code).toBe("d3");
+    expect(await store.verify("v2", "defect", loaded.manifest)).toBeNull();
     expect(await readdir(path.join(scratch.dir, "v2"))).toEqual(["defect"]);
     expect((await readdir(store.dirOf("v2", "defect"))).sort()).toEqual([
       "faiss_index.bin",
@@ -91,90 +100,36 @@ describe("FAISS index and its store", () => {
     ]);
   });
 
-  it("refuses to load an index whose file no longer matches its manifest checksum", async () => {
+  it("reports files that no longer match their manifest checksum", async () => {
     const store = createIndexStore({ root: scratch.dir });
-    const index = buildVectorIndex({ dimension: DIM, factory: "Flat", vectors: unitVectors(10) });
-    await store.save({
-      index,
-      entries: Array.from({ length: 10 }, (_, i) => entry(i)),
-      manifest: { ...manifest, count: 10 },
-    });
+    const index = await build(10);
+    const saved = await store.save({ index, columns: columns(10), manifest: { ...manifest, count: 10 } });
     const meta = path.join(store.dirOf("v2", "defect"), "metadata.json");
     await writeFile(meta, (await readFile(meta, "utf8")).replace('"d1"', '"tampered"'));
-    await expect(store.load("v2", "defect")).rejects.toThrow(/checksum/);
+    expect(await store.verify("v2", "defect", saved)).toMatch(
+      /metadata.json does not match its manifest checksum/,
+    );
   });
 
-  it("persists an HNSW index and applies the configured efSearch when loading it", async () => {
+  it("refuses to load an index whose vector count disagrees with its manifest", async () => {
     const store = createIndexStore({ root: scratch.dir });
-    const index = buildVectorIndex({
-      dimension: DIM,
-      factory: "HNSW32,Flat",
-      vectors: unitVectors(100),
-      hnsw: { efSearch: 16 },
-    });
-    await store.save({
-      index,
-      entries: Array.from({ length: 100 }, (_, i) => entry(i)),
-      manifest: { ...manifest, factory: "HNSW32,Flat", count: 100 },
-    });
-    const loaded = await store.load("v2", "defect", { efSearch: 99 });
-    expect(readHnswParams(loaded.index.toBuffer())?.efSearch).toBe(99);
-    expect(loaded.index.count).toBe(100);
+    const index = await build(10);
+    await store.save({ index, columns: columns(10), manifest: { ...manifest, count: 10 } });
+    const file = path.join(store.dirOf("v2", "defect"), "manifest.json");
+    const m = JSON.parse(await readFile(file, "utf8"));
+    await writeFile(file, JSON.stringify({ ...m, count: 11 }));
+    await expect(store.load("v2", "defect", backend, {})).rejects.toThrow(/11/);
   });
 
   it("replaces a previous index atomically", async () => {
     const store = createIndexStore({ root: scratch.dir });
     for (const n of [10, 20]) {
-      const index = buildVectorIndex({ dimension: DIM, factory: "Flat", vectors: unitVectors(n, n) });
-      await store.save({
-        index,
-        entries: Array.from({ length: n }, (_, i) => entry(i)),
-        manifest: { ...manifest, count: n },
-      });
+      const index = await build(n, n);
+      await store.save({ index, columns: columns(n), manifest: { ...manifest, count: n } });
     }
-    expect((await store.load("v2", "defect")).manifest.count).toBe(20);
+    const loaded = await store.load("v2", "defect", backend, {});
+    open.push(loaded.index);
+    expect(loaded.manifest.count).toBe(20);
     expect(await readdir(path.join(scratch.dir, "v2"))).toEqual(["defect"]);
-  });
-
-  it("builds an HNSW index through the factory string", () => {
-    const vectors = unitVectors(200);
-    const index = buildVectorIndex({ dimension: DIM, factory: "HNSW32,Flat", vectors });
-    expect(index.count).toBe(200);
-    expect(index.search(vectors.subarray(0, DIM), 1).labels[0]).toBe(0);
-  });
-
-  it("sets HNSW efConstruction and efSearch, and a larger efSearch finds more of the exact top-10", () => {
-    const dim = 64;
-    let seed = 7;
-    const rand = () => {
-      seed = (seed * 16807) % 2147483647;
-      return seed / 2147483647 - 0.5;
-    };
-    const n = 4000;
-    const vectors = new Float32Array(n * dim).map(rand);
-    const exact = buildVectorIndex({ dimension: dim, factory: "Flat", vectors });
-    const hnsw = buildVectorIndex({
-      dimension: dim,
-      factory: "HNSW16,Flat",
-      vectors,
-      hnsw: { efConstruction: 20, efSearch: 8 },
-    });
-    expect(readHnswParams(hnsw.toBuffer())).toEqual({ efConstruction: 20, efSearch: 8 });
-    const wide = vectorIndexFromBuffer(hnsw.toBuffer(), { efSearch: 256 });
-    expect(readHnswParams(wide.toBuffer())?.efSearch).toBe(256);
-    const recall = (index: typeof hnsw) => {
-      let found = 0;
-      for (let q = 0; q < 50; q++) {
-        const query = new Float32Array(dim).map(rand);
-        const truth = new Set(exact.search(query, 10).labels);
-        found += index.search(query, 10).labels.filter((l) => truth.has(l)).length;
-      }
-      return found / 500;
-    };
-    const narrow = recall(hnsw);
-    const broad = recall(wide);
-    expect(broad).toBeGreaterThan(narrow);
-    expect(broad).toBeGreaterThan(0.9);
-    expect(readHnswParams(exact.toBuffer())).toBeUndefined();
   });
 });

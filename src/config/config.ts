@@ -91,8 +91,19 @@ export const envSchema = z.object({
   INDEX_CACHE_DIR: z.string().default("index-cache").describe("Where persisted FAISS indexes live."),
   INDEX_FACTORY: z
     .string()
-    .default("Flat")
-    .describe("FAISS index factory string (inner product), e.g. Flat or HNSW32,Flat."),
+    .default("auto")
+    .describe(
+      "FAISS index factory string (inner product), e.g. Flat or HNSW32,Flat; auto = Flat up to INDEX_AUTO_FLAT_MAX images, INDEX_AUTO_ANN_FACTORY above.",
+    ),
+  INDEX_AUTO_FLAT_MAX: int(0)
+    .default(50_000)
+    .describe("With INDEX_FACTORY=auto: galleries up to this many images get exact Flat search."),
+  INDEX_AUTO_ANN_FACTORY: z
+    .string()
+    .default("PCA256,HNSW32,Flat")
+    .describe(
+      "With INDEX_FACTORY=auto: the compressed approximate index for larger galleries (see docs/benchmarks.md for why).",
+    ),
   INDEX_EF_CONSTRUCTION: int(1)
     .max(4096)
     .default(80)
@@ -103,6 +114,24 @@ export const envSchema = z.object({
     .describe(
       "HNSW efSearch for HNSW factories (FAISS default 16): recall vs search time; applied at load, no rebuild needed.",
     ),
+  FAISS_THREADS: int(1)
+    .max(64)
+    .default(1)
+    .describe(
+      "OpenMP and OpenBLAS threads per FAISS worker (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS when those are unset); see docs/benchmarks.md for the choice.",
+    ),
+  INDEX_RECALL_FLOOR: z.coerce
+    .number()
+    .min(0)
+    .max(1)
+    .default(0.95)
+    .describe(
+      "Smallest recall@10 against exact search a rebuilt approximate index must reach to be swapped in (measured at every build).",
+    ),
+  INDEX_RECALL_QUERIES: int(1)
+    .max(10_000)
+    .default(200)
+    .describe("Gallery vectors used as queries (each left out of its own results) by the recall check."),
   STARTUP_REBUILD: z
     .enum(["if-needed", "always", "never"])
     .default("if-needed")
@@ -176,7 +205,13 @@ export interface AppConfig {
   readonly index: {
     readonly cacheDir: string;
     readonly factory: string;
-    readonly hnsw: { readonly efConstruction: number; readonly efSearch: number };
+    readonly auto: { readonly flatMaxVectors: number; readonly annFactory: string };
+    readonly efConstruction: number;
+    readonly efSearch: number;
+    readonly recallFloor: number;
+    readonly recallQueries: number;
+    /** OpenMP/OpenBLAS threads of FAISS. */
+    readonly threads: number;
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
@@ -277,7 +312,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     index: {
       cacheDir: path.resolve(env.INDEX_CACHE_DIR),
       factory: env.INDEX_FACTORY,
-      hnsw: { efConstruction: env.INDEX_EF_CONSTRUCTION, efSearch: env.INDEX_EF_SEARCH },
+      auto: { flatMaxVectors: env.INDEX_AUTO_FLAT_MAX, annFactory: env.INDEX_AUTO_ANN_FACTORY },
+      efConstruction: env.INDEX_EF_CONSTRUCTION,
+      efSearch: env.INDEX_EF_SEARCH,
+      recallFloor: env.INDEX_RECALL_FLOOR,
+      recallQueries: env.INDEX_RECALL_QUERIES,
+      threads: env.FAISS_THREADS,
       startupRebuild: env.STARTUP_REBUILD,
     },
     matcher: {

@@ -23,8 +23,10 @@ export interface DbClient {
   readonly pool: pg.Pool;
   /** Applies pending migrations from {@link MIGRATIONS_DIR}; idempotent. */
   migrate(): Promise<void>;
-  /** Resolves true when `select 1` answers within the pool's connection timeout. */
-  ping(): Promise<boolean>;
+  /**
+   * Why the database does not answer `select 1` within `timeoutMs` (ms), or null when it does.
+   */
+  unreachableReason(timeoutMs: number): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -52,12 +54,20 @@ export function createDbClient({
       if (!existsSync(MIGRATIONS_DIR)) throw new Error(`migrations folder missing: ${MIGRATIONS_DIR}`);
       await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
     },
-    async ping() {
+    async unreachableReason(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await pool.query("select 1");
-        return true;
-      } catch {
-        return false;
+        await Promise.race([
+          pool.query("select 1"),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]);
+        return null;
+      } catch (e) {
+        return (e as Error).message || String(e);
+      } finally {
+        clearTimeout(timer);
       }
     },
     close: () => pool.end(),

@@ -83,15 +83,6 @@ export function createImageRepository({ db }: { db: Database }) {
       return row.id;
     },
 
-    /** The image id already holding these bytes, if any. */
-    async findImageIdBySha256(sha256: string): Promise<number | undefined> {
-      const [row] = await db
-        .select({ id: images.imageId })
-        .from(images)
-        .where(eq(images.contentSha256, sha256));
-      return row?.id;
-    },
-
     /** The subset of `hashes` already imported. */
     async findExistingSha256s(hashes: readonly string[]): Promise<Set<string>> {
       if (hashes.length === 0) return new Set();
@@ -100,23 +91,6 @@ export function createImageRepository({ db }: { db: Database }) {
         .from(images)
         .where(inArray(images.contentSha256, [...hashes]));
       return new Set(rows.map((r) => r.sha));
-    },
-
-    /**
-     * Inserts an image row unless its content hash is known.
-     * @returns the new id, or `{ existingId }` when the same bytes were imported before.
-     */
-    async insertImage(row: NewImage): Promise<{ imageId: number } | { existingId: number }> {
-      const inserted = await db
-        .insert(images)
-        .values(row)
-        .onConflictDoNothing({ target: images.contentSha256 })
-        .returning({ imageId: images.imageId });
-      const first = inserted[0];
-      if (first) return { imageId: first.imageId };
-      const existingId = await this.findImageIdBySha256(row.contentSha256);
-      if (existingId === undefined) throw new Error("image conflict without an existing row");
-      return { existingId };
     },
 
     /**

@@ -1,13 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { z } from "zod";
-import { sha256, sha256File } from "../shared/hash.js";
+import { sha256File } from "../shared/hash.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
-import { type GalleryEntry, galleryEntrySchema } from "./gallery-entry.js";
-import type { HnswParams } from "./hnsw.params.js";
-import { type VectorIndex, vectorIndexFromFile } from "./vector-index.js";
+import { type GalleryColumns, readColumns, serializeColumns } from "./gallery-columns.js";
+import type { IndexParams, VectorIndex, VectorIndexBackend } from "./vector-index.js";
 
 const INDEX_FILE = "faiss_index.bin";
 const METADATA_FILE = "metadata.json";
@@ -15,13 +15,32 @@ const MANIFEST_FILE = "manifest.json";
 
 /** What a persisted index says about itself; checked before it is trusted. */
 export const manifestSchema = z.object({
-  formatVersion: z.literal(1),
+  formatVersion: z.literal(2),
   matcherVersion: z.enum(["v1", "v2"]),
   imageType: z.enum(["defect", "normal"]),
   modelId: z.string(),
   dimension: z.number().int().positive(),
   count: z.number().int().nonnegative(),
+  /** INDEX_FACTORY as configured (`auto` or a factory string). */
+  configuredFactory: z.string(),
+  /** The factory string actually built (`auto` resolved by gallery size). */
   factory: z.string(),
+  /** Parameters in force when saved (efSearch is re-applied from configuration at load). */
+  params: z.object({
+    efConstruction: z.number().int().optional(),
+    efSearch: z.number().int().optional(),
+    nprobe: z.number().int().optional(),
+  }),
+  /** The build's recall self-check; null for exact indexes and galleries under two images. */
+  recall: z
+    .object({
+      recallAt10: z.number().min(0).max(1),
+      queries: z.number().int().nonnegative(),
+      floor: z.number().min(0).max(1),
+    })
+    .nullable(),
+  /** Time FAISS took to train and fill the index (ms). */
+  buildMs: z.number().nonnegative(),
   /** The gallery source's fingerprint when the build started (see GallerySource.fingerprint). */
   galleryFingerprint: z.string().nullable(),
   /** ISO 8601 time the index was built. */
@@ -35,12 +54,11 @@ export const manifestSchema = z.object({
 /** A persisted index's manifest. */
 export type IndexManifest = z.infer<typeof manifestSchema>;
 
-/** An index in memory with the metadata of each label. */
+/** An index being served, with the metadata of each label. */
 export interface LoadedIndex {
   manifest: IndexManifest;
   index: VectorIndex;
-  /** `entries[label]` describes FAISS label `label`. */
-  entries: GalleryEntry[];
+  columns: GalleryColumns;
 }
 
 /**
@@ -53,12 +71,16 @@ export function createIndexStore({ root }: { root: string }) {
   return {
     dirOf,
 
-    /** Writes `loaded` atomically, replacing any previous index of the same version and type. */
+    /**
+     * Writes the index (by its backend, off the main thread), its metadata and its manifest, then renames
+     * the folder into place, replacing any previous index of the same version and type.
+     * @returns the manifest written, with checksums.
+     */
     async save(
       loaded: Omit<LoadedIndex, "manifest"> & {
         manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256">;
       },
-    ) {
+    ): Promise<IndexManifest> {
       const { matcherVersion, imageType } = loaded.manifest;
       const dir = dirOf(matcherVersion, imageType);
       const parent = path.dirname(dir);
@@ -67,17 +89,16 @@ export function createIndexStore({ root }: { root: string }) {
       const tmp = path.join(parent, `.${imageType}.tmp-${suffix}`);
       const old = path.join(parent, `.${imageType}.old-${suffix}`);
       let manifest: IndexManifest;
-      const metadata = JSON.stringify(loaded.entries);
       try {
         await mkdir(tmp);
-        // Written by FAISS itself: no Buffer in between, so indexes over 2 GiB persist too.
-        loaded.index.writeFile(path.join(tmp, INDEX_FILE));
-        await writeFile(path.join(tmp, METADATA_FILE), metadata);
-        manifest = {
-          ...loaded.manifest,
-          indexSha256: await sha256File(path.join(tmp, INDEX_FILE)),
-          metadataSha256: sha256(metadata),
-        };
+        // Written by FAISS itself in its worker: no Buffer in between, so indexes over 2 GiB persist too.
+        await loaded.index.save(path.join(tmp, INDEX_FILE));
+        await pipeline(serializeColumns(loaded.columns), createWriteStream(path.join(tmp, METADATA_FILE)));
+        const [indexSha256, metadataSha256] = await Promise.all([
+          sha256File(path.join(tmp, INDEX_FILE)),
+          sha256File(path.join(tmp, METADATA_FILE)),
+        ]);
+        manifest = { ...loaded.manifest, indexSha256, metadataSha256 };
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
         if (existsSync(dir)) await rename(dir, old);
@@ -86,6 +107,7 @@ export function createIndexStore({ root }: { root: string }) {
         await rm(tmp, { recursive: true, force: true });
         await rm(old, { recursive: true, force: true });
       }
+      loaded.index.setSourceFile(path.join(dir, INDEX_FILE));
       return manifest;
     },
 
@@ -100,36 +122,57 @@ export function createIndexStore({ root }: { root: string }) {
     },
 
     /**
-     * Loads a persisted index, verifying checksums, count and dimension against its manifest.
+     * Loads a persisted index into `backend`, checking count and dimension against its manifest. The
+     * checksums are not read here (hashing a gigabyte index costs seconds of startup): call
+     * {@link verify} once it is served.
      * @throws Error describing the mismatch when the files are missing, corrupt or inconsistent.
      */
-    async load(version: MatcherVersion, imageType: ImageType, hnsw: HnswParams = {}): Promise<LoadedIndex> {
+    async load(
+      version: MatcherVersion,
+      imageType: ImageType,
+      backend: VectorIndexBackend,
+      params: IndexParams,
+    ): Promise<LoadedIndex> {
       const dir = dirOf(version, imageType);
       const manifest = manifestSchema.parse(
         JSON.parse(await readFile(path.join(dir, MANIFEST_FILE), "utf8")),
       );
-      const indexFile = path.join(dir, INDEX_FILE);
-      const [indexSha256, metadata] = await Promise.all([
-        sha256File(indexFile),
-        readFile(path.join(dir, METADATA_FILE), "utf8"),
+      const [columns, index] = await Promise.all([
+        readColumns(path.join(dir, METADATA_FILE)),
+        backend.load(path.join(dir, INDEX_FILE), { factory: manifest.factory, params }),
+      ]);
+      const problem =
+        index.count !== manifest.count || columns.count !== manifest.count
+          ? `index has ${index.count} vectors, metadata ${columns.count}, manifest ${manifest.count}`
+          : index.dimension !== manifest.dimension
+            ? `index dimension ${index.dimension} differs from manifest ${manifest.dimension}`
+            : undefined;
+      if (problem) {
+        await index.close();
+        throw new Error(`${dir}: ${problem}`);
+      }
+      return { manifest, index, columns };
+    },
+
+    /**
+     * Checks both files against the manifest's sha256 (streamed, off the critical path).
+     * @returns null when they match, else what differs.
+     */
+    async verify(
+      version: MatcherVersion,
+      imageType: ImageType,
+      manifest: IndexManifest,
+    ): Promise<string | null> {
+      const dir = dirOf(version, imageType);
+      const [indexSha256, metadataSha256] = await Promise.all([
+        sha256File(path.join(dir, INDEX_FILE)),
+        sha256File(path.join(dir, METADATA_FILE)),
       ]);
       if (indexSha256 !== manifest.indexSha256)
-        throw new Error(`${dir}/${INDEX_FILE} does not match its manifest checksum`);
-      if (sha256(metadata) !== manifest.metadataSha256)
-        throw new Error(`${dir}/${METADATA_FILE} does not match its manifest checksum`);
-      const entries = z.array(galleryEntrySchema).parse(JSON.parse(metadata));
-      const index = await vectorIndexFromFile(indexFile, { efSearch: hnsw.efSearch });
-      if (index.count !== manifest.count || entries.length !== manifest.count) {
-        throw new Error(
-          `${dir}: index has ${index.count} vectors, metadata ${entries.length}, manifest ${manifest.count}`,
-        );
-      }
-      if (index.dimension !== manifest.dimension) {
-        throw new Error(
-          `${dir}: index dimension ${index.dimension} differs from manifest ${manifest.dimension}`,
-        );
-      }
-      return { manifest, index, entries };
+        return `${dir}/${INDEX_FILE} does not match its manifest checksum`;
+      if (metadataSha256 !== manifest.metadataSha256)
+        return `${dir}/${METADATA_FILE} does not match its manifest checksum`;
+      return null;
     },
   };
 }

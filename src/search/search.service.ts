@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
-import { indexNotReadyError, type Matcher } from "../matchers/matcher.js";
+import type { Matcher } from "../matchers/matcher.js";
 import { errors } from "../shared/errors.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
@@ -177,12 +177,12 @@ export function createSearchService({
         );
       }
       // Fail before the costly embedding when the index cannot answer anyway.
-      if (!matcher.state(req.imageType).ready) throw indexNotReadyError(version, req.imageType);
+      matcher.assertReady(req.imageType);
 
       const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
       const { embedding, exclude } = await queryEmbedding(req.image, timing);
       const t0 = performance.now();
-      const { matches, indexSize } = matcher.search(req.imageType, embedding, {
+      const { matches, indexSize } = await matcher.search(req.imageType, embedding, {
         topK: req.topK,
         minScore: req.minScore ?? undefined,
         productCodes: req.productCodes ?? undefined,

@@ -98,7 +98,7 @@ export const STATUS = /* GraphQL */ `
       databaseReachable
       databaseError
       model { modelId dimension }
-      indexes { version imageType ready count dimension modelId source builtAt checksum }
+      indexes { version imageType ready count dimension modelId factory efSearch recallAt10 recallFloor source builtAt checksum }
     }
   }
 `;
@@ -110,7 +110,17 @@ export interface StatusAnswer {
     databaseReachable: boolean;
     databaseError: string | null;
     model: { modelId: string; dimension: number };
-    indexes: { version: string; imageType: string; ready: boolean; count: number; source: string | null }[];
+    indexes: {
+      version: string;
+      imageType: string;
+      ready: boolean;
+      count: number;
+      factory: string | null;
+      efSearch: number | null;
+      recallAt10: number | null;
+      recallFloor: number;
+      source: string | null;
+    }[];
   };
 }
 

@@ -59,6 +59,10 @@ export type IndexStatus = {
   modelId?: Maybe<Scalars['String']['output']>;
   /** False until an index is built or loaded; searches then fail with INDEX_NOT_READY. */
   ready: Scalars['Boolean']['output'];
+  /** recall@10 against exact search, measured by the build on gallery vectors left out of their own results; null for exact (Flat) indexes. */
+  recallAt10?: Maybe<Scalars['Float']['output']>;
+  /** Smallest recall@10 a rebuild must reach to be swapped in (INDEX_RECALL_FLOOR). */
+  recallFloor: Scalars['Float']['output'];
   servingSince?: Maybe<Scalars['DateTime']['output']>;
   source?: Maybe<IndexSource>;
   version: MatcherVersion;
@@ -160,7 +164,7 @@ export type RebuildResult = {
   __typename?: 'RebuildResult';
   count: Scalars['Int']['output'];
   imageType: ImageType;
-  /** Time to swap the new index in, ms. */
+  /** Time from the end of the FAISS build to the new index being served (recall check, persisting, swap), ms. */
   swapMs: Scalars['Float']['output'];
   version: MatcherVersion;
 };
@@ -419,6 +423,8 @@ export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extend
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
   modelId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   ready?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  recallAt10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  recallFloor?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
   servingSince?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   source?: Resolver<Maybe<ResolversTypes['IndexSource']>, ParentType, ContextType>;
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
