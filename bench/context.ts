@@ -4,6 +4,7 @@ import path from "node:path";
 import type { MachineInfo } from "../src/eval/machine.js";
 import type { ScratchFactory } from "../src/eval/scratch-env.js";
 import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
+import type { RealEmbeddings } from "./real-mixture.js";
 
 /** Parts of the benchmark, each runnable alone with `--only`. */
 export const PARTS = ["embedding", "search", "http", "rebuild", "startup"] as const;
@@ -49,6 +50,8 @@ export interface BenchContext {
   factory: ScratchFactory;
   machine: MachineInfo;
   log(line: string): void;
+  /** Embeddings of every real image (computed once per model, then cached on disk). */
+  real(): Promise<RealEmbeddings>;
 }
 
 /** Dataset folders (with a split.csv) under `dir`. */

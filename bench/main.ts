@@ -10,6 +10,7 @@ import { benchHttp } from "./parts/http.js";
 import { benchRebuild } from "./parts/rebuild.js";
 import { benchSearch } from "./parts/search.js";
 import { benchStartup } from "./parts/startup.js";
+import { type RealEmbeddings, realEmbeddings } from "./real-mixture.js";
 import { type BenchReport, renderBench } from "./report.js";
 
 const ints = (v: string) =>
@@ -32,7 +33,7 @@ const program = new Command()
   .option("--only <parts>", `comma-separated parts (${PARTS.join(", ")})`, parts, [...PARTS])
   .option(
     "--sizes <list>",
-    "synthetic gallery sizes for search and startup (1M is opt-in: 10000,100000,1000000)",
+    "real-mixture gallery sizes for search and startup (1M is opt-in: 10000,100000,1000000)",
     ints,
     [10_000, 100_000],
   )
@@ -40,7 +41,7 @@ const program = new Command()
     "--factories <list>",
     "FAISS factory strings for search, separated by ';'",
     (v: string) => v.split(";").filter(Boolean),
-    ["Flat", "HNSW32,Flat", "SQ8"],
+    ["Flat", "HNSW32,Flat", "PCA256,HNSW32,Flat", "PCA256,HNSW32,SQ8", "HNSW32,SQ8"],
   )
   .addOption(
     new Option("--model <preset>", "model of the http, rebuild and startup parts")
@@ -85,7 +86,22 @@ const factory = await createScratchFactory(
   { pgAdminUrl: opts.pgAdminUrl, modelsDir: opts.modelsDir },
   stderrLogger("warn"),
 );
-const ctx: BenchContext = { opts, factory, machine: machineInfo(), log };
+let real: Promise<RealEmbeddings> | undefined;
+const ctx: BenchContext = {
+  opts,
+  factory,
+  machine: machineInfo(),
+  log,
+  real: () => {
+    real ??= realEmbeddings({
+      datasetsDir: opts.datasetsDir,
+      modelsDir: opts.modelsDir,
+      preset: opts.model,
+      log,
+    });
+    return real;
+  },
+};
 const report: BenchReport = {
   date: new Date().toISOString(),
   command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim(),

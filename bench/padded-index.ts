@@ -1,32 +1,36 @@
 import type { App } from "../src/app.js";
+import { resolveFactory } from "../src/index/factory.js";
+import { createFaissWorkerBackend } from "../src/index/faiss/faiss-worker.backend.js";
+import { columnsFromEntries } from "../src/index/gallery-columns.js";
 import type { GalleryEntry } from "../src/index/gallery-entry.js";
 import { createIndexStore } from "../src/index/index.store.js";
-import { buildVectorIndex } from "../src/index/vector-index.js";
-import { packVectors } from "../src/matchers/gallery-source.js";
 import { since } from "./context.js";
-import { clusterSpace } from "./synthetic.js";
+import { type RealEmbeddings, realMixture } from "./real-mixture.js";
 
 const PAGE = 2000;
 
 /**
  * Replaces the persisted V2 defect index of `app` with one of `size` vectors: every real gallery
- * embedding from the database first, then synthetic clustered vectors (entries with product
- * `synthetic`, no object to presign). Written with the service's index store under the real index's
- * manifest (model, factory, gallery fingerprint), so the service loads it as its own.
- * @returns the build and save times (s).
+ * embedding from the database first, then real-mixture vectors (entries with product `synthetic`, no
+ * object to presign). Built by the FAISS worker backend with the factory the service would choose for
+ * `size` (INDEX_FACTORY, `auto` resolved), and written with the service's index store under the real
+ * index's manifest (model, gallery fingerprint), so the service loads it as its own.
+ * @returns the build and save times (s), and the factory built.
  * @throws Error when no real index has been built yet.
  */
 export async function writePaddedIndex(
   app: App,
   size: number,
-): Promise<{ realCount: number; buildSeconds: number; saveSeconds: number }> {
+  real: RealEmbeddings,
+): Promise<{ realCount: number; factory: string; buildSeconds: number; saveSeconds: number }> {
   const store = createIndexStore({ root: app.config.index.cacheDir });
   const current = await store.readManifest("v2", "defect");
   if (!current) throw new Error("build the real index before padding it");
   const { indexSha256: _i, metadataSha256: _m, ...manifest } = current;
-  const vectors: Float32Array[] = [];
+  const dimension = app.embedder.dimension;
+  const vectors = new Float32Array(size * dimension);
   const entries: GalleryEntry[] = [];
-  for (let after = 0; ; ) {
+  for (let after = 0; entries.length < size; ) {
     const page = await app.repository.listGalleryPage({
       imageType: "defect",
       modelId: app.embedder.modelId,
@@ -36,17 +40,13 @@ export async function writePaddedIndex(
     if (page.length === 0) break;
     after = page[page.length - 1]?.imageId ?? after;
     for (const { embedding, ...entry } of page) {
-      if (!embedding || vectors.length >= size) continue;
-      vectors.push(embedding);
+      if (!embedding || entries.length >= size) continue;
+      vectors.set(embedding, entries.length * dimension);
       entries.push(entry);
     }
   }
-  const realCount = vectors.length;
-  const dimension = app.embedder.dimension;
-  const synthetic = clusterSpace({ dimension, clusters: 1000 }).sample(size - realCount, size);
-  const all = new Float32Array(size * dimension);
-  all.set(packVectors(vectors, dimension));
-  all.set(synthetic, realCount * dimension);
+  const realCount = entries.length;
+  vectors.set(realMixture(real, size - realCount, size).vectors, realCount * dimension);
   for (let i = realCount; i < size; i++) {
     entries.push({
       imageId: null,
@@ -60,14 +60,36 @@ export async function writePaddedIndex(
       contentSha256: null,
     });
   }
+  const { index: cfg } = app.config;
+  const factory = resolveFactory(cfg.factory, size, cfg.auto);
+  const backend = createFaissWorkerBackend();
   const t0 = performance.now();
-  const index = buildVectorIndex({ dimension, factory: app.config.index.factory, vectors: all });
-  const buildSeconds = since(t0) / 1000;
-  const t1 = performance.now();
-  await store.save({
-    index,
-    entries,
-    manifest: { ...manifest, count: size, builtAt: new Date().toISOString() },
+  const built = await backend.build({
+    dimension,
+    factory,
+    vectors,
+    params: { efConstruction: cfg.efConstruction, efSearch: cfg.efSearch },
+    recall: null,
   });
-  return { realCount, buildSeconds, saveSeconds: since(t1) / 1000 };
+  const buildSeconds = since(t0) / 1000;
+  try {
+    const t1 = performance.now();
+    await store.save({
+      index: built.index,
+      columns: columnsFromEntries("defect", entries),
+      manifest: {
+        ...manifest,
+        count: size,
+        configuredFactory: cfg.factory,
+        factory,
+        params: built.index.params,
+        recall: null,
+        buildMs: built.buildMs,
+        builtAt: new Date().toISOString(),
+      },
+    });
+    return { realCount, factory, buildSeconds, saveSeconds: since(t1) / 1000 };
+  } finally {
+    await built.index.close();
+  }
 }

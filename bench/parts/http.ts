@@ -52,7 +52,8 @@ async function pickQueryImage(ctx: BenchContext): Promise<string> {
  */
 export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
   const { opts } = ctx;
-  const env = await ctx.factory.create("bench_http", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
+  // INDEX_FACTORY as the service defaults (auto: Flat while small, the compressed ANN index when large).
+  const env = await ctx.factory.create("bench_http", { MODEL_PRESET: opts.model });
   const app = await env.createApp();
   try {
     const gallery = await realImages(opts.datasetsDir, "gallery", opts.httpImages);
@@ -92,19 +93,20 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
     const matcher = app.matchers.get("v2");
     for (const size of [0, ...opts.httpSizes.filter((s) => s > 0)]) {
       let prepareSeconds: number | undefined;
+      let factory = "Flat";
       const realCount = matcher?.state("defect").count ?? 0;
       if (size > 0) {
         ctx.log(`http: padding the defect index to ${size} vectors`);
         const t0 = performance.now();
         try {
-          await writePaddedIndex(app, size);
+          factory = (await writePaddedIndex(app, size, await ctx.real())).factory;
           if (!(await matcher?.loadPersisted("defect", "loaded", false)))
             throw new Error("padded index not loaded");
         } catch (e) {
           results.push({
             gallerySize: size,
             realImages: realCount,
-            factory: "Flat",
+            factory,
             notRun: `failed: ${(e as Error).message}`,
             levels: [],
           });
@@ -131,7 +133,7 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
       results.push({
         gallerySize: indexSize,
         realImages: Math.min(realCount, indexSize),
-        factory: "Flat",
+        factory,
         prepareSeconds,
         levels,
       });

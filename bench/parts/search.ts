@@ -1,54 +1,62 @@
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { loadConfig } from "../../src/config/config.js";
-import { MODEL_PRESETS, type ModelPresetName } from "../../src/config/model-presets.js";
 import { type Distribution, distribution } from "../../src/eval/stats.js";
-import type { GalleryEntry } from "../../src/index/gallery-entry.js";
-import type { HnswParams } from "../../src/index/hnsw.params.js";
+import { isExactFactory } from "../../src/index/factory.js";
+import { createFaissWorkerBackend } from "../../src/index/faiss/faiss-worker.backend.js";
+import type { GalleryColumns } from "../../src/index/gallery-columns.js";
 import { createIndexStore } from "../../src/index/index.store.js";
-import { buildVectorIndex, type VectorIndex, vectorIndexFromBuffer } from "../../src/index/vector-index.js";
+import type { VectorIndex } from "../../src/index/vector-index.js";
 import { type BenchContext, since } from "../context.js";
 import { collectGarbage, formatBytes, settledRss } from "../memory.js";
-import { clusterSpace } from "../synthetic.js";
+import { type RealEmbeddings, realMixture } from "../real-mixture.js";
 
-/** Largest file `fs.readFile` reads (index.store.ts loads faiss_index.bin with it): 2 GiB - 1. */
-export const READ_FILE_LIMIT = 2 ** 31 - 1;
-
-/** Search-only figures of one index type at one gallery size. */
+/** Search-only figures of one index type at one gallery size (one row per efSearch for HNSW). */
 export interface SearchResult {
   factory: string;
-  /** HNSW parameters in force (HNSW factories only). */
-  efConstruction?: number;
-  efSearch?: number;
   size: number;
   dimension: number;
-  /** Why it was not measured (memory, projected build time, file limits). */
+  /** Why it was not measured (memory, projected build time). */
   notRun?: string;
+  efConstruction?: number;
+  efSearch?: number;
+  /** FAISS train + add in the worker (s). */
   buildSeconds?: number;
-  /** Resident memory added by building the index (bytes, RSS delta after GC; includes allocator slack). */
-  indexRssBytes?: number;
-  /** Index bytes per vector: the serialised size (FAISS's in-memory layout) when persisted, else RSS-based. */
-  bytesPerVector?: number;
-  /** faiss_index.bin size (bytes), when it could be persisted. */
+  /** The build's own recall@10 check (gallery sample left out, against exact search), as the service stores it. */
+  selfRecallAt10?: number;
+  /** Longest main-thread event-loop delay while the index was built (ms). */
+  buildEventLoopMaxMs?: number;
+  /** Process RSS added by the build (bytes, after GC; the worker's memory included). */
+  rssBytes?: number;
+  /** faiss_index.bin (bytes). */
   fileBytes?: number;
-  /** index store `load` (read, sha256 checks, metadata parse, FAISS deserialise), seconds. */
+  /** faiss_index.bin bytes per vector (FAISS's in-memory layout, give or take a few headers). */
+  bytesPerVector?: number;
+  /** Index store `save` (FAISS write in the worker, metadata, sha256), seconds. */
+  saveSeconds?: number;
+  /** Index store `load` (FAISS read in the worker, columnar metadata), seconds. */
   loadSeconds?: number;
-  /** Why persisting or loading was not measured. */
-  persistNote?: string;
-  /** `VectorIndex.search` for top-10, one query at a time (ms). */
+  /** `VectorIndex.search` top-10, one query at a time (ms). */
   latencyMs?: Distribution;
-  /** Mean share of the exact top-10 found. */
+  /** The same queries with 16 in flight (the worker batches them), per query (ms). */
+  concurrentLatencyMs?: Distribution;
+  /** Queries per second with 16 in flight. */
+  concurrentQps?: number;
+  /** Mean share of the exact top-10 (Flat on the full vectors) found, held-out queries. */
   recallAt10?: number;
 }
 
 /** Rough index bytes per vector of a factory string (for the memory check before building). */
 export function estimateBytesPerVector(factory: string, dimension: number): number {
   const f = factory.toUpperCase();
-  let bytes = 4 * dimension;
-  if (f.includes("SQ8")) bytes = dimension;
-  else if (f.includes("SQ4")) bytes = dimension / 2;
-  else if (f.includes("SQFP16")) bytes = 2 * dimension;
+  const pca = /PCAR?(\d+)/.exec(f);
+  const d = pca ? Number(pca[1]) : dimension;
+  let bytes = 4 * d;
+  if (f.includes("SQ8")) bytes = d;
+  else if (f.includes("SQ4")) bytes = d / 2;
+  else if (f.includes("SQFP16")) bytes = 2 * d;
   const pq = /PQ(\d+)/.exec(f);
   if (pq) bytes = Number(pq[1]);
   const hnsw = /HNSW(\d+)/.exec(f);
@@ -57,183 +65,200 @@ export function estimateBytesPerVector(factory: string, dimension: number): numb
   return bytes;
 }
 
-function syntheticEntries(count: number): GalleryEntry[] {
-  return Array.from({ length: count }, (_, i) => ({
-    imageId: i + 1,
-    imageType: "defect" as const,
-    productCode: "synthetic",
-    productName: "Synthetic",
-    defectCode: `cluster_${i % 100}`,
-    defectName: null,
-    filePath: null,
-    storageUrl: null,
-    contentSha256: null,
-  }));
+/** Columns of an all-synthetic gallery (what the store persists beside the index). */
+function syntheticColumns(count: number): GalleryColumns {
+  return {
+    count,
+    imageType: "defect",
+    imageId: new Int32Array(count).fill(-1),
+    products: [{ code: "synthetic", name: null }],
+    productIndex: new Uint32Array(count),
+    defects: [{ code: "synthetic", name: null }],
+    defectIndex: new Uint32Array(count),
+    filePath: new Array<null>(count).fill(null),
+    storageUrl: new Array<null>(count).fill(null),
+    contentSha256: new Array<null>(count).fill(null),
+  };
 }
 
-/** Top-10 latency of `index` for each query, and the labels found. */
-function timeQueries(index: VectorIndex, queries: Float32Array, dimension: number) {
+const K = 10;
+const IN_FLIGHT = 16;
+
+/** Top-10 of every query one at a time, then with {@link IN_FLIGHT} in flight. */
+async function timeQueries(index: VectorIndex, queries: Float32Array, dimension: number) {
   const nq = queries.length / dimension;
-  const query = (q: number) => queries.subarray(q * dimension, (q + 1) * dimension);
-  // Warm-up: first searches touch cold pages and start FAISS's OpenMP threads.
-  for (let q = 0; q < Math.min(10, nq); q++) index.search(query(q), 10);
+  const query = (q: number) => queries.slice(q * dimension, (q + 1) * dimension);
+  // Warm-up: first searches touch cold pages.
+  for (let q = 0; q < Math.min(10, nq); q++) await index.search(query(q), K);
   const latencies: number[] = [];
-  const labels: number[][] = [];
+  const labels: Int32Array[] = [];
   for (let q = 0; q < nq; q++) {
     const t = performance.now();
-    const r = index.search(query(q), 10);
+    const r = await index.search(query(q), K);
     latencies.push(since(t));
     labels.push(r.labels);
   }
-  return { latencies, labels };
+  const concurrent: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      for (let q = next++; q < nq; q = next++) {
+        const t = performance.now();
+        await index.search(query(q), K);
+        concurrent.push(since(t));
+      }
+    }),
+  );
+  const qps = nq / (since(t0) / 1000);
+  return { latencies, labels, concurrent, qps };
 }
 
-function recallAt10(truth: readonly number[][], labels: readonly number[][]): number {
-  return (
-    truth.reduce((s, t, q) => s + t.filter((l) => labels[q]?.includes(l)).length / Math.max(1, t.length), 0) /
-    Math.max(1, truth.length)
-  );
+function recallAt10(truth: readonly Int32Array[], labels: readonly Int32Array[]): number {
+  let sum = 0;
+  truth.forEach((t, q) => {
+    const found = new Set(labels[q]);
+    sum += t.filter((l) => found.has(l)).length / Math.max(1, t.length);
+  });
+  return sum / Math.max(1, truth.length);
 }
 
 /**
- * Builds one index with the service's `buildVectorIndex` (HNSW with the service's default
- * efConstruction), persists and reloads it with the service's index store, then times top-10 searches
- * and their recall against `exact` (for HNSW once per efSearch, applied at load as the service does).
+ * Builds one index in the FAISS worker as a rebuild does (recall self-check included), persists and
+ * reloads it with the service's index store, then times top-10 searches and their recall against
+ * `truth` (for HNSW once per efSearch, set on the served index as INDEX_EF_SEARCH would).
  */
 async function measure(
+  ctx: BenchContext,
+  real: RealEmbeddings,
   factory: string,
-  vectors: Float32Array,
+  size: number,
   queries: Float32Array,
-  dimension: number,
-  exact: number[][] | undefined,
-  hnsw: HnswParams,
+  truth: Int32Array[] | undefined,
   efSearches: readonly number[],
-): Promise<{ results: SearchResult[]; labels: number[][] }> {
-  const size = vectors.length / dimension;
+): Promise<{ results: SearchResult[]; labels: Int32Array[] }> {
+  const { dimension } = real;
+  const config = loadConfig({}).index;
   const isHnsw = /HNSW/i.test(factory);
+  const backend = createFaissWorkerBackend();
   const rss0 = settledRss();
+  const lag = monitorEventLoopDelay({ resolution: 1 });
+  const vectors = realMixture(real, size, size).vectors;
+  lag.enable();
   const t0 = performance.now();
-  let index: VectorIndex | undefined = buildVectorIndex({ dimension, factory, vectors, hnsw });
-  const buildSeconds = since(t0) / 1000;
-  const indexRssBytes = settledRss() - rss0;
+  const built = await backend.build({
+    dimension,
+    factory,
+    vectors,
+    params: { efConstruction: config.efConstruction, efSearch: config.efSearch },
+    recall: isExactFactory(factory) ? null : { queries: config.recallQueries, seed: size },
+  });
+  const buildSeconds = built.buildMs / 1000;
+  ctx.log(`search: ${factory} at ${size}: built in ${(since(t0) / 1000).toFixed(1)} s`);
+  lag.disable();
   const base: SearchResult = {
     factory,
     size,
     dimension,
     buildSeconds,
-    indexRssBytes,
-    bytesPerVector: indexRssBytes / size,
-    ...(isHnsw ? { efConstruction: hnsw.efConstruction } : {}),
+    buildEventLoopMaxMs: lag.max / 1e6,
+    rssBytes: settledRss() - rss0,
+    ...(built.recall ? { selfRecallAt10: built.recall.recallAt10 } : {}),
+    ...(isHnsw ? { efConstruction: built.index.params.efConstruction } : {}),
   };
-  const expectedFile = estimateBytesPerVector(factory, dimension) * size;
-  if (expectedFile > READ_FILE_LIMIT) {
-    base.persistNote = `not persisted: the file would be ~${formatBytes(expectedFile)}; index.store.ts serialises with toBuffer() and loads with fs.readFile (2 GiB max), so the service cannot persist or load it`;
-  } else {
-    const dir = await mkdtemp(path.join(os.tmpdir(), "defect-lens-bench-idx-"));
-    try {
-      const store = createIndexStore({ root: dir });
-      await store.save({
-        index,
-        entries: syntheticEntries(size),
-        manifest: {
-          formatVersion: 1,
-          matcherVersion: "v2",
-          imageType: "defect",
-          modelId: "synthetic",
-          dimension,
-          count: size,
-          factory,
-          galleryFingerprint: null,
-          builtAt: new Date().toISOString(),
-        },
-      });
-      base.fileBytes = (await stat(path.join(store.dirOf("v2", "defect"), "faiss_index.bin"))).size;
-      base.bytesPerVector = base.fileBytes / size;
-      collectGarbage();
-      const t1 = performance.now();
-      const loaded = await store.load("v2", "defect", hnsw);
-      base.loadSeconds = since(t1) / 1000;
-      if (loaded.index.count !== size) throw new Error("loaded index has the wrong size");
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }
-  const results: SearchResult[] = [];
-  let firstLabels: number[][] = [];
-  const serialised = isHnsw ? index.toBuffer() : undefined;
-  for (const efSearch of isHnsw ? efSearches : [undefined]) {
-    const searchable =
-      serialised && efSearch !== undefined ? vectorIndexFromBuffer(serialised, { efSearch }) : index;
-    const { latencies, labels } = timeQueries(searchable, queries, dimension);
-    if (firstLabels.length === 0) firstLabels = labels;
-    results.push({
-      ...base,
-      ...(efSearch !== undefined ? { efSearch } : {}),
-      latencyMs: distribution(latencies),
-      recallAt10: recallAt10(exact ?? labels, labels),
+  const dir = await mkdtemp(path.join(os.tmpdir(), "defect-lens-bench-idx-"));
+  const store = createIndexStore({ root: dir });
+  let index: VectorIndex = built.index;
+  try {
+    const t1 = performance.now();
+    await store.save({
+      index: built.index,
+      columns: syntheticColumns(size),
+      manifest: {
+        formatVersion: 2,
+        matcherVersion: "v2",
+        imageType: "defect",
+        modelId: "synthetic",
+        dimension,
+        count: size,
+        configuredFactory: factory,
+        factory,
+        params: built.index.params,
+        recall: null,
+        buildMs: built.buildMs,
+        galleryFingerprint: null,
+        builtAt: new Date().toISOString(),
+      },
     });
+    base.saveSeconds = since(t1) / 1000;
+    base.fileBytes = (await stat(path.join(store.dirOf("v2", "defect"), "faiss_index.bin"))).size;
+    base.bytesPerVector = base.fileBytes / size;
+    await built.index.close();
+    collectGarbage();
+    const t2 = performance.now();
+    const loaded = await store.load("v2", "defect", backend, { efSearch: config.efSearch });
+    base.loadSeconds = since(t2) / 1000;
+    index = loaded.index;
+    if (index.count !== size) throw new Error("loaded index has the wrong size");
+    const results: SearchResult[] = [];
+    let firstLabels: Int32Array[] = [];
+    for (const efSearch of isHnsw ? efSearches : [undefined]) {
+      if (efSearch !== undefined) await index.setParams({ efSearch });
+      const m = await timeQueries(index, queries, dimension);
+      if (firstLabels.length === 0) firstLabels = m.labels;
+      results.push({
+        ...base,
+        ...(efSearch !== undefined ? { efSearch } : {}),
+        latencyMs: distribution(m.latencies),
+        concurrentLatencyMs: distribution(m.concurrent),
+        concurrentQps: m.qps,
+        recallAt10: recallAt10(truth ?? m.labels, m.labels),
+      });
+    }
+    return { results, labels: firstLabels };
+  } finally {
+    await index.close();
+    await rm(dir, { recursive: true, force: true });
   }
-  index = undefined;
-  return { results, labels: firstLabels };
 }
 
 /**
- * Search only, given an embedding: synthetic clustered unit vectors of the model's dimension at each
- * gallery size, every index type built with the service's `buildVectorIndex`, top-10 latency of
- * `VectorIndex.search`, recall@10 against exact (Flat) search, build time, RSS, file size, load time.
+ * Search only, given embeddings: real-mixture vectors (see `real-mixture.ts`) of the model's dimension at
+ * each gallery size, every index type built by the service's FAISS worker backend, persisted and loaded
+ * by its index store; top-10 latency one at a time and 16 in flight, recall@10 of held-out queries
+ * against exact (Flat) search, build time and event-loop delay, file size, load time.
  */
 export async function benchSearch(ctx: BenchContext): Promise<SearchResult[]> {
   const { opts } = ctx;
-  const dimension = MODEL_PRESETS[opts.model as ModelPresetName].dimension;
+  const real = await ctx.real();
+  const { dimension } = real;
   const factories = ["Flat", ...opts.factories.filter((f) => f !== "Flat")];
-  // The service's defaults (INDEX_EF_CONSTRUCTION, INDEX_EF_SEARCH) unless --ef-search says otherwise.
-  const service = loadConfig({}).index.hnsw;
+  const service = loadConfig({}).index;
   const efSearches =
     opts.efSearch.length > 0
       ? opts.efSearch
-      : [...new Set([16, service.efSearch, 2 * service.efSearch])].sort((a, b) => a - b);
+      : [...new Set([32, service.efSearch, 2 * service.efSearch])].sort((a, b) => a - b);
   const results: SearchResult[] = [];
-  const space = clusterSpace({ dimension, clusters: 1000 });
-  const queries = space.sample(opts.queries, 7);
+  // Held out: another seed than any gallery, so no query is in the index.
+  const queries = realMixture(real, opts.queries, 7).vectors;
   for (const size of [...opts.sizes].sort((a, b) => a - b)) {
-    const needVectors = size * dimension * 4;
-    const free = os.freemem();
-    const flatNeed = needVectors + estimateBytesPerVector("Flat", dimension) * size;
-    if (flatNeed > free * 0.9) {
-      for (const factory of factories)
-        results.push({
-          factory,
-          size,
-          dimension,
-          notRun: `not run: needs ~${formatBytes(flatNeed)} (vectors + exact index) but ${formatBytes(free)} is free`,
-        });
-      continue;
-    }
-    ctx.log(`search: generating ${size} x ${dimension} synthetic vectors`);
-    let vectors: Float32Array | undefined = space.sample(size, size);
-    let exact: number[][] | undefined;
+    let truth: Int32Array[] | undefined;
     for (const factory of factories) {
-      const notRun = skipReason(ctx, results, factory, size, dimension, needVectors);
+      const notRun = skipReason(ctx, results, factory, size, dimension);
       if (notRun) {
         results.push({ factory, size, dimension, notRun });
         continue;
       }
       ctx.log(`search: ${factory} at ${size}`);
       try {
-        const m = await measure(factory, vectors, queries, dimension, exact, service, efSearches);
-        if (factory === "Flat") exact = m.labels;
+        const m = await measure(ctx, real, factory, size, queries, truth, efSearches);
+        if (factory === "Flat") truth = m.labels;
         results.push(...m.results);
       } catch (e) {
-        const message = (e as Error).message;
-        const hint = /Invalid array length/.test(message)
-          ? ` (buildVectorIndex trains with index.train(Array.from(vectors)): ${size} x ${dimension} = ${(size * dimension).toExponential(2)} numbers is more than a V8 array holds)`
-          : "";
-        results.push({ factory, size, dimension, notRun: `failed: ${message}${hint}` });
+        results.push({ factory, size, dimension, notRun: `failed: ${(e as Error).message}` });
       }
       collectGarbage();
     }
-    vectors = undefined;
-    collectGarbage();
   }
   return results;
 }
@@ -245,16 +270,12 @@ function skipReason(
   factory: string,
   size: number,
   dimension: number,
-  vectorBytes: number,
 ): string | undefined {
-  const indexBytes = estimateBytesPerVector(factory, dimension) * size;
-  // Flat/SQ adds copy each chunk to a JS array; training (SQ, IVF, PQ) copies all vectors at once.
-  const trains = /SQ|IVF|PQ/i.test(factory) && !/^HNSW\d+,Flat$/i.test(factory);
-  const jsCopy = trains ? size * dimension * 8 * 2 : 0;
-  const need = indexBytes * 2 + jsCopy;
+  // The vectors (held by the worker during the build), the index, and its file in the page cache.
+  const need = size * dimension * 4 + estimateBytesPerVector(factory, dimension) * size * 2;
   const free = os.freemem();
   if (need > free * 0.9) {
-    return `not run: needs ~${formatBytes(need + vectorBytes)} (index, its serialised copy${trains ? ", JS copy for training" : ""}, vectors) but ${formatBytes(free)} is free`;
+    return `not run: needs ~${formatBytes(need)} (vectors, index, its file) but ${formatBytes(free)} is free`;
   }
   const prev = [...done].reverse().find((r) => r.factory === factory && r.buildSeconds !== undefined);
   if (prev?.buildSeconds !== undefined) {
