@@ -62,7 +62,7 @@ export async function writePaddedIndex(
   }
   const { index: cfg } = app.config;
   const factory = resolveFactory(cfg.factory, size, cfg.auto);
-  const backend = createFaissWorkerBackend();
+  const backend = createFaissWorkerBackend({ threads: { build: cfg.buildThreads, search: cfg.threads } });
   const t0 = performance.now();
   const built = await backend.build({
     dimension,

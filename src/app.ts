@@ -109,7 +109,12 @@ export async function createApp(
     const store = createIndexStore({ root: config.index.cacheDir });
     const threads = applyNativeThreadSettings(config);
     logger.debug({ threads }, "native thread settings");
-    const backend = overrides.indexBackend ?? createFaissWorkerBackend({ logger });
+    const backend =
+      overrides.indexBackend ??
+      createFaissWorkerBackend({
+        logger,
+        threads: { build: config.index.buildThreads, search: config.index.threads },
+      });
     const matcherDeps = {
       store,
       backend,

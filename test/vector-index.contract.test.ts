@@ -251,7 +251,7 @@ describe("FAISS worker backend", () => {
     const building = backend.build({
       dimension: dim,
       factory: "HNSW32,Flat",
-      vectors: unitVectors(40_000, dim, 3),
+      vectors: unitVectors(15_000, dim, 3),
       params: { efConstruction: 80, efSearch: 64 },
       recall: { queries: 100, seed: 1 },
     });

@@ -140,7 +140,9 @@ async function measure(
   const { dimension } = real;
   const config = loadConfig({}).index;
   const isHnsw = /HNSW/i.test(factory);
-  const backend = createFaissWorkerBackend();
+  const backend = createFaissWorkerBackend({
+    threads: { build: config.buildThreads, search: config.threads },
+  });
   const rss0 = settledRss();
   const lag = monitorEventLoopDelay({ resolution: 1 });
   const vectors = realMixture(real, size, size).vectors;

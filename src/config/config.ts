@@ -96,11 +96,11 @@ export const envSchema = z.object({
       "FAISS index factory string (inner product), e.g. Flat or HNSW32,Flat; auto = Flat up to INDEX_AUTO_FLAT_MAX images, INDEX_AUTO_ANN_FACTORY above.",
     ),
   INDEX_AUTO_FLAT_MAX: int(0)
-    .default(50_000)
+    .default(20_000)
     .describe("With INDEX_FACTORY=auto: galleries up to this many images get exact Flat search."),
   INDEX_AUTO_ANN_FACTORY: z
     .string()
-    .default("PCA256,HNSW32,Flat")
+    .default("HNSW16,SQ8")
     .describe(
       "With INDEX_FACTORY=auto: the compressed approximate index for larger galleries (see docs/benchmarks.md for why).",
     ),
@@ -118,7 +118,13 @@ export const envSchema = z.object({
     .max(64)
     .default(1)
     .describe(
-      "OpenMP and OpenBLAS threads per FAISS worker (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS when those are unset); see docs/benchmarks.md for the choice.",
+      "OpenMP and OpenBLAS threads of FAISS searches (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS when those are unset); see docs/benchmarks.md for the choice.",
+    ),
+  INDEX_BUILD_THREADS: int(1)
+    .max(64)
+    .default(2)
+    .describe(
+      "OpenMP threads of an index build (HNSW insertion, SQ/PCA training); searches keep FAISS_THREADS.",
     ),
   INDEX_RECALL_FLOOR: z.coerce
     .number()
@@ -210,8 +216,10 @@ export interface AppConfig {
     readonly efSearch: number;
     readonly recallFloor: number;
     readonly recallQueries: number;
-    /** OpenMP/OpenBLAS threads of FAISS. */
+    /** OpenMP/OpenBLAS threads of FAISS searches. */
     readonly threads: number;
+    /** OpenMP threads of an index build. */
+    readonly buildThreads: number;
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
@@ -318,6 +326,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       recallFloor: env.INDEX_RECALL_FLOOR,
       recallQueries: env.INDEX_RECALL_QUERIES,
       threads: env.FAISS_THREADS,
+      buildThreads: env.INDEX_BUILD_THREADS,
       startupRebuild: env.STARTUP_REBUILD,
     },
     matcher: {

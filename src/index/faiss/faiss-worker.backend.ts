@@ -302,7 +302,17 @@ function rowOf(hits: FaissHits, scores: Float32Array, i: number, k: number): Sea
  * build runs in a fresh worker while the old index keeps answering in its own, and the swap is one
  * assignment on the main thread.
  */
-export function createFaissWorkerBackend({ logger }: { logger?: Logger } = {}): VectorIndexBackend {
+export function createFaissWorkerBackend({
+  logger,
+  threads = { build: 1, search: 1 },
+}: {
+  logger?: Logger;
+  /**
+   * OpenMP threads of a build (HNSW insertion and SQ/PCA training run in parallel) and of the searches
+   * that follow in the same worker. Loaded indexes search with OMP_NUM_THREADS.
+   */
+  threads?: { build: number; search: number };
+} = {}): VectorIndexBackend {
   const newChannel = (onExit: (code: number, expected: boolean) => void) => new WorkerChannel(onExit);
 
   /** Runs `first` in a new worker and wraps the index it leaves there. */
@@ -349,6 +359,7 @@ export function createFaissWorkerBackend({ logger }: { logger?: Logger } = {}): 
             vectors: input.vectors,
             params: input.params,
             recall: input.recall,
+            threads,
           },
           [input.vectors.buffer as ArrayBuffer],
         ),

@@ -33,6 +33,8 @@ export type FaissRequest =
       vectors: Float32Array;
       params: FaissParams;
       recall: RecallCheckRequest | null;
+      /** OpenMP threads for the build, then for this worker's searches. */
+      threads: { build: number; search: number };
     }
   | { op: "load"; file: string; params: FaissParams }
   | { op: "save"; file: string }

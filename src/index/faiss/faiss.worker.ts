@@ -124,6 +124,7 @@ function handle(req: FaissEnvelope): FaissReplies[keyof FaissReplies] {
       if (vectors.length % dimension !== 0)
         throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
       const count = vectors.length / dimension;
+      faiss.Index.setOmpThreads(req.threads.build);
       const ix = faiss.Index.fromFactory(dimension, req.factory, req.metric);
       // efConstruction must be in place before the first add.
       applyParams(ix, { efConstruction: req.params.efConstruction });
@@ -134,6 +135,7 @@ function handle(req: FaissEnvelope): FaissReplies[keyof FaissReplies] {
       applyParams(ix, req.params);
       const buildMs = performance.now() - t0;
       const recall = req.recall ? recallCheck(ix, vectors, dimension, req.metric, req.recall) : null;
+      faiss.Index.setOmpThreads(req.threads.search);
       index = ix;
       return { ...info(ix), buildMs, recall };
     }
