@@ -192,6 +192,24 @@ describe("FAISS worker backend", () => {
     await wide.close();
   });
 
+  it("builds a gallery larger than one transfer chunk (65,536 rows) with labels in insertion order", async () => {
+    const dim = 8;
+    const vectors = unitVectors(70_000, dim, 11);
+    const probe = vectors.slice(68_000 * dim, 68_001 * dim);
+    // IVF with every list probed is exact, so the recall check (across both chunks) must find 1.0.
+    const { index, recall } = await backend.build({
+      dimension: dim,
+      factory: "IVF16,Flat",
+      vectors,
+      params: { nprobe: 16 },
+      recall: { queries: 50, seed: 3 },
+    });
+    expect(index.count).toBe(70_000);
+    expect((await index.search(probe, 1)).labels[0]).toBe(68_000);
+    expect(recall?.recallAt10).toBe(1);
+    await index.close();
+  });
+
   it("refuses a bad factory string with FAISS's message, and keeps working", async () => {
     await expect(
       backend.build({

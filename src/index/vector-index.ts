@@ -64,7 +64,7 @@ export interface BuildInput {
   dimension: number;
   /** Resolved factory string, e.g. `Flat` or `HNSW32,Flat` (never `auto`). */
   factory: string;
-  /** `count` x `dimension` float32 values, row-major, rows L2-normalised. Ownership passes to the backend. */
+  /** `count` x `dimension` float32 values, row-major, rows L2-normalised. Ownership passes to the backend (it may transfer the buffer to a worker). */
   vectors: Float32Array;
   params: IndexParams;
   /** Measure recall@10 against exact search after the build; null to skip. */

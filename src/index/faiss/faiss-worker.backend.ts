@@ -10,7 +10,14 @@ import {
   type VectorIndex,
   type VectorIndexBackend,
 } from "../vector-index.js";
-import type { FaissHits, FaissIndexInfo, FaissReplies, FaissReply, FaissRequest } from "./faiss.protocol.js";
+import {
+  type FaissHits,
+  type FaissIndexInfo,
+  type FaissReplies,
+  type FaissReply,
+  type FaissRequest,
+  VECTOR_CHUNK_ROWS,
+} from "./faiss.protocol.js";
 
 const WORKER_URL = siblingModule(import.meta.url, "faiss.worker");
 /** Most queries sent to FAISS in one search call; more wait for the next batch. */
@@ -32,6 +39,21 @@ function toScores(distances: Float32Array, metric: 0 | 1): Float32Array {
   const out = new Float32Array(distances.length);
   for (let i = 0; i < distances.length; i++) out[i] = 1 - (distances[i] as number) / 2;
   return out;
+}
+
+/**
+ * `vectors` as copies of {@link VECTOR_CHUNK_ROWS} rows each, every one with its own buffer so it can be
+ * transferred (a build holds the gallery twice on the main thread for as long as the copy takes).
+ */
+function chunkRows(vectors: Float32Array, dimension: number): Float32Array[] {
+  if (vectors.length % dimension !== 0)
+    throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
+  const step = VECTOR_CHUNK_ROWS * dimension;
+  if (vectors.length <= step && vectors.byteOffset === 0 && vectors.byteLength === vectors.buffer.byteLength)
+    return [vectors];
+  const chunks: Float32Array[] = [];
+  for (let start = 0; start < vectors.length; start += step) chunks.push(vectors.slice(start, start + step));
+  return chunks;
 }
 
 /** One worker thread and its request/reply bookkeeping. */
@@ -349,6 +371,7 @@ export function createFaissWorkerBackend({
   return {
     name: "faiss-worker",
     async build(input: BuildInput): Promise<BuiltIndex> {
+      const chunks = chunkRows(input.vectors, input.dimension);
       const { index, reply } = await inNewWorker(input.factory, (channel) =>
         channel.call(
           {
@@ -356,12 +379,12 @@ export function createFaissWorkerBackend({
             dimension: input.dimension,
             factory: input.factory,
             metric: metricOf(input.factory),
-            vectors: input.vectors,
+            vectors: chunks,
             params: input.params,
             recall: input.recall,
             threads,
           },
-          [input.vectors.buffer as ArrayBuffer],
+          chunks.map((c) => c.buffer as ArrayBuffer),
         ),
       );
       return { index, buildMs: reply.buildMs, recall: reply.recall };

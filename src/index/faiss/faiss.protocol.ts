@@ -22,6 +22,9 @@ export interface RecallCheckRequest {
   seed: number;
 }
 
+/** Rows per vector chunk of a build request; also the worker's add and exact-search block. */
+export const VECTOR_CHUNK_ROWS = 65_536;
+
 /** A request to the worker. */
 export type FaissRequest =
   | {
@@ -30,7 +33,11 @@ export type FaissRequest =
       factory: string;
       /** 0 inner product, 1 squared L2 (FAISS `MetricType`). */
       metric: 0 | 1;
-      vectors: Float32Array;
+      /**
+       * Row-major vectors in chunks of {@link VECTOR_CHUNK_ROWS} rows (the last may be shorter): one typed
+       * array over 2^30 elements does not survive postMessage in Node 20, and 1M x 1280 is 1.28e9.
+       */
+      vectors: Float32Array[];
       params: FaissParams;
       recall: RecallCheckRequest | null;
       /** OpenMP threads for the build, then for this worker's searches. */

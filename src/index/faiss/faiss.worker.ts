@@ -17,11 +17,8 @@ import type {
   RecallCheckRequest,
   RecallCheckResult,
 } from "./faiss.protocol.js";
+import { VECTOR_CHUNK_ROWS } from "./faiss.protocol.js";
 
-/** Vectors per exact-search block of the recall check: bounds the temporary Flat index (~330 MB at 1280-d). */
-const EXACT_BLOCK = 65_536;
-/** Vectors per add call, so a failure is reported before gigabytes are copied. */
-const ADD_CHUNK = 65_536;
 /** Most vectors handed to train(): FAISS samples anyway (k-means uses at most 256 per centroid). */
 const TRAIN_MAX_VECTORS = 65_536;
 
@@ -54,60 +51,63 @@ function info(ix: faiss.Index): FaissIndexInfo {
   return { dimension: ix.getDimension(), count: ix.ntotal(), params: readParams(ix) };
 }
 
+/** Row `i` of chunked vectors (see `VECTOR_CHUNK_ROWS`). */
+function rowOf(chunks: readonly Float32Array[], dimension: number, i: number): Float32Array {
+  const chunk = chunks[Math.floor(i / VECTOR_CHUNK_ROWS)];
+  if (!chunk) throw new Error(`row ${i} is outside the vectors`);
+  const r = i % VECTOR_CHUNK_ROWS;
+  return chunk.subarray(r * dimension, (r + 1) * dimension);
+}
+
 /** Every `step`-th vector, at most {@link TRAIN_MAX_VECTORS}. */
-function trainingSample(vectors: Float32Array, count: number, dimension: number): Float32Array {
-  if (count <= TRAIN_MAX_VECTORS) return vectors;
-  const step = count / TRAIN_MAX_VECTORS;
-  const out = new Float32Array(TRAIN_MAX_VECTORS * dimension);
-  for (let j = 0; j < TRAIN_MAX_VECTORS; j++) {
-    const i = Math.floor(j * step);
-    out.set(vectors.subarray(i * dimension, (i + 1) * dimension), j * dimension);
-  }
+function trainingSample(chunks: readonly Float32Array[], count: number, dimension: number): Float32Array {
+  const n = Math.min(count, TRAIN_MAX_VECTORS);
+  const step = count / n;
+  const out = new Float32Array(n * dimension);
+  for (let j = 0; j < n; j++) out.set(rowOf(chunks, dimension, Math.floor(j * step)), j * dimension);
   return out;
 }
 
-/** Exact top-k of `queries` over `vectors`, block by block through temporary Flat indexes. */
+/** Exact top-k of `queries` over the vectors, chunk by chunk through temporary Flat indexes. */
 function exactSearch(
-  vectors: Float32Array,
+  chunks: readonly Float32Array[],
   dimension: number,
   metric: 0 | 1,
   queries: Float32Array,
   k: number,
 ): FaissHits {
   const nq = queries.length / dimension;
-  const count = vectors.length / dimension;
   const higherIsBetter = metric === 0;
   const acc = {
     labels: new Int32Array(nq * k).fill(-1),
     distances: new Float32Array(nq * k).fill(higherIsBetter ? -Infinity : Infinity),
   };
-  for (let start = 0; start < count; start += EXACT_BLOCK) {
-    const end = Math.min(count, start + EXACT_BLOCK);
+  chunks.forEach((chunk, c) => {
     const flat = faiss.Index.fromFactory(dimension, "Flat", metric);
-    flat.addF32(vectors.subarray(start * dimension, end * dimension));
-    const block = flat.searchF32(queries, k);
-    mergeTopK(acc, block, k, start, higherIsBetter);
-  }
+    flat.addF32(chunk);
+    // FAISS pads a chunk with fewer than k rows with label -1, which the merge skips.
+    mergeTopK(acc, flat.searchF32(queries, k), k, c * VECTOR_CHUNK_ROWS, higherIsBetter);
+  });
   return { ...acc, k };
 }
 
 function recallCheck(
   ix: faiss.Index,
-  vectors: Float32Array,
+  chunks: readonly Float32Array[],
+  count: number,
   dimension: number,
   metric: 0 | 1,
   req: RecallCheckRequest,
 ): RecallCheckResult | null {
-  const count = vectors.length / dimension;
   if (count < 2) return null;
   const t0 = performance.now();
   const selfLabels = recallSample(count, req.queries, req.seed);
   const queries = new Float32Array(selfLabels.length * dimension);
   selfLabels.forEach((l, q) => {
-    queries.set(vectors.subarray(l * dimension, (l + 1) * dimension), q * dimension);
+    queries.set(rowOf(chunks, dimension, l), q * dimension);
   });
   const k = Math.min(RECALL_FETCH_K, count);
-  const exact = exactSearch(vectors, dimension, metric, queries, k);
+  const exact = exactSearch(chunks, dimension, metric, queries, k);
   const approx = ix.searchF32(queries, k);
   return {
     recallAt10: recallAt10(selfLabels, exact.labels, k, approx.labels, k),
@@ -121,20 +121,22 @@ function handle(req: FaissEnvelope): FaissReplies[keyof FaissReplies] {
     case "build": {
       const t0 = performance.now();
       const { dimension, vectors } = req;
-      if (vectors.length % dimension !== 0)
-        throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
-      const count = vectors.length / dimension;
+      let count = 0;
+      vectors.forEach((chunk, c) => {
+        const rows = chunk.length / dimension;
+        if (!Number.isInteger(rows) || (c < vectors.length - 1 && rows !== VECTOR_CHUNK_ROWS))
+          throw new Error(`vector chunk ${c} holds ${chunk.length} values, not whole ${dimension}-d rows`);
+        count += rows;
+      });
       faiss.Index.setOmpThreads(req.threads.build);
       const ix = faiss.Index.fromFactory(dimension, req.factory, req.metric);
       // efConstruction must be in place before the first add.
       applyParams(ix, { efConstruction: req.params.efConstruction });
       if (!ix.isTrained() && count > 0) ix.trainF32(trainingSample(vectors, count, dimension));
-      for (let start = 0; start < count; start += ADD_CHUNK) {
-        ix.addF32(vectors.subarray(start * dimension, Math.min(count, start + ADD_CHUNK) * dimension));
-      }
+      for (const chunk of vectors) ix.addF32(chunk);
       applyParams(ix, req.params);
       const buildMs = performance.now() - t0;
-      const recall = req.recall ? recallCheck(ix, vectors, dimension, req.metric, req.recall) : null;
+      const recall = req.recall ? recallCheck(ix, vectors, count, dimension, req.metric, req.recall) : null;
       faiss.Index.setOmpThreads(req.threads.search);
       index = ix;
       return { ...info(ix), buildMs, recall };
