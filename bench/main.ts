@@ -1,7 +1,9 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
+import { loadConfig } from "../src/config/config.js";
 import { MODEL_PRESET_NAMES, MODEL_PRESETS, type ModelPresetName } from "../src/config/model-presets.js";
+import { applyNativeThreadSettings } from "../src/config/native-threads.js";
 import { machineInfo } from "../src/eval/machine.js";
 import { createScratchFactory, stderrLogger } from "../src/eval/scratch-env.js";
 import { type BenchContext, type BenchOptions, PARTS, type PartName } from "./context.js";
@@ -79,6 +81,8 @@ const program = new Command()
   .showHelpAfterError();
 
 const opts = program.parse().opts<BenchOptions & { out?: string }>();
+// The service's FAISS thread settings (FAISS_THREADS), before any FAISS worker loads libgomp.
+applyNativeThreadSettings(loadConfig({}));
 const log = (line: string) =>
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const started = performance.now();
