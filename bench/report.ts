@@ -100,7 +100,9 @@ function search(r: SearchResult[], dimension: number): string[] {
               s.size,
               `${fmt(s.buildSeconds, 1)} (${ms(s.buildEventLoopMaxMs)})`,
               againstMax(s.bytesPerVector ?? Number.NaN, TARGETS.indexBytesPerImage, 0),
-              formatBytes(s.fileBytes ?? Number.NaN),
+              s.rerankFileBytes
+                ? `${formatBytes(s.fileBytes ?? Number.NaN)} + ${formatBytes(s.rerankFileBytes)} on disk (exact re-rank)`
+                : formatBytes(s.fileBytes ?? Number.NaN),
               `${fmt(s.saveSeconds, 2)} / ${fmt(s.loadSeconds, 2)}`,
               `${ms(s.latencyMs?.p50)} / ${ms(s.latencyMs?.p99)}`,
               `${ms(s.concurrentLatencyMs?.p50)} / ${ms(s.concurrentLatencyMs?.p99)}, ${fmt(s.concurrentQps, 0)}`,

@@ -9,7 +9,7 @@ import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.m
 import { ensureModelFile } from "./embedding/model.file.js";
 import { type GraphQLHttpServer, startGraphQLServer } from "./graphql/graphql.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
-import { createIndexStore } from "./index/index.store.js";
+import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
 import { startIndexes } from "./jobs/index-startup.js";
@@ -114,6 +114,7 @@ export async function createApp(
       createFaissWorkerBackend({
         logger,
         threads: { build: config.index.buildThreads, search: config.index.threads },
+        scratchDir: await indexScratchDir(config.index.cacheDir),
       });
     const matcherDeps = {
       store,

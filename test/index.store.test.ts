@@ -3,7 +3,7 @@ import path from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createFaissWorkerBackend } from "../src/index/faiss/faiss-worker.backend.js";
 import { columnsFromEntries } from "../src/index/gallery-columns.js";
-import { createIndexStore, type IndexManifest } from "../src/index/index.store.js";
+import { createIndexStore, type IndexManifest, indexScratchDir } from "../src/index/index.store.js";
 import type { VectorIndex } from "../src/index/vector-index.js";
 import { scratchDir, testLogger } from "./support/services.js";
 
@@ -43,7 +43,7 @@ const columns = (n: number) =>
     "defect",
     Array.from({ length: n }, (_, i) => entry(i)),
   );
-const manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "count"> = {
+const manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "vectorsSha256" | "count"> = {
   formatVersion: 2,
   matcherVersion: "v2",
   imageType: "defect",
@@ -119,6 +119,48 @@ describe("index store with the FAISS worker backend", () => {
     const m = JSON.parse(await readFile(file, "utf8"));
     await writeFile(file, JSON.stringify({ ...m, count: 11 }));
     await expect(store.load("v2", "defect", backend, {})).rejects.toThrow(/11/);
+  });
+
+  it("re-ranks a compressed index by exact inner product from vectors.f32, which it persists, checks and reloads", async () => {
+    const store = createIndexStore({ root: scratch.dir });
+    const scratchFolder = await indexScratchDir(scratch.dir);
+    const sq = createFaissWorkerBackend({ logger: testLogger, scratchDir: scratchFolder });
+    const n = 300;
+    const vectors = unitVectors(n, 5);
+    const { index } = await sq.build({
+      dimension: DIM,
+      factory: "HNSW16,SQ8",
+      vectors: Float32Array.from(vectors),
+      params: { efSearch: 64 },
+      recall: null,
+    });
+    open.push(index);
+    // The build wrote the full-precision vectors to the scratch folder; the save moves them.
+    expect(await readdir(scratchFolder)).toHaveLength(1);
+    const saved = await store.save({
+      index,
+      columns: columns(n),
+      manifest: { ...manifest, factory: "HNSW16,SQ8", count: n },
+    });
+    expect(await readdir(scratchFolder)).toHaveLength(0);
+    expect(saved.vectorsSha256).toMatch(/^[0-9a-f]{64}$/);
+    const loaded = await store.load("v2", "defect", sq, {});
+    open.push(loaded.index);
+    const q = vectors.slice(7 * DIM, 8 * DIM);
+    const hits = await loaded.index.search(q, 5);
+    expect(hits.labels[0]).toBe(7);
+    // Exact scores, not SQ8 approximations: the query's own vector scores 1 to float precision.
+    expect(hits.scores[0]).toBeCloseTo(1, 5);
+    const exactOf = (label: number) =>
+      vectors.subarray(label * DIM, (label + 1) * DIM).reduce((s, v, j) => s + v * (q[j] as number), 0);
+    hits.labels.forEach((l, i) => {
+      expect(hits.scores[i]).toBeCloseTo(exactOf(l), 5);
+    });
+    const file = path.join(store.dirOf("v2", "defect"), "vectors.f32");
+    const bytes = await readFile(file);
+    bytes[0] = (bytes[0] as number) ^ 1;
+    await writeFile(file, bytes);
+    expect(await store.verify("v2", "defect", saved)).toMatch(/vectors.f32 does not match/);
   });
 
   it("replaces a previous index atomically", async () => {

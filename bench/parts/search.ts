@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +35,8 @@ export interface SearchResult {
   fileBytes?: number;
   /** faiss_index.bin bytes per vector (FAISS's in-memory layout, give or take a few headers). */
   bytesPerVector?: number;
+  /** vectors.f32 (full-precision vectors on disk for exact re-ranking), bytes; absent when not re-ranked. */
+  rerankFileBytes?: number;
   /** Index store `save` (FAISS write in the worker, metadata, sha256), seconds. */
   saveSeconds?: number;
   /** Index store `load` (FAISS read in the worker, columnar metadata), seconds. */
@@ -195,6 +198,8 @@ async function measure(
     base.saveSeconds = since(t1) / 1000;
     base.fileBytes = (await stat(path.join(store.dirOf("v2", "defect"), "faiss_index.bin"))).size;
     base.bytesPerVector = base.fileBytes / size;
+    const vectorsFile = path.join(store.dirOf("v2", "defect"), "vectors.f32");
+    if (existsSync(vectorsFile)) base.rerankFileBytes = (await stat(vectorsFile)).size;
     await built.index.close();
     collectGarbage();
     const t2 = performance.now();

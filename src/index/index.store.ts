@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { sha256File } from "../shared/hash.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
+import { EXACT_VECTORS_FILE } from "./faiss/exact-vectors.js";
 import { type GalleryColumns, readColumns, serializeColumns } from "./gallery-columns.js";
 import type { IndexParams, VectorIndex, VectorIndexBackend } from "./vector-index.js";
 
@@ -49,6 +50,8 @@ export const manifestSchema = z.object({
   indexSha256: z.string(),
   /** sha256 (hex) of metadata.json. */
   metadataSha256: z.string(),
+  /** sha256 (hex) of vectors.f32, the full-precision vectors for exact re-ranking; null when there is none. */
+  vectorsSha256: z.string().nullable().default(null),
 });
 
 /** A persisted index's manifest. */
@@ -62,8 +65,8 @@ export interface LoadedIndex {
 }
 
 /**
- * Persists indexes under `<root>/<v1|v2>/<defect|normal>/` as `faiss_index.bin`, `metadata.json` and
- * `manifest.json`. Writes go to a temporary sibling folder renamed into place, so a crash never leaves
+ * Persists indexes under `<root>/<v1|v2>/<defect|normal>/` as `faiss_index.bin`, `metadata.json`,
+ * `manifest.json` and, for compressed indexes, `vectors.f32` (exact re-ranking). Writes go to a temporary sibling folder renamed into place, so a crash never leaves
  * a half-written index where a loader would find it.
  */
 export function createIndexStore({ root }: { root: string }) {
@@ -78,7 +81,7 @@ export function createIndexStore({ root }: { root: string }) {
      */
     async save(
       loaded: Omit<LoadedIndex, "manifest"> & {
-        manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256">;
+        manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "vectorsSha256">;
       },
     ): Promise<IndexManifest> {
       const { matcherVersion, imageType } = loaded.manifest;
@@ -94,11 +97,13 @@ export function createIndexStore({ root }: { root: string }) {
         // Written by FAISS itself in its worker: no Buffer in between, so indexes over 2 GiB persist too.
         await loaded.index.save(path.join(tmp, INDEX_FILE));
         await pipeline(serializeColumns(loaded.columns), createWriteStream(path.join(tmp, METADATA_FILE)));
-        const [indexSha256, metadataSha256] = await Promise.all([
+        const vectorsFile = path.join(tmp, EXACT_VECTORS_FILE);
+        const [indexSha256, metadataSha256, vectorsSha256] = await Promise.all([
           sha256File(path.join(tmp, INDEX_FILE)),
           sha256File(path.join(tmp, METADATA_FILE)),
+          existsSync(vectorsFile) ? sha256File(vectorsFile) : null,
         ]);
-        manifest = { ...loaded.manifest, indexSha256, metadataSha256 };
+        manifest = { ...loaded.manifest, indexSha256, metadataSha256, vectorsSha256 };
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
         if (existsSync(dir)) await rename(dir, old);
@@ -164,17 +169,42 @@ export function createIndexStore({ root }: { root: string }) {
       manifest: IndexManifest,
     ): Promise<string | null> {
       const dir = dirOf(version, imageType);
-      const [indexSha256, metadataSha256] = await Promise.all([
+      const vectorsFile = path.join(dir, EXACT_VECTORS_FILE);
+      const [indexSha256, metadataSha256, vectorsSha256] = await Promise.all([
         sha256File(path.join(dir, INDEX_FILE)),
         sha256File(path.join(dir, METADATA_FILE)),
+        existsSync(vectorsFile) ? sha256File(vectorsFile) : null,
       ]);
       if (indexSha256 !== manifest.indexSha256)
         return `${dir}/${INDEX_FILE} does not match its manifest checksum`;
       if (metadataSha256 !== manifest.metadataSha256)
         return `${dir}/${METADATA_FILE} does not match its manifest checksum`;
+      if (vectorsSha256 !== manifest.vectorsSha256)
+        return `${dir}/${EXACT_VECTORS_FILE} does not match its manifest checksum`;
       return null;
     },
   };
+}
+
+const SCRATCH_DIR = ".scratch";
+/** Scratch files older than this are leftovers of a crashed process (ms). */
+const SCRATCH_MAX_AGE_MS = 24 * 3600 * 1000;
+
+/**
+ * `<root>/.scratch`, created if missing, for vectors files of built but not yet saved indexes: on the same
+ * file system as the index folders, so a save renames them instead of copying gigabytes. Files older than
+ * a day are removed (a process that died mid-rebuild left them).
+ */
+export async function indexScratchDir(root: string): Promise<string> {
+  const dir = path.join(root, SCRATCH_DIR);
+  await mkdir(dir, { recursive: true });
+  const now = Date.now();
+  for (const name of await readdir(dir)) {
+    const file = path.join(dir, name);
+    const info = await stat(file).catch(() => undefined);
+    if (info && now - info.mtimeMs > SCRATCH_MAX_AGE_MS) await rm(file, { force: true });
+  }
+  return dir;
 }
 
 /** The store's type, derived from its factory. */

@@ -1,3 +1,7 @@
+import { randomUUID } from "node:crypto";
+import { rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { siblingModule, startModuleWorker } from "../../shared/module-worker.js";
@@ -32,6 +36,14 @@ const MAX_RESTART_DELAY_MS = 30_000;
  * ||x - y||^2 = 2 - 2 cos(x, y), so both rank alike.
  */
 export const metricOf = (factory: string): 0 | 1 => (/^\s*PCA/i.test(factory) ? 1 : 0);
+
+/**
+ * True when candidates of `factory` are re-ranked by exact inner product from a vectors file on disk:
+ * inner-product indexes whose stored codes are lossy (scalar or product quantisation), where code
+ * rounding reorders near-ties (SQ8 alone reached recall@10 0.950 at 1M, docs/benchmarks.md).
+ */
+export const reranksExactly = (factory: string): boolean =>
+  metricOf(factory) === 0 && /(^|,)\s*(SQ|PQ)\w*\s*$/i.test(factory);
 
 /** Cosine similarities from the metric's distances. */
 function toScores(distances: Float32Array, metric: 0 | 1): Float32Array {
@@ -141,6 +153,9 @@ class FaissWorkerIndex implements VectorIndex {
   private state: "ready" | "recovering" | "failed" = "ready";
   private channel: WorkerChannel;
   readonly metric: 0 | 1;
+
+  /** The build's vectors file, deleted at close unless a save moved it beside the index file. */
+  scratchFile: string | undefined;
 
   constructor(
     channelFactory: (onExit: (code: number, expected: boolean) => void) => WorkerChannel,
@@ -284,6 +299,7 @@ class FaissWorkerIndex implements VectorIndex {
 
   async save(file: string) {
     await this.channel.call({ op: "save", file });
+    this.scratchFile = undefined;
   }
 
   setSourceFile(file: string) {
@@ -297,6 +313,7 @@ class FaissWorkerIndex implements VectorIndex {
     while (this.searching || this.queue.length > 0) await new Promise((r) => setTimeout(r, 5));
     await this.channel.drain();
     await this.channel.terminate();
+    if (this.scratchFile) rmSync(this.scratchFile, { force: true });
   }
 
   /** For tests: ends the worker as a crash would, without the index knowing. */
@@ -327,8 +344,14 @@ function rowOf(hits: FaissHits, scores: Float32Array, i: number, k: number): Sea
 export function createFaissWorkerBackend({
   logger,
   threads = { build: 1, search: 1 },
+  scratchDir = os.tmpdir(),
 }: {
   logger?: Logger;
+  /**
+   * Folder for the full-precision vectors of built, not yet saved, compressed indexes (as large as the
+   * gallery's float32 vectors); on the index cache's file system a save moves them instead of copying.
+   */
+  scratchDir?: string;
   /**
    * OpenMP threads of a build (HNSW insertion and SQ/PCA training run in parallel) and of the searches
    * that follow in the same worker. Loaded indexes search with OMP_NUM_THREADS.
@@ -372,7 +395,10 @@ export function createFaissWorkerBackend({
     name: "faiss-worker",
     async build(input: BuildInput): Promise<BuiltIndex> {
       const chunks = chunkRows(input.vectors, input.dimension);
-      const { index, reply } = await inNewWorker(input.factory, (channel) =>
+      const exactVectorsFile = reranksExactly(input.factory)
+        ? path.join(scratchDir, `defect-lens-vectors-${randomUUID()}.f32`)
+        : null;
+      const built = inNewWorker(input.factory, (channel) =>
         channel.call(
           {
             op: "build",
@@ -383,11 +409,19 @@ export function createFaissWorkerBackend({
             params: input.params,
             recall: input.recall,
             threads,
+            exactVectorsFile,
           },
           chunks.map((c) => c.buffer as ArrayBuffer),
         ),
       );
-      return { index, buildMs: reply.buildMs, recall: reply.recall };
+      try {
+        const { index, reply } = await built;
+        if (exactVectorsFile) index.scratchFile = exactVectorsFile;
+        return { index, buildMs: reply.buildMs, recall: reply.recall };
+      } catch (err) {
+        if (exactVectorsFile) rmSync(exactVectorsFile, { force: true });
+        throw err;
+      }
     },
     async load(file, { factory, params }) {
       const { index } = await inNewWorker(factory, (channel) => channel.call({ op: "load", file, params }));

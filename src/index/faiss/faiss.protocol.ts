@@ -42,6 +42,11 @@ export type FaissRequest =
       recall: RecallCheckRequest | null;
       /** OpenMP threads for the build, then for this worker's searches. */
       threads: { build: number; search: number };
+      /**
+       * Where to write the full-precision vectors for exact re-ranking (compressed inner-product indexes),
+       * or null for none. `save` moves it beside the index file (see `exact-vectors.ts`).
+       */
+      exactVectorsFile: string | null;
     }
   | { op: "load"; file: string; params: FaissParams }
   | { op: "save"; file: string }
@@ -55,6 +60,8 @@ export interface FaissIndexInfo {
   count: number;
   /** Parameters in force after the request (undefined where they do not apply). */
   params: FaissParams;
+  /** True when candidates are re-ranked by exact inner product from the vectors file. */
+  exactRerank: boolean;
 }
 
 /** Outcome of a recall check (see `recall.ts`). */

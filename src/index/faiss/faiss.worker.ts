@@ -3,10 +3,12 @@
  * requests of `faiss.protocol.ts` one at a time; every native call (train, add, search, read, write)
  * runs here, never on the main thread.
  */
-import { statSync } from "node:fs";
+import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import path from "node:path";
 import { parentPort } from "node:worker_threads";
 import faiss from "faiss-node";
 import { mergeTopK, RECALL_FETCH_K, recallAt10, recallSample } from "../recall.js";
+import { EXACT_VECTORS_FILE, ExactVectors, rerankCandidates, writeExactVectors } from "./exact-vectors.js";
 import type {
   FaissEnvelope,
   FaissHits,
@@ -23,6 +25,10 @@ import { VECTOR_CHUNK_ROWS } from "./faiss.protocol.js";
 const TRAIN_MAX_VECTORS = 65_536;
 
 let index: faiss.Index | undefined;
+/** Full-precision vectors of `index` for exact re-ranking, when it has them. */
+let exact: ExactVectors | undefined;
+/** True while `exact` is the build's scratch file, not yet moved beside a saved index. */
+let exactIsScratch = false;
 
 function current(): faiss.Index {
   if (!index) throw new Error("no index is loaded in this FAISS worker");
@@ -48,7 +54,29 @@ function applyParams(ix: faiss.Index, params: FaissParams): void {
 }
 
 function info(ix: faiss.Index): FaissIndexInfo {
-  return { dimension: ix.getDimension(), count: ix.ntotal(), params: readParams(ix) };
+  return { dimension: ix.getDimension(), count: ix.ntotal(), params: readParams(ix), exactRerank: !!exact };
+}
+
+/** Top-k of `queries`: FAISS alone, or FAISS candidates re-ranked by exact inner product. */
+function searchHits(ix: faiss.Index, queries: Float32Array, k: number): faiss.TypedSearchResult {
+  if (!exact) return ix.searchF32(queries, k);
+  const kk = rerankCandidates(k, ix.ntotal());
+  return exact.rerank(queries, ix.searchF32(queries, kk).labels, kk, k);
+}
+
+/** Copies the open vectors file to `target` through its descriptor (its path may have moved since). */
+function copyExactVectors(source: ExactVectors, target: string, bytes: number): void {
+  const fd = openSync(target, "w");
+  const buf = new Uint8Array(1 << 20);
+  try {
+    for (let off = 0; off < bytes; ) {
+      const n = source.readInto(buf, off);
+      for (let w = 0; w < n; ) w += writeSync(fd, buf, w, n - w);
+      off += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Row `i` of chunked vectors (see `VECTOR_CHUNK_ROWS`). */
@@ -108,7 +136,7 @@ function recallCheck(
   });
   const k = Math.min(RECALL_FETCH_K, count);
   const exact = exactSearch(chunks, dimension, metric, queries, k);
-  const approx = ix.searchF32(queries, k);
+  const approx = searchHits(ix, queries, k);
   return {
     recallAt10: recallAt10(selfLabels, exact.labels, k, approx.labels, k),
     queries: selfLabels.length,
@@ -135,6 +163,11 @@ function handle(req: FaissEnvelope): FaissReplies[keyof FaissReplies] {
       if (!ix.isTrained() && count > 0) ix.trainF32(trainingSample(vectors, count, dimension));
       for (const chunk of vectors) ix.addF32(chunk);
       applyParams(ix, req.params);
+      if (req.exactVectorsFile) {
+        writeExactVectors(req.exactVectorsFile, vectors);
+        exact = new ExactVectors(req.exactVectorsFile, dimension, count);
+        exactIsScratch = true;
+      }
       const buildMs = performance.now() - t0;
       const recall = req.recall ? recallCheck(ix, vectors, count, dimension, req.metric, req.recall) : null;
       faiss.Index.setOmpThreads(req.threads.search);
@@ -144,22 +177,47 @@ function handle(req: FaissEnvelope): FaissReplies[keyof FaissReplies] {
     case "load": {
       const ix = faiss.Index.read(req.file);
       applyParams(ix, req.params);
+      const vectorsFile = path.join(path.dirname(req.file), EXACT_VECTORS_FILE);
+      if (existsSync(vectorsFile)) exact = new ExactVectors(vectorsFile, ix.getDimension(), ix.ntotal());
       index = ix;
       return info(ix);
     }
     case "save": {
-      current().write(req.file);
-      return { bytes: statSync(req.file).size };
+      const ix = current();
+      ix.write(req.file);
+      let bytes = statSync(req.file).size;
+      if (exact) {
+        const target = path.join(path.dirname(req.file), EXACT_VECTORS_FILE);
+        const size = ix.ntotal() * ix.getDimension() * 4;
+        if (exactIsScratch) {
+          try {
+            renameSync(exact.file, target);
+          } catch {
+            // Another file system than the scratch folder's: copy, then drop the scratch file.
+            copyExactVectors(exact, target, size);
+            unlinkSync(exact.file);
+          }
+        } else {
+          copyExactVectors(exact, target, size);
+        }
+        exact.close();
+        exact = new ExactVectors(target, ix.getDimension(), ix.ntotal());
+        exactIsScratch = false;
+        bytes += size;
+      }
+      return { bytes };
     }
     case "search": {
       const ix = current();
       const k = Math.max(1, Math.min(req.k, ix.ntotal()));
-      return { ...ix.searchF32(req.queries, k), k };
+      return { ...searchHits(ix, req.queries, k), k };
     }
     case "searchSubset": {
       const ix = current();
       const k = Math.max(1, Math.min(req.k, req.ids.length));
-      return { ...ix.searchSubsetF32(req.query, k, req.ids), k };
+      if (!exact) return { ...ix.searchSubsetF32(req.query, k, req.ids), k };
+      const kk = rerankCandidates(k, req.ids.length);
+      return { ...exact.rerank(req.query, ix.searchSubsetF32(req.query, kk, req.ids).labels, kk, k), k };
     }
     case "setParams": {
       const ix = current();
