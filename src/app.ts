@@ -169,6 +169,10 @@ export async function createApp(
       maxImageBytes: config.limits.maxImageBytes,
       maxTopK: config.limits.maxTopK,
       presignExpirySeconds: config.storage.presignExpirySeconds,
+      admission: {
+        concurrency: config.limits.searchConcurrency,
+        queueLimit: config.limits.searchQueueLimit,
+      },
       logger,
     });
     const admin = createAdminService({
@@ -212,6 +216,12 @@ export async function createApp(
           host: config.http.host,
           port: config.http.port,
           exposeStack: config.env === "development",
+          introspection: config.env !== "production",
+          limits: {
+            maxSearches: config.limits.maxSearchesPerOperation,
+            maxAliases: config.limits.maxAliases,
+            maxDepth: config.limits.maxDepth,
+          },
           logger,
         });
         cleanups.push(server.stop);

@@ -9,6 +9,7 @@ import { storageKeyFor } from "../src/ingest/ingest.service.js";
 import { exportV1Gallery } from "../src/ingest/v1-gallery.export.js";
 import {
   errorCode,
+  type GqlResponse,
   gql,
   REBUILD,
   rebuildAndWait,
@@ -297,6 +298,131 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
         code,
       });
       expect(r.errors?.[0]?.message.length).toBeGreaterThan(20);
+    }
+  });
+
+  it("refuses an alias bomb in validation, before any image is decoded", async () => {
+    const jpeg = (await readFile(queries[0]?.path ?? "")).toString("base64");
+    const fields = Array.from(
+      { length: 500 },
+      (_, i) => `a${i}: searchSimilar(input: { image: { base64: $img } }) { indexSize }`,
+    ).join("\n");
+    const t0 = performance.now();
+    const res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: `query($img: String!) { ${fields} }`, variables: { img: jpeg } }),
+    });
+    const ms = performance.now() - t0;
+    const body = (await res.json()) as GqlResponse;
+    expect(res.status).toBe(400);
+    expect(["GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED"]).toContain(errorCode(body));
+    expect(body.data).toBeUndefined();
+    expect(ms).toBeLessThan(100);
+    // Two searches in one operation are refused too, with the setting to change.
+    const two = await gql(
+      url,
+      "query($img: String!) { a: searchSimilar(input: { image: { base64: $img } }) { indexSize } b: searchSimilar(input: { image: { base64: $img } }) { indexSize } }",
+      { img: jpeg },
+    );
+    expect(two.errors?.map((e) => e.extensions?.limit)).toContain("MAX_SEARCHES_PER_OPERATION");
+  });
+
+  it("reads only the service's own originals by storageKey, refusing everything else alike", async () => {
+    const hit = (await searchFile((queries[0] as DatasetImage).path, { topK: 1 })).data?.searchSimilar
+      .hits[0];
+    const key = app.blobStore.keyFromStorageUrl(hit?.storageUrl ?? "") ?? "";
+    expect(key).toMatch(/^images\//);
+    expect(errorCode(await search({ image: { storageKey: key }, topK: 1 }))).toBe("no error");
+    const refusals = await Promise.all(
+      [
+        "../secret-bucket/private.jpg",
+        "",
+        "images/../images/x.jpg",
+        `images/${"a".repeat(5000)}`,
+        "images/ab/\u0000.jpg",
+        "queries/../images/x.jpg",
+        "queries/.hidden",
+        `images/00/${"0".repeat(64)}.jpg`, // the layout, but no such object
+        key.replace(/^images\/../, "images/zz"), // prefix that does not match the hash
+      ].map((storageKey) => search({ image: { storageKey } })),
+    );
+    const messages = new Set(refusals.map((r) => r.errors?.[0]?.message));
+    expect(refusals.map(errorCode)).toEqual(refusals.map(() => "NOT_FOUND"));
+    expect(messages.size).toBe(1);
+    expect([...messages][0]).not.toMatch(/\d{4,}/); // no size, no echo of the key
+  });
+
+  it("takes only decimal ids in the int4 range", async () => {
+    for (const galleryImageId of ["2147483648", "1e3", "0x10", " 7", "-1", "0"]) {
+      const r = await search({ image: { galleryImageId } });
+      expect({ galleryImageId, code: errorCode(r) }).toEqual({ galleryImageId, code: "BAD_USER_INPUT" });
+    }
+  });
+
+  it("sheds searches beyond its queue at once with OVERLOADED and HTTP 503, while status stays fast", async () => {
+    const busy = await createApp(
+      testConfig({
+        ...env,
+        extra: {
+          ...env.extra,
+          STARTUP_REBUILD: "if-needed",
+          SEARCH_CONCURRENCY: "1",
+          SEARCH_QUEUE_LIMIT: "2",
+        },
+      }),
+      testLogger,
+    );
+    const srv = await busy.listen();
+    try {
+      const body = JSON.stringify({
+        query: SEARCH,
+        variables: {
+          input: { image: { base64: (await readFile(queries[1]?.path ?? "")).toString("base64") } },
+        },
+      });
+      const statusMs: number[] = [];
+      let loading = true;
+      const statusProbe = (async () => {
+        while (loading) {
+          const t = performance.now();
+          await gql(srv.url, STATUS);
+          statusMs.push(performance.now() - t);
+        }
+      })();
+      const answers = await Promise.all(
+        Array.from({ length: 24 }, async () => {
+          const t = performance.now();
+          const res = await fetch(srv.url, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body,
+          });
+          const json = (await res.json()) as GqlResponse<SearchAnswer>;
+          return {
+            status: res.status,
+            retryAfter: res.headers.get("retry-after"),
+            json,
+            ms: performance.now() - t,
+          };
+        }),
+      );
+      loading = false;
+      await statusProbe;
+      const shed = answers.filter((a) => errorCode(a.json) === "OVERLOADED");
+      const served = answers.filter((a) => a.json.data?.searchSimilar?.hits.length);
+      expect(shed.length).toBeGreaterThan(0);
+      expect(served.length).toBeGreaterThanOrEqual(3);
+      expect(shed.length + served.length).toBe(answers.length);
+      for (const a of shed) {
+        expect(a.status).toBe(503);
+        expect(a.retryAfter).toBe("1");
+        expect(a.ms).toBeLessThan(median(served.map((s) => s.ms)));
+      }
+      expect(statusMs.length).toBeGreaterThan(0);
+      expect(Math.max(...statusMs)).toBeLessThan(100);
+    } finally {
+      await busy.close();
     }
   });
 

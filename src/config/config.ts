@@ -171,6 +171,27 @@ export const envSchema = z.object({
     .default(40_000_000)
     .describe("Largest accepted width x height (pixels); bigger is refused before decoding."),
   MAX_TOP_K: int(1).max(1000).default(100).describe("Upper bound of searchSimilar's topK."),
+  SEARCH_CONCURRENCY: int(1)
+    .max(256)
+    .default(4)
+    .describe(
+      "Searches processed at once (fetch, decode, inference, FAISS); more wait in the admission queue.",
+    ),
+  SEARCH_QUEUE_LIMIT: int(0)
+    .max(100_000)
+    .default(32)
+    .describe(
+      "Searches that may wait for a slot; beyond it a search is refused at once with OVERLOADED (HTTP 503, Retry-After).",
+    ),
+  MAX_SEARCHES_PER_OPERATION: int(1)
+    .max(100)
+    .default(1)
+    .describe("searchSimilar fields allowed in one GraphQL operation (aliases included)."),
+  GRAPHQL_MAX_ALIASES: int(1).max(1000).default(15).describe("Aliases allowed in one GraphQL operation."),
+  GRAPHQL_MAX_DEPTH: int(2)
+    .max(100)
+    .default(10)
+    .describe("Deepest selection allowed in one GraphQL operation."),
 });
 
 /** The raw, validated environment. */
@@ -228,6 +249,12 @@ export interface AppConfig {
     readonly maxImageBytes: number;
     readonly maxImagePixels: number;
     readonly maxTopK: number;
+    /** Searches running at once, and waiting for a slot, before OVERLOADED. */
+    readonly searchConcurrency: number;
+    readonly searchQueueLimit: number;
+    readonly maxSearchesPerOperation: number;
+    readonly maxAliases: number;
+    readonly maxDepth: number;
   };
 }
 
@@ -338,6 +365,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxImageBytes: env.MAX_IMAGE_BYTES,
       maxImagePixels: env.MAX_IMAGE_PIXELS,
       maxTopK: env.MAX_TOP_K,
+      searchConcurrency: env.SEARCH_CONCURRENCY,
+      searchQueueLimit: env.SEARCH_QUEUE_LIMIT,
+      maxSearchesPerOperation: env.MAX_SEARCHES_PER_OPERATION,
+      maxAliases: env.GRAPHQL_MAX_ALIASES,
+      maxDepth: env.GRAPHQL_MAX_DEPTH,
     },
   };
 }

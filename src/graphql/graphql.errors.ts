@@ -1,5 +1,5 @@
 import { unwrapResolverError } from "@apollo/server/errors";
-import { GraphQLError, type GraphQLFormattedError } from "graphql";
+import type { GraphQLFormattedError } from "graphql";
 import type { Logger } from "pino";
 import { isDomainError } from "../shared/errors.js";
 
@@ -19,7 +19,10 @@ export function createErrorFormatter({ logger, exposeStack }: { logger: Logger; 
         extensions: { ...original.details, code: original.code },
       };
     }
-    if (original instanceof GraphQLError && formatted.extensions?.code !== "INTERNAL_SERVER_ERROR")
+    // Apollo's own refusals (parse, validation, bad variables) carry their code. Checked by code rather than
+    // `instanceof GraphQLError`: graphql's CommonJS and ESM builds can both be loaded (dual package).
+    const code = formatted.extensions?.code;
+    if (typeof code === "string" && code !== "INTERNAL_SERVER_ERROR" && original instanceof Error)
       return formatted;
     logger.error({ err: original, path: formatted.path }, "internal error");
     return {

@@ -2,10 +2,17 @@ import { errors } from "../shared/errors.js";
 import { requireAdmin } from "./admin.auth.js";
 import type { Resolvers } from "./generated/resolvers-types.js";
 
+/** Largest image id (PostgreSQL `integer`). */
+const MAX_ID = 2_147_483_647;
+
+/** Ids are decimal digits only ("1e3", "0x10", " 7" are not ids), from 1 to {@link MAX_ID}. */
 const parseId = (id: string | number, field: string): number => {
-  const n = Number(id);
-  if (!Number.isSafeInteger(n) || n < 1)
-    throw errors.badInput(`${field} must be a positive integer id; got '${id}'.`);
+  const text = String(id);
+  const n = /^[1-9][0-9]{0,9}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= 1 && n <= MAX_ID))
+    throw errors.badInput(
+      `${field} must be a positive integer id from 1 to ${MAX_ID}, in decimal digits; got '${text.slice(0, 40)}'.`,
+    );
   return n;
 };
 

@@ -5,6 +5,7 @@ import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { ImageInfo } from "../embedding/image.decoder.js";
 import type { BlobStore } from "../storage/blob-store.js";
+import { originalKey } from "../storage/original-key.js";
 import { type DatasetImage, humanizeCode } from "./dataset.reader.js";
 
 /** Counts of an ingestion run, reported as it goes. */
@@ -36,7 +37,7 @@ const EXTENSION_BY_TYPE: Record<string, string> = {
 
 /** Object key of an original: content-addressed, so re-uploading the same bytes is harmless. */
 export function storageKeyFor(sha256: string, contentType: string): string {
-  return `images/${sha256.slice(0, 2)}/${sha256}.${EXTENSION_BY_TYPE[contentType] ?? "bin"}`;
+  return originalKey(sha256, EXTENSION_BY_TYPE[contentType] ?? "bin");
 }
 
 /** Memoises a code -> id lookup; concurrent first calls share one promise. */

@@ -1,3 +1,4 @@
+import PQueue from "p-queue";
 import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
@@ -6,6 +7,7 @@ import type { Matcher } from "../matchers/matcher.js";
 import { errors } from "../shared/errors.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
+import { isCallerReadableKey } from "../storage/original-key.js";
 import type { MatcherVersionFlag } from "./matcher-version.flag.js";
 
 /** Where the query image comes from; exactly one field is set. */
@@ -73,6 +75,7 @@ export function createSearchService({
   maxImageBytes,
   maxTopK,
   presignExpirySeconds,
+  admission: admissionLimits,
   logger,
 }: {
   embedder: Embedder;
@@ -83,8 +86,15 @@ export function createSearchService({
   maxImageBytes: number;
   maxTopK: number;
   presignExpirySeconds: number;
+  /** Searches running at once, and waiting, before a search is refused with OVERLOADED. */
+  admission: { concurrency: number; queueLimit: number };
   logger: Logger;
 }) {
+  // Searches beyond the running ones wait here; when the wait list is full they are shed at once, so
+  // an overload costs the caller a retry instead of a minute in a queue, and status/admin calls (which
+  // do not pass through it) never wait behind searches.
+  const admission = new PQueue({ concurrency: admissionLimits.concurrency });
+
   function decodeBase64(input: string): Buffer {
     const body = input.replace(/^data:[^;,]*;base64,/, "").replace(/\s+/g, "");
     // Checked before decoding, so a huge payload costs no allocation.
@@ -101,6 +111,24 @@ export function createSearchService({
       );
     }
     return Buffer.from(body, "base64");
+  }
+
+  /**
+   * An original named by a caller: only keys of the service's own layout are read, and every refusal
+   * (bad key, no such object, too large) is the same NOT_FOUND, so the answer tells nothing about what
+   * else the bucket holds.
+   */
+  async function fetchCallerObject(key: string): Promise<Buffer> {
+    const refused = () =>
+      errors.notFound(
+        "No readable image has that storageKey. Keys are images/<2 hex>/<sha256>.<ext> (originals, as ingestion stores them) or queries/<name>.",
+      );
+    if (!isCallerReadableKey(key)) throw refused();
+    const size = await blobStore.size(key);
+    if (size === undefined || size > maxImageBytes) throw refused();
+    const bytes = await blobStore.get(key);
+    if (!bytes) throw refused();
+    return bytes;
   }
 
   async function fetchStorageObject(key: string): Promise<Buffer> {
@@ -143,8 +171,8 @@ export function createSearchService({
       const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
       if (!key) throw errors.notFound(`Gallery image ${id} has no original in object storage to embed.`);
       bytes = await fetchStorageObject(key);
-    } else if (image.storageKey) {
-      bytes = await fetchStorageObject(image.storageKey);
+    } else if (image.storageKey !== undefined && image.storageKey !== null) {
+      bytes = await fetchCallerObject(image.storageKey);
     } else {
       bytes = decodeBase64(image.base64 ?? "");
     }
@@ -158,50 +186,61 @@ export function createSearchService({
   return {
     /**
      * Finds the gallery images most similar to the query image.
-     * @throws DomainError BAD_USER_INPUT, NOT_FOUND, IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT,
-     *   FEATURE_EXTRACTION_FAILED, INDEX_NOT_READY.
+     * Runs at most `admission.concurrency` searches at once; up to `admission.queueLimit` more wait.
+     * @throws DomainError OVERLOADED at once when the wait list is full (retryable), BAD_USER_INPUT,
+     *   NOT_FOUND, IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT, FEATURE_EXTRACTION_FAILED, INDEX_NOT_READY.
      */
     async search(req: SearchRequest): Promise<SearchResult> {
-      const start = performance.now();
-      if (!Number.isInteger(req.topK) || req.topK < 1 || req.topK > maxTopK) {
-        throw errors.badInput(`topK must be an integer from 1 to ${maxTopK}; got ${req.topK}.`);
-      }
-      if (req.minScore !== undefined && req.minScore !== null && !(req.minScore >= -1 && req.minScore <= 1)) {
-        throw errors.badInput(`minScore is a cosine similarity, from -1 to 1; got ${req.minScore}.`);
-      }
-      const version = req.version ?? flag.get();
-      const matcher = matchers.get(version);
-      if (!matcher) {
-        throw errors.indexNotReady(
-          `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`,
+      if (admission.size >= admissionLimits.queueLimit) {
+        throw errors.overloaded(
+          `The service is busy (${admission.pending} searches running, ${admission.size} waiting); retry in a second.`,
+          1,
         );
       }
-      // Fail before the costly embedding when the index cannot answer anyway.
-      matcher.assertReady(req.imageType);
-
-      const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
-      const { embedding, exclude } = await queryEmbedding(req.image, timing);
-      const t0 = performance.now();
-      const { matches, indexSize } = await matcher.search(req.imageType, embedding, {
-        topK: req.topK,
-        minScore: req.minScore ?? undefined,
-        productCodes: req.productCodes ?? undefined,
-        defectCodes: req.defectCodes ?? undefined,
-        excludeContentSha256: exclude,
-      });
-      timing.searchMs = performance.now() - t0;
-      const hits = await Promise.all(
-        matches.map(async ({ entry, score }, i) => {
-          const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
-          const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
-          return { ...entry, rank: i + 1, score, downloadUrl };
-        }),
-      );
-      timing.totalMs = performance.now() - start;
-      logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
-      return { version, imageType: req.imageType, modelId: embedder.modelId, indexSize, hits, timing };
+      const enqueued = performance.now();
+      return (await admission.add(() => runSearch(req, enqueued))) as SearchResult;
     },
   };
+
+  async function runSearch(req: SearchRequest, start: number): Promise<SearchResult> {
+    if (!Number.isInteger(req.topK) || req.topK < 1 || req.topK > maxTopK) {
+      throw errors.badInput(`topK must be an integer from 1 to ${maxTopK}; got ${req.topK}.`);
+    }
+    if (req.minScore !== undefined && req.minScore !== null && !(req.minScore >= -1 && req.minScore <= 1)) {
+      throw errors.badInput(`minScore is a cosine similarity, from -1 to 1; got ${req.minScore}.`);
+    }
+    const version = req.version ?? flag.get();
+    const matcher = matchers.get(version);
+    if (!matcher) {
+      throw errors.indexNotReady(
+        `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`,
+      );
+    }
+    // Fail before the costly embedding when the index cannot answer anyway.
+    matcher.assertReady(req.imageType);
+
+    const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
+    const { embedding, exclude } = await queryEmbedding(req.image, timing);
+    const t0 = performance.now();
+    const { matches, indexSize } = await matcher.search(req.imageType, embedding, {
+      topK: req.topK,
+      minScore: req.minScore ?? undefined,
+      productCodes: req.productCodes ?? undefined,
+      defectCodes: req.defectCodes ?? undefined,
+      excludeContentSha256: exclude,
+    });
+    timing.searchMs = performance.now() - t0;
+    const hits = await Promise.all(
+      matches.map(async ({ entry, score }, i) => {
+        const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
+        const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
+        return { ...entry, rank: i + 1, score, downloadUrl };
+      }),
+    );
+    timing.totalMs = performance.now() - start;
+    logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
+    return { version, imageType: req.imageType, modelId: embedder.modelId, indexSize, hits, timing };
+  }
 }
 
 /** The search service's type, derived from its factory. */

@@ -11,7 +11,8 @@ export type DomainErrorCode =
   | "NOT_FOUND"
   | "REBUILD_IN_PROGRESS"
   | "UNAUTHENTICATED"
-  | "FORBIDDEN";
+  | "FORBIDDEN"
+  | "OVERLOADED";
 
 /** An error a caller can act on; `message` is written for a person. */
 export class DomainError extends Error {
@@ -48,6 +49,8 @@ export const errors = {
     ),
   unauthenticated: (message: string) => new DomainError("UNAUTHENTICATED", message),
   forbidden: (message: string) => new DomainError("FORBIDDEN", message),
+  overloaded: (message: string, retryAfterSeconds: number) =>
+    new DomainError("OVERLOADED", message, { retryAfterSeconds }),
 };
 
 /** True when `e` is a {@link DomainError}. */
