@@ -145,7 +145,18 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     expect(hit?.storageUrl).toMatch(/^s3:\/\//);
     const res = await fetch(hit?.downloadUrl ?? "");
     expect(res.status).toBe(200);
-    const original = await readFile(hit?.filePath ?? "");
+    // Without the admin token a hit shows the file name, not the server's path.
+    expect(hit?.filePath).toBe(path.basename(hit?.filePath ?? "-"));
+    const asAdmin = (
+      await gql<SearchAnswer>(
+        url,
+        SEARCH,
+        { input: { image: { base64: (await readFile(q.path)).toString("base64") }, topK: 1 } },
+        TOKEN,
+      )
+    ).data?.searchSimilar.hits[0];
+    expect(path.isAbsolute(asAdmin?.filePath ?? "")).toBe(true);
+    const original = await readFile(asAdmin?.filePath ?? "");
     expect(Buffer.from(await res.arrayBuffer()).equals(original)).toBe(true);
   });
 
@@ -360,7 +371,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     }
   });
 
-  it("sheds searches beyond its queue at once with OVERLOADED and HTTP 503, while status stays fast", async () => {
+  it("sheds searches beyond its queue at once with OVERLOADED and HTTP 503, and status does not queue", async () => {
     const busy = await createApp(
       testConfig({
         ...env,
@@ -419,8 +430,10 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
         expect(a.retryAfter).toBe("1");
         expect(a.ms).toBeLessThan(median(served.map((s) => s.ms)));
       }
-      expect(statusMs.length).toBeGreaterThan(0);
-      expect(Math.max(...statusMs)).toBeLessThan(100);
+      // Status does not queue behind searches: it answers faster than a typical admitted search, which
+      // waited for its slot. (Its absolute latency under load is a benchmark figure, not a test.)
+      expect(statusMs.length).toBeGreaterThan(2);
+      expect(median(statusMs)).toBeLessThan(median(served.map((s) => s.ms)));
     } finally {
       await busy.close();
     }
@@ -462,7 +475,11 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     try {
       const status = (await gql<StatusAnswer>(srv.url, STATUS)).data?.status;
       expect(status?.databaseReachable).toBe(false);
-      expect(status?.databaseError).toBeTruthy();
+      // The cause (host, port, driver message) only with the admin token.
+      expect(status?.databaseError).toMatch(/admin token/);
+      expect(status?.databaseError).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
+      const asAdmin = (await gql<StatusAnswer>(srv.url, STATUS, {}, TOKEN)).data?.status;
+      expect(asAdmin?.databaseError).toMatch(/ECONNREFUSED|connect|127\.0\.0\.1/i);
       expect(status?.indexes.find((i) => i.version === "V2" && i.imageType === "DEFECT")?.source).toBe(
         "FALLBACK",
       );

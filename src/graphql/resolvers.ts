@@ -1,6 +1,11 @@
+import path from "node:path";
 import { errors } from "../shared/errors.js";
 import { requireAdmin } from "./admin.auth.js";
 import type { Resolvers } from "./generated/resolvers-types.js";
+import type { GraphQLContext } from "./graphql.context.js";
+
+const isAdmin = (ctx: GraphQLContext) => ctx.adminAccess === "granted";
+const REDACTED = "unavailable (details are shown with the admin token)";
 
 /** Largest image id (PostgreSQL `integer`). */
 const MAX_ID = 2_147_483_647;
@@ -63,11 +68,20 @@ export const resolvers: Resolvers = {
   },
   SearchHit: {
     imageId: (h) => (h.imageId === null ? null : String(h.imageId)),
+    // Server paths are for operators; everyone else gets the file name.
+    filePath: (h, _, ctx) => (h.filePath === null || isAdmin(ctx) ? h.filePath : path.basename(h.filePath)),
   },
   IndexStatus: {
     checksum: (s) => s.indexSha256,
+    gallery: (s, _, ctx) => (isAdmin(ctx) ? s.gallery : s.gallery.replace(/^folder .*/, "folder")),
+  },
+  ServiceStatus: {
+    // Hosts, SQL and paths in infrastructure errors are for operators only.
+    databaseError: (s, _, ctx) => (s.databaseError === null || isAdmin(ctx) ? s.databaseError : REDACTED),
   },
   RebuildTask: {
     trigger: (t) => t.trigger.toUpperCase(),
+    error: (t, _, ctx) =>
+      t.error === null || t.error === undefined || isAdmin(ctx) ? (t.error ?? null) : REDACTED,
   },
 };
