@@ -76,7 +76,7 @@ export async function createApp(
     const infra = await startInfrastructure(config, logger);
     cleanups.push(infra.stop);
     const dbUrl = infra.databaseUrl;
-    const db = createDbClient({ url: dbUrl, logger });
+    const db = createDbClient({ url: dbUrl, logger, queryTimeoutMs: config.limits.dbQueryTimeoutMs });
     cleanups.push(db.close);
     let startupDatabaseError: string | null = null;
     try {
@@ -90,6 +90,7 @@ export async function createApp(
       ...infra.s3,
       bucket: config.storage.bucket,
       region: config.storage.region,
+      requestTimeoutMs: config.limits.s3RequestTimeoutMs,
     });
     await blobStore
       .ensureBucket()

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
@@ -436,6 +437,47 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
       expect(median(statusMs)).toBeLessThan(median(served.map((s) => s.ms)));
     } finally {
       await busy.close();
+    }
+  });
+
+  it("answers SERVICE_UNAVAILABLE in bounded time when PostgreSQL and object storage are frozen", async () => {
+    // Servers that accept connections and never answer: the worst kind of outage.
+    const sockets: import("node:net").Socket[] = [];
+    const frozen = net.createServer((socket) => {
+      sockets.push(socket);
+    });
+    await new Promise<void>((r) => frozen.listen(0, "127.0.0.1", () => r()));
+    const port = (frozen.address() as import("node:net").AddressInfo).port;
+    const stuck = await createApp(
+      testConfig({
+        ...env,
+        databaseUrl: `postgres://postgres@127.0.0.1:${port}/frozen`,
+        s3: { ...env.s3, endpoint: `http://127.0.0.1:${port}` },
+        extra: {
+          ...env.extra,
+          STARTUP_REBUILD: "if-needed",
+          DB_QUERY_TIMEOUT_MS: "500",
+          S3_REQUEST_TIMEOUT_MS: "500",
+        },
+      }),
+      testLogger,
+    );
+    try {
+      // Started anyway (bounded waits), serving the persisted index as FALLBACK.
+      expect(stuck.matchers.get("v2")?.state("defect").source).toBe("fallback");
+      const id = (await searchFile((queries[0] as DatasetImage).path, { topK: 1 })).data?.searchSimilar
+        .hits[0]?.imageId;
+      for (const image of [{ storageKey: "queries/q.png" }, { galleryImageId: Number(id) }]) {
+        const t0 = performance.now();
+        await expect(stuck.search.search({ image, imageType: "defect", topK: 3 })).rejects.toMatchObject({
+          code: "SERVICE_UNAVAILABLE",
+        });
+        expect(performance.now() - t0).toBeLessThan(3000);
+      }
+    } finally {
+      await stuck.close();
+      for (const s of sockets) s.destroy();
+      frozen.close();
     }
   });
 

@@ -171,6 +171,12 @@ export const envSchema = z.object({
     .default(40_000_000)
     .describe("Largest accepted width x height (pixels); bigger is refused before decoding."),
   MAX_TOP_K: int(1).max(1000).default(100).describe("Upper bound of searchSimilar's topK."),
+  DB_QUERY_TIMEOUT_MS: int(100)
+    .default(15_000)
+    .describe("Longest one PostgreSQL statement may run (statement_timeout; the client gives up 1 s later)."),
+  S3_REQUEST_TIMEOUT_MS: int(100)
+    .default(15_000)
+    .describe("Longest one object-storage request (stat, get with its body, put) may take."),
   SEARCH_CONCURRENCY: int(1)
     .max(256)
     .default(4)
@@ -255,6 +261,9 @@ export interface AppConfig {
     readonly maxSearchesPerOperation: number;
     readonly maxAliases: number;
     readonly maxDepth: number;
+    /** Longest PostgreSQL statement and object-storage request (ms). */
+    readonly dbQueryTimeoutMs: number;
+    readonly s3RequestTimeoutMs: number;
   };
 }
 
@@ -370,6 +379,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxSearchesPerOperation: env.MAX_SEARCHES_PER_OPERATION,
       maxAliases: env.GRAPHQL_MAX_ALIASES,
       maxDepth: env.GRAPHQL_MAX_DEPTH,
+      dbQueryTimeoutMs: env.DB_QUERY_TIMEOUT_MS,
+      s3RequestTimeoutMs: env.S3_REQUEST_TIMEOUT_MS,
     },
   };
 }

@@ -33,17 +33,27 @@ export interface DbClient {
 /**
  * Creates a pool for `url` (no connection is made until first use).
  * @param connectTimeoutMs - how long a connection attempt may take before failing (ms).
+ * @param queryTimeoutMs - how long one statement may run (ms).
  */
 export function createDbClient({
   url,
   logger,
   connectTimeoutMs = 5000,
+  queryTimeoutMs = 15_000,
 }: {
   url: string;
   logger: Logger;
   connectTimeoutMs?: number;
+  /** Longest a statement may run: the server cancels it (statement_timeout), the client gives up a second later (query_timeout). */
+  queryTimeoutMs?: number;
 }): DbClient {
-  const pool = new pg.Pool({ connectionString: url, max: 10, connectionTimeoutMillis: connectTimeoutMs });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: Math.min(connectTimeoutMs, queryTimeoutMs),
+    statement_timeout: queryTimeoutMs,
+    query_timeout: queryTimeoutMs + 1000,
+  });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on("error", (err) => logger.warn({ err }, "idle PostgreSQL client error"));
   const db = drizzle(pool, { schema });

@@ -4,7 +4,7 @@ import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { Matcher } from "../matchers/matcher.js";
-import { errors } from "../shared/errors.js";
+import { errors, isDomainError } from "../shared/errors.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { isCallerReadableKey } from "../storage/original-key.js";
@@ -147,6 +147,23 @@ export function createSearchService({
     return bytes;
   }
 
+  /**
+   * Runs the fetch stage (PostgreSQL, object storage): an outage or a timeout there is SERVICE_UNAVAILABLE,
+   * which a client may retry, rather than an internal error.
+   */
+  async function fetching<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      if (isDomainError(e)) throw e;
+      logger.warn({ err: e }, "query image fetch failed");
+      throw errors.serviceUnavailable(
+        "The database or object storage did not answer in time; retry shortly, or send the image as base64.",
+        e,
+      );
+    }
+  }
+
   /** The query embedding and the content hash to leave out of the results, if any. */
   async function queryEmbedding(image: QueryImage, timing: SearchTiming) {
     const given = [image.base64, image.storageKey, image.galleryImageId].filter(
@@ -160,19 +177,20 @@ export function createSearchService({
     const t0 = performance.now();
     if (image.galleryImageId !== undefined && image.galleryImageId !== null) {
       const id = image.galleryImageId;
-      const row = await repository.getGalleryImage(id);
+      const row = await fetching(() => repository.getGalleryImage(id));
       if (!row) throw errors.notFound(`No gallery image with id ${id}.`, { galleryImageId: id });
       exclude = row.contentSha256;
-      const stored = await repository.getEmbedding(id, embedder.modelId);
+      const stored = await fetching(() => repository.getEmbedding(id, embedder.modelId));
       if (stored) {
         timing.fetchMs = performance.now() - t0;
         return { embedding: stored, exclude };
       }
       const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
       if (!key) throw errors.notFound(`Gallery image ${id} has no original in object storage to embed.`);
-      bytes = await fetchStorageObject(key);
+      bytes = await fetching(() => fetchStorageObject(key));
     } else if (image.storageKey !== undefined && image.storageKey !== null) {
-      bytes = await fetchCallerObject(image.storageKey);
+      const storageKey = image.storageKey;
+      bytes = await fetching(() => fetchCallerObject(storageKey));
     } else {
       bytes = decodeBase64(image.base64 ?? "");
     }

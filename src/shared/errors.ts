@@ -12,7 +12,8 @@ export type DomainErrorCode =
   | "REBUILD_IN_PROGRESS"
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
-  | "OVERLOADED";
+  | "OVERLOADED"
+  | "SERVICE_UNAVAILABLE";
 
 /** An error a caller can act on; `message` is written for a person. */
 export class DomainError extends Error {
@@ -49,6 +50,8 @@ export const errors = {
     ),
   unauthenticated: (message: string) => new DomainError("UNAUTHENTICATED", message),
   forbidden: (message: string) => new DomainError("FORBIDDEN", message),
+  serviceUnavailable: (message: string, cause?: unknown) =>
+    new DomainError("SERVICE_UNAVAILABLE", message, {}, { cause }),
   overloaded: (message: string, retryAfterSeconds: number) =>
     new DomainError("OVERLOADED", message, { retryAfterSeconds }),
 };

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import * as Minio from "minio";
+import pTimeout from "p-timeout";
 
 /** Object storage for gallery originals, over the S3 protocol (MinIO, S3, NCloud, s3rver). */
 export interface BlobStore {
@@ -31,6 +32,16 @@ export interface S3Connection {
   secretKey: string;
   bucket: string;
   region: string;
+  /** Longest one request (stat, get including the body, put) may take before it fails (ms). */
+  requestTimeoutMs?: number;
+}
+
+/** Thrown when object storage does not answer within {@link S3Connection.requestTimeoutMs}. */
+export class StorageTimeoutError extends Error {
+  constructor(operation: string, key: string, ms: number) {
+    super(`object storage did not answer ${operation} '${key.slice(0, 100)}' within ${ms} ms`);
+    this.name = "StorageTimeoutError";
+  }
 }
 
 const NOT_FOUND_CODES = new Set(["NoSuchKey", "NotFound", "NoSuchObject"]);
@@ -52,29 +63,44 @@ export function createMinioBlobStore(conn: S3Connection): BlobStore {
     pathStyle: true,
   });
   const prefix = `s3://${conn.bucket}/`;
+  const ms = conn.requestTimeoutMs ?? 15_000;
+  // The minio client has no request timeout of its own; a frozen server would hang the caller.
+  const limited = <T>(operation: string, key: string, run: Promise<T>) =>
+    pTimeout(run, { milliseconds: ms, message: new StorageTimeoutError(operation, key, ms) });
   return {
     bucket: conn.bucket,
     async ensureBucket() {
-      if (!(await client.bucketExists(conn.bucket))) await client.makeBucket(conn.bucket, conn.region);
+      if (!(await limited("bucketExists", conn.bucket, client.bucketExists(conn.bucket))))
+        await limited("makeBucket", conn.bucket, client.makeBucket(conn.bucket, conn.region));
     },
     async put(key, bytes, contentType) {
-      await client.putObject(conn.bucket, key, bytes, bytes.length, { "Content-Type": contentType });
+      await limited(
+        "put",
+        key,
+        client.putObject(conn.bucket, key, bytes, bytes.length, { "Content-Type": contentType }),
+      );
     },
-    async get(key) {
-      let stream: Readable;
-      try {
-        stream = await client.getObject(conn.bucket, key);
-      } catch (e) {
-        if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
+    get(key) {
+      let stream: Readable | undefined;
+      const read = async () => {
+        try {
+          stream = await client.getObject(conn.bucket, key);
+        } catch (e) {
+          if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
+          throw e;
+        }
+        const chunks: Buffer[] = [];
+        for await (const chunk of stream) chunks.push(chunk as Buffer);
+        return Buffer.concat(chunks);
+      };
+      return limited("get", key, read()).catch((e) => {
+        stream?.destroy();
         throw e;
-      }
-      const chunks: Buffer[] = [];
-      for await (const chunk of stream) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
+      });
     },
     async size(key) {
       try {
-        return (await client.statObject(conn.bucket, key)).size;
+        return (await limited("stat", key, client.statObject(conn.bucket, key))).size;
       } catch (e) {
         if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
         throw e;
