@@ -1,11 +1,12 @@
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createFaissWorkerBackend } from "../src/index/faiss/faiss-worker.backend.js";
 import { columnsFromEntries } from "../src/index/gallery-columns.js";
 import { createIndexStore, type IndexManifest, indexScratchDir } from "../src/index/index.store.js";
 import type { VectorIndex } from "../src/index/vector-index.js";
-import { scratchDir, testLogger } from "./support/services.js";
+import { REPO_ROOT, scratchDir, testLogger } from "./support/services.js";
 
 const DIM = 8;
 function unitVectors(n: number, seed = 1): Float32Array {
@@ -58,6 +59,13 @@ const manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "vectorsS
   builtAt: new Date().toISOString(),
 };
 
+/** True when `dir` holds the `defect` link and exactly the one version folder it points to. */
+async function onlyLinkAndOneVersion(dir: string): Promise<boolean> {
+  const names = (await readdir(dir)).sort();
+  const target = await readlink(path.join(dir, "defect"));
+  return names.length === 2 && names.includes("defect") && names.includes(target);
+}
+
 describe("index store with the FAISS worker backend", () => {
   const backend = createFaissWorkerBackend({ logger: testLogger });
   const open: VectorIndex[] = [];
@@ -92,7 +100,7 @@ describe("index store with the FAISS worker backend", () => {
     expect(await loaded.index.search(q, 5)).toEqual(await index.search(q, 5));
     expect(loaded.columns.defects[loaded.columns.defectIndex[3] as number]?.code).toBe("d3");
     expect(await store.verify("v2", "defect", loaded.manifest)).toBeNull();
-    expect(await readdir(path.join(scratch.dir, "v2"))).toEqual(["defect"]);
+    expect(await onlyLinkAndOneVersion(path.join(scratch.dir, "v2"))).toBe(true);
     expect((await readdir(store.dirOf("v2", "defect"))).sort()).toEqual([
       "faiss_index.bin",
       "manifest.json",
@@ -172,6 +180,30 @@ describe("index store with the FAISS worker backend", () => {
     const loaded = await store.load("v2", "defect", backend, {});
     open.push(loaded.index);
     expect(loaded.manifest.count).toBe(20);
-    expect(await readdir(path.join(scratch.dir, "v2"))).toEqual(["defect"]);
+    expect(await onlyLinkAndOneVersion(path.join(scratch.dir, "v2"))).toBe(true);
   });
+
+  it.each(["files-written", "version-in-place", "link-written"] as const)(
+    "leaves a loadable complete index when the process is killed (SIGKILL) at save step %s",
+    async (step) => {
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          ["--import", "tsx", path.join(REPO_ROOT, "test/support/crash-during-save.ts"), scratch.dir, step],
+          { cwd: REPO_ROOT, stdio: "inherit" },
+        );
+        child.once("error", reject);
+        child.once("exit", (c, signal) => resolve(signal === "SIGKILL" ? null : c));
+      });
+      expect(code).toBeNull(); // it really died mid-save
+      const store = createIndexStore({ root: scratch.dir });
+      await store.recover("v2", "defect");
+      const loaded = await store.load("v2", "defect", backend, {});
+      open.push(loaded.index);
+      // The first save's index: the second never completed.
+      expect(loaded.manifest.count).toBe(10);
+      expect(await store.verify("v2", "defect", loaded.manifest)).toBeNull();
+      expect(await onlyLinkAndOneVersion(path.join(scratch.dir, "v2"))).toBe(true);
+    },
+  );
 });

@@ -1,6 +1,18 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
@@ -66,13 +78,60 @@ export interface LoadedIndex {
 
 /**
  * Persists indexes under `<root>/<v1|v2>/<defect|normal>/` as `faiss_index.bin`, `metadata.json`,
- * `manifest.json` and, for compressed indexes, `vectors.f32` (exact re-ranking). Writes go to a temporary sibling folder renamed into place, so a crash never leaves
+ * `manifest.json` and, for compressed indexes, `vectors.f32` (exact re-ranking).
+ *
+ * `<defect|normal>` is a symbolic link to a complete, versioned folder `.<type>.v-<id>`. A save writes and
+ * fsyncs a new folder, then switches the link with one `rename(2)` of a new link over the old one and
+ * fsyncs the parent: a crash at any moment leaves the link on the old or on the new complete index, never
+ * on none. {@link recover} (at startup) sweeps what a crash left behind. Writes go to a temporary sibling folder renamed into place, so a crash never leaves
  * a half-written index where a loader would find it.
  */
-export function createIndexStore({ root }: { root: string }) {
+export function createIndexStore({
+  root,
+  faultAt,
+}: {
+  root: string;
+  /** Test hook: called at each step of a save (a crash test kills the process there). */
+  faultAt?: (step: SaveStep) => void;
+}) {
   const dirOf = (version: MatcherVersion, imageType: ImageType) => path.join(root, version, imageType);
+  const fault = (step: SaveStep) => faultAt?.(step);
   return {
     dirOf,
+
+    /**
+     * Repairs what an interrupted save left: drops temporary folders and links and versions nothing links
+     * to; when the link is missing or dangling, points it at the newest version with a readable manifest.
+     * Call before loading, while no save of the same index runs.
+     */
+    async recover(version: MatcherVersion, imageType: ImageType): Promise<void> {
+      const parent = path.join(root, version);
+      if (!existsSync(parent)) return;
+      const link = dirOf(version, imageType);
+      const target = await readlink(link).catch(() => undefined);
+      const linked = target && existsSync(path.join(parent, target, MANIFEST_FILE)) ? target : undefined;
+      const names = await readdir(parent);
+      const versions = names.filter((n) => n.startsWith(`.${imageType}.v-`));
+      let keep = linked;
+      if (!keep && !(await isRealDir(link))) {
+        // Newest complete version first: the id starts with a timestamp.
+        for (const v of versions.sort().reverse()) {
+          if (existsSync(path.join(parent, v, MANIFEST_FILE))) {
+            keep = v;
+            await pointAt(parent, imageType, v);
+            break;
+          }
+        }
+      }
+      for (const n of names) {
+        const leftover =
+          n.startsWith(`.${imageType}.tmp-`) ||
+          n.startsWith(`.${imageType}.old-`) ||
+          n.startsWith(`.${imageType}.link-`) ||
+          (n.startsWith(`.${imageType}.v-`) && n !== keep);
+        if (leftover) await rm(path.join(parent, n), { recursive: true, force: true });
+      }
+    },
 
     /**
      * Writes the index (by its backend, off the main thread), its metadata and its manifest, then renames
@@ -90,7 +149,7 @@ export function createIndexStore({ root }: { root: string }) {
       await mkdir(parent, { recursive: true });
       const suffix = randomBytes(4).toString("hex");
       const tmp = path.join(parent, `.${imageType}.tmp-${suffix}`);
-      const old = path.join(parent, `.${imageType}.old-${suffix}`);
+      const versionName = `.${imageType}.v-${Date.now().toString(36).padStart(9, "0")}-${suffix}`;
       let manifest: IndexManifest;
       try {
         await mkdir(tmp);
@@ -106,11 +165,22 @@ export function createIndexStore({ root }: { root: string }) {
         manifest = { ...loaded.manifest, indexSha256, metadataSha256, vectorsSha256 };
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
-        if (existsSync(dir)) await rename(dir, old);
-        await rename(tmp, dir);
+        fault("files-written");
+        for (const f of await readdir(tmp)) await fsyncPath(path.join(tmp, f));
+        await fsyncPath(tmp);
+        await rename(tmp, path.join(parent, versionName));
+        fault("version-in-place");
+        const previous = await readlink(dir).catch(() => undefined);
+        if (await isRealDir(dir)) {
+          // A folder from before versioned saves: keep it as a version until the link replaces it.
+          await rename(dir, path.join(parent, `.${imageType}.v-000000000-legacy`));
+        }
+        await pointAt(parent, imageType, versionName, fault);
+        if (previous && previous !== versionName)
+          await rm(path.join(parent, previous), { recursive: true, force: true });
+        await rm(path.join(parent, `.${imageType}.v-000000000-legacy`), { recursive: true, force: true });
       } finally {
         await rm(tmp, { recursive: true, force: true });
-        await rm(old, { recursive: true, force: true });
       }
       loaded.index.setSourceFile(path.join(dir, INDEX_FILE));
       return manifest;
@@ -184,6 +254,39 @@ export function createIndexStore({ root }: { root: string }) {
       return null;
     },
   };
+}
+
+/** Steps of a save, for {@link createIndexStore}'s test hook. */
+export type SaveStep = "files-written" | "version-in-place" | "link-written";
+
+/** fsync of a file or folder, so a rename that follows never exposes unwritten data after a power loss. */
+async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+const isRealDir = (p: string) =>
+  lstat(p).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+
+/** Points `<parent>/<imageType>` at `versionName` with one rename of a new link over the old one. */
+async function pointAt(
+  parent: string,
+  imageType: ImageType,
+  versionName: string,
+  fault: (step: SaveStep) => void = () => {},
+): Promise<void> {
+  const tmpLink = path.join(parent, `.${imageType}.link-${randomBytes(4).toString("hex")}`);
+  await symlink(versionName, tmpLink);
+  fault("link-written");
+  await rename(tmpLink, path.join(parent, imageType));
+  await fsyncPath(parent);
 }
 
 const SCRATCH_DIR = ".scratch";

@@ -239,6 +239,7 @@ export function createMatcher({
     },
 
     async loadPersisted(imageType, how, checkGallery) {
+      await store.recover(version, imageType);
       const manifest = await store.readManifest(version, imageType);
       if (!manifest) return false;
       const wantedFactory = resolveFactory(settings.factory, manifest.count, settings.auto);
