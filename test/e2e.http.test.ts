@@ -481,6 +481,27 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     }
   });
 
+  it("throttles an address after ten wrong admin tokens, even when the right one follows", async () => {
+    const guarded = await createApp(
+      testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),
+      testLogger,
+    );
+    const srv = await guarded.listen();
+    const SWITCH = "mutation { setMatcherVersion(version: V2) { activeVersion } }";
+    try {
+      const wrong = [];
+      for (let i = 0; i < 11; i++) wrong.push(await gql(srv.url, SWITCH, {}, `guess-${i}`));
+      expect(wrong.slice(0, 10).map((r) => r.errors?.[0]?.message)).toEqual(
+        Array(10).fill("The admin token is not valid."),
+      );
+      expect(wrong[10]?.errors?.[0]?.message).toMatch(/Too many wrong admin tokens/);
+      const right = await gql(srv.url, SWITCH, {}, TOKEN);
+      expect(errorCode(right)).toBe("FORBIDDEN");
+    } finally {
+      await guarded.close();
+    }
+  });
+
   it("after a restart, loads the persisted indexes instead of rebuilding", async () => {
     const again = await createApp(
       testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),

@@ -6,5 +6,5 @@ export interface GraphQLContext {
   search: SearchService;
   admin: AdminService;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */
-  adminAccess: "granted" | "missing" | "invalid" | "disabled";
+  adminAccess: "granted" | "missing" | "invalid" | "disabled" | "throttled";
 }

@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import type { AdminService } from "../admin/admin.service.js";
 import type { SearchService } from "../search/search.service.js";
 import { DomainError } from "../shared/errors.js";
-import { checkAdminAccess } from "./admin.auth.js";
+import { checkAdminAccess, createAdminGuard } from "./admin.auth.js";
 import type { GraphQLContext } from "./graphql.context.js";
 import { createErrorFormatter } from "./graphql.errors.js";
 import { type OperationLimits, operationLimits } from "./operation-limits.js";
@@ -73,6 +73,7 @@ export async function startGraphQLServer({
   logger: Logger;
 }): Promise<GraphQLHttpServer> {
   const guards = operationLimits(limits);
+  const adminGuard = createAdminGuard();
   const server = new ApolloServer<GraphQLContext>({
     typeDefs: readFileSync(SCHEMA_PATH, "utf8"),
     resolvers,
@@ -88,7 +89,10 @@ export async function startGraphQLServer({
     context: async ({ req }: { req: IncomingMessage }) => ({
       search,
       admin,
-      adminAccess: checkAdminAccess(req.headers.authorization, adminToken),
+      adminAccess: await adminGuard(
+        checkAdminAccess(req.headers.authorization, adminToken),
+        req.socket.remoteAddress ?? "unknown",
+      ),
     }),
   });
   return { url, stop: () => server.stop() };
