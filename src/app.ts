@@ -99,7 +99,11 @@ export async function createApp(
     const sha256 = await ensureModelFile(config.model, logger);
     const model: EmbeddingModel = await loadEmbeddingModel(config.model, sha256);
     cleanups.push(model.close);
-    const limits = { maxBytes: config.limits.maxImageBytes, maxPixels: config.limits.maxImagePixels };
+    const limits = {
+      maxBytes: config.limits.maxImageBytes,
+      maxPixels: config.limits.maxImagePixels,
+      minSide: config.limits.minImageSide,
+    };
     const embedder = createEmbedder({ model, modelConfig: config.model, limits });
     logger.info(
       { modelId: model.modelId, dimension: model.dimension, path: config.model.path },

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import type { GraphQLHttpServer } from "../src/graphql/graphql.server.js";
@@ -34,6 +35,11 @@ const DATASET = path.join(DATASETS_DIR, "xsdd");
 const MAX_IMAGE_BYTES = 200_000;
 /** V1 file names carry codes with `_` written as `-`. */
 const v1Code = (c: string | null) => c?.replaceAll("-", "_") ?? null;
+/** A blank PNG of `width` x `height` pixels. */
+const tinyPng = (width: number, height: number) =>
+  sharp({ create: { width, height, channels: 3, background: { r: 128, g: 128, b: 128 } } })
+    .png()
+    .toBuffer();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 
 describe("defect-lens over HTTP on the real xsdd gallery", () => {
@@ -299,6 +305,8 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
       ["IMAGE_TOO_LARGE", { image: { base64: Buffer.alloc(MAX_IMAGE_BYTES + 1000, 7).toString("base64") } }],
       ["IMAGE_TOO_LARGE", { image: { base64: pngBomb().toString("base64") } }],
       ["INVALID_IMAGE_FORMAT", { image: { base64: Buffer.from("GIF? no, plain text").toString("base64") } }],
+      ["IMAGE_TOO_SMALL", { image: { base64: (await tinyPng(1, 1)).toString("base64") } }],
+      ["IMAGE_TOO_SMALL", { image: { base64: (await tinyPng(1, 100_000)).toString("base64") } }],
       ["INVALID_IMAGE_FORMAT", { image: { base64: jpeg.subarray(0, jpeg.length / 2).toString("base64") } }],
       ["NOT_FOUND", { image: { storageKey: "no/such/object.jpg" } }],
       ["NOT_FOUND", { image: { galleryImageId: "999999" } }],

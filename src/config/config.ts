@@ -171,6 +171,10 @@ export const envSchema = z.object({
     .default(40_000_000)
     .describe("Largest accepted width x height (pixels); bigger is refused before decoding."),
   MAX_TOP_K: int(1).max(1000).default(100).describe("Upper bound of searchSimilar's topK."),
+  MIN_IMAGE_SIDE: int(1)
+    .max(4096)
+    .default(32)
+    .describe("Shortest accepted image side (pixels); smaller images are refused with IMAGE_TOO_SMALL."),
   DB_QUERY_TIMEOUT_MS: int(100)
     .default(15_000)
     .describe("Longest one PostgreSQL statement may run (statement_timeout; the client gives up 1 s later)."),
@@ -254,6 +258,7 @@ export interface AppConfig {
   readonly limits: {
     readonly maxImageBytes: number;
     readonly maxImagePixels: number;
+    readonly minImageSide: number;
     readonly maxTopK: number;
     /** Searches running at once, and waiting for a slot, before OVERLOADED. */
     readonly searchConcurrency: number;
@@ -373,6 +378,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     limits: {
       maxImageBytes: env.MAX_IMAGE_BYTES,
       maxImagePixels: env.MAX_IMAGE_PIXELS,
+      minImageSide: env.MIN_IMAGE_SIDE,
       maxTopK: env.MAX_TOP_K,
       searchConcurrency: env.SEARCH_CONCURRENCY,
       searchQueueLimit: env.SEARCH_QUEUE_LIMIT,

@@ -19,6 +19,8 @@ export interface ImageLimits {
   maxBytes: number;
   /** Largest accepted width x height (pixels): guards against decompression bombs. */
   maxPixels: number;
+  /** Shortest accepted side (pixels); smaller images carry too little to compare. Default 1. */
+  minSide?: number;
 }
 
 const SUPPORTED_FORMATS: Record<string, string> = {
@@ -34,7 +36,7 @@ const SUPPORTED_FORMATS: Record<string, string> = {
 /**
  * Reads only the image header and checks it against the limits.
  * @throws DomainError IMAGE_TOO_LARGE when bytes or pixel count exceed the limits (nothing is decoded),
- *   INVALID_IMAGE_FORMAT when the bytes are not an image of a supported format.
+ *   IMAGE_TOO_SMALL when a side is under `minSide`, INVALID_IMAGE_FORMAT when the bytes are not an image of a supported format.
  */
 export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<ImageInfo> {
   if (bytes.length === 0) throw errors.invalidImage("The image is empty (0 bytes).");
@@ -65,6 +67,12 @@ export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<
     throw errors.imageTooLarge(
       `The image is ${meta.width}x${meta.height} = ${pixels} pixels; the limit is ${limits.maxPixels} pixels. Downscale it before searching.`,
       { width: meta.width, height: meta.height, maxPixels: limits.maxPixels },
+    );
+  }
+  const minSide = limits.minSide ?? 1;
+  if (Math.min(meta.width, meta.height) < minSide) {
+    throw errors.imageTooSmall(
+      `The image is ${meta.width}x${meta.height} pixels; both sides must be at least ${minSide} pixels (MIN_IMAGE_SIDE). Send the full photo, or a larger crop.`,
     );
   }
   const rotated = (meta.orientation ?? 1) >= 5;

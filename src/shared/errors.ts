@@ -4,6 +4,7 @@
  */
 export type DomainErrorCode =
   | "IMAGE_TOO_LARGE"
+  | "IMAGE_TOO_SMALL"
   | "INVALID_IMAGE_FORMAT"
   | "FEATURE_EXTRACTION_FAILED"
   | "INDEX_NOT_READY"
@@ -32,6 +33,7 @@ export class DomainError extends Error {
 export const errors = {
   imageTooLarge: (message: string, details: Record<string, unknown> = {}) =>
     new DomainError("IMAGE_TOO_LARGE", message, details),
+  imageTooSmall: (message: string) => new DomainError("IMAGE_TOO_SMALL", message),
   invalidImage: (message: string, cause?: unknown) =>
     new DomainError("INVALID_IMAGE_FORMAT", message, {}, { cause }),
   featureExtractionFailed: (message: string, cause?: unknown) =>
