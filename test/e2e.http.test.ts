@@ -510,6 +510,56 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     }
   });
 
+  it("answers 500 mutated real images without one INTERNAL_SERVER_ERROR", async () => {
+    let seed = 20261125;
+    const rand = () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647;
+    };
+    const sources = await Promise.all(
+      [queries[0], queries[1], queries[2]].map((q) => readFile((q as DatasetImage).path)),
+    );
+    const png = await sharp(sources[0]).resize(64, 64).png().toBuffer();
+    sources.push(png);
+    const mutate = (src: Buffer): Buffer => {
+      const b = Buffer.from(src);
+      switch (Math.floor(rand() * 5)) {
+        case 0: // flip bytes anywhere, headers included
+          for (let i = 0; i < 1 + rand() * 20; i++)
+            b[Math.floor(rand() * b.length)] = Math.floor(rand() * 256);
+          return b;
+        case 1: // truncate
+          return b.subarray(0, Math.floor(rand() * b.length));
+        case 2: // splice two images
+          return Buffer.concat([
+            b.subarray(0, Math.floor(rand() * b.length)),
+            sources[Math.floor(rand() * sources.length)] as Buffer,
+          ]);
+        case 3: // random garbage after a real header
+          return Buffer.concat([
+            b.subarray(0, 16 + Math.floor(rand() * 64)),
+            Buffer.from(Array.from({ length: 512 }, () => Math.floor(rand() * 256))),
+          ]);
+        default: // zero a block
+          b.fill(0, Math.floor(rand() * b.length), Math.floor(rand() * b.length));
+          return b;
+      }
+    };
+    const codes = new Map<string, number>();
+    const cases = Array.from({ length: 500 }, () =>
+      mutate(sources[Math.floor(rand() * sources.length)] as Buffer),
+    );
+    for (let i = 0; i < cases.length; i += 4) {
+      const answers = await Promise.all(
+        cases.slice(i, i + 4).map((b) => search({ image: { base64: b.toString("base64") }, topK: 3 })),
+      );
+      for (const a of answers) codes.set(errorCode(a), (codes.get(errorCode(a)) ?? 0) + 1);
+    }
+    console.log(`fuzz: ${JSON.stringify(Object.fromEntries(codes))}`);
+    expect(codes.get("INTERNAL_SERVER_ERROR") ?? 0).toBe(0);
+    expect([...codes.values()].reduce((a, b) => a + b, 0)).toBe(500);
+  });
+
   it("after a restart, loads the persisted indexes instead of rebuilding", async () => {
     const again = await createApp(
       testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),
