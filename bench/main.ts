@@ -43,7 +43,7 @@ const program = new Command()
     "--factories <list>",
     "FAISS factory strings for search, separated by ';'",
     (v: string) => v.split(";").filter(Boolean),
-    ["Flat", "HNSW32,Flat", "PCA256,HNSW32,Flat", "PCA256,HNSW32,SQ8", "HNSW32,SQ8"],
+    ["Flat", "HNSW16,SQ8", "PCA512,HNSW32,SQ8"],
   )
   .addOption(
     new Option("--model <preset>", "model of the http, rebuild and startup parts")
