@@ -60,9 +60,9 @@ describe("image repository on a real PostgreSQL", () => {
     expect(first.get("a".repeat(64))).toBeGreaterThan(0);
     const second = await repo.insertImages([{ ...row, filePath: "/elsewhere.jpg" }]);
     expect(second.size).toBe(0);
-    expect(await repo.findExistingSha256s(["a".repeat(64), "b".repeat(64)])).toEqual(
-      new Set(["a".repeat(64)]),
-    );
+    const existing = await repo.findExisting(["a".repeat(64), "b".repeat(64)], "m@1");
+    expect([...existing.keys()]).toEqual(["a".repeat(64)]);
+    expect(existing.get("a".repeat(64))).toEqual({ imageId: first.get("a".repeat(64)), embedded: false });
   });
 
   it("refuses a defect image without a defect type (check constraint)", async () => {

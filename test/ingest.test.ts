@@ -66,6 +66,15 @@ describe("ingestion of a dataset folder", () => {
       total: 3,
       missing: 0,
     });
+    // A run killed between a row and its embedding (before they were one transaction) left rows without
+    // one; the next run embeds them instead of skipping them.
+    await app.db.pool.query(
+      "delete from image_embeddings where image_id in (select image_id from images where image_type = 'defect' limit 2)",
+    );
+    expect((await app.repository.countGallery("defect", app.embedder.modelId)).missing).toBe(2);
+    const repair = await app.ingest.ingest(images);
+    expect(repair).toMatchObject({ imported: 0, skipped: 4, repaired: 2, failed: 1 });
+    expect((await app.repository.countGallery("defect", app.embedder.modelId)).missing).toBe(0);
   });
 
   it("reads only the gallery rows of split.csv when asked", async () => {

@@ -55,7 +55,8 @@ program
       );
       bar.stop();
       console.log(
-        `imported ${summary.imported}, skipped ${summary.skipped} (already imported), failed ${summary.failed} ` +
+        `imported ${summary.imported}, skipped ${summary.skipped} (already imported), ` +
+          `${summary.repaired > 0 ? `repaired ${summary.repaired} (embedding was missing), ` : ""}failed ${summary.failed} ` +
           `in ${(summary.durationMs / 1000).toFixed(1)} s (${summary.imagesPerSecond.toFixed(1)} images/s)`,
       );
       for (const f of summary.failures) console.log(`  failed: ${f.file}: ${f.reason}`);

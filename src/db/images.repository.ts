@@ -83,14 +83,52 @@ export function createImageRepository({ db }: { db: Database }) {
       return row.id;
     },
 
-    /** The subset of `hashes` already imported. */
-    async findExistingSha256s(hashes: readonly string[]): Promise<Set<string>> {
-      if (hashes.length === 0) return new Set();
+    /**
+     * The subset of `hashes` already imported, each with its image id and whether it has an embedding of
+     * `modelId` (a process killed mid-ingest before this was one transaction could leave rows without).
+     */
+    async findExisting(
+      hashes: readonly string[],
+      modelId: string,
+    ): Promise<Map<string, { imageId: number; embedded: boolean }>> {
+      if (hashes.length === 0) return new Map();
       const rows = await db
-        .select({ sha: images.contentSha256 })
+        .select({ sha: images.contentSha256, imageId: images.imageId, embedded: imageEmbeddings.imageId })
         .from(images)
+        .leftJoin(
+          imageEmbeddings,
+          and(eq(imageEmbeddings.imageId, images.imageId), eq(imageEmbeddings.modelId, modelId)),
+        )
         .where(inArray(images.contentSha256, [...hashes]));
-      return new Set(rows.map((r) => r.sha));
+      return new Map(rows.map((r) => [r.sha, { imageId: r.imageId, embedded: r.embedded !== null }]));
+    },
+
+    /**
+     * Inserts image rows and their embeddings of `modelId` in one transaction, so a crash never leaves a
+     * row without its embedding; rows whose content hash is already known are left out.
+     * @returns the new image id of each inserted row, by content hash.
+     */
+    async insertImagesWithEmbeddings(
+      rows: readonly (NewImage & { embedding: Float32Array })[],
+      modelId: string,
+    ): Promise<Map<string, number>> {
+      if (rows.length === 0) return new Map();
+      return db.transaction(async (tx) => {
+        const inserted = await tx
+          .insert(images)
+          .values(rows.map(({ embedding: _e, ...row }) => row))
+          .onConflictDoNothing({ target: images.contentSha256 })
+          .returning({ imageId: images.imageId, sha: images.contentSha256 });
+        const ids = new Map(inserted.map((r) => [r.sha, r.imageId]));
+        const embeddings = rows.flatMap((r) => {
+          const imageId = ids.get(r.contentSha256);
+          return imageId === undefined
+            ? []
+            : [{ imageId, modelId, embedding: r.embedding, dimension: r.embedding.length }];
+        });
+        if (embeddings.length > 0) await tx.insert(imageEmbeddings).values(embeddings).onConflictDoNothing();
+        return ids;
+      });
     },
 
     /**

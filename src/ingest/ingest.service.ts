@@ -14,6 +14,8 @@ export interface IngestProgress {
   imported: number;
   skipped: number;
   failed: number;
+  /** Images imported before without an embedding of the current model (an interrupted run), embedded now. */
+  repaired: number;
 }
 
 /** What an ingestion run did. */
@@ -84,7 +86,13 @@ export function createIngestService({
       onProgress: (p: IngestProgress) => void = () => {},
     ): Promise<IngestSummary> {
       const t0 = performance.now();
-      const progress: IngestProgress = { total: images.length, imported: 0, skipped: 0, failed: 0 };
+      const progress: IngestProgress = {
+        total: images.length,
+        imported: 0,
+        skipped: 0,
+        failed: 0,
+        repaired: 0,
+      };
       const failures: IngestSummary["failures"] = [];
       const fail = (file: string, reason: string) => {
         failures.push({ file, reason });
@@ -101,8 +109,25 @@ export function createIngestService({
           sha256: string;
           embedding: Float32Array;
           info: ImageInfo;
+          /** Set when the row exists already and only its embedding is missing. */
+          imageId?: number;
         }[],
       ) {
+        const repairs = items.flatMap((i) =>
+          i.imageId === undefined
+            ? []
+            : [{ imageId: i.imageId, modelId: embedder.modelId, embedding: i.embedding }],
+        );
+        try {
+          await repository.saveEmbeddings(repairs);
+          progress.repaired += repairs.length;
+        } catch (e) {
+          for (const i of items.filter((x) => x.imageId !== undefined))
+            fail(i.img.path, `database write failed: ${(e as Error).message}`);
+        }
+        items = items.filter((i) => i.imageId === undefined);
+        // Originals first: a row never points at an object that is not there. A crash after an upload
+        // leaves an object without a row, which the next run uploads again (same key) and records.
         const uploaded = (
           await Promise.all(
             items.map(async (item) => {
@@ -120,6 +145,7 @@ export function createIngestService({
         try {
           const rows = await Promise.all(
             uploaded.map(async (u) => ({
+              embedding: u.embedding,
               productId: await productId(u.img.productCode),
               defectTypeId: u.img.defectCode === null ? null : await defectTypeId(u.img.defectCode),
               imageType: u.img.imageType,
@@ -132,15 +158,7 @@ export function createIngestService({
               fileSizeBytes: u.bytes.length,
             })),
           );
-          const ids = await repository.insertImages(rows);
-          await repository.saveEmbeddings(
-            uploaded.flatMap((u) => {
-              const imageId = ids.get(u.sha256);
-              return imageId === undefined
-                ? []
-                : [{ imageId, modelId: embedder.modelId, embedding: u.embedding }];
-            }),
-          );
+          const ids = await repository.insertImagesWithEmbeddings(rows, embedder.modelId);
           progress.imported += ids.size;
           // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
           progress.skipped += uploaded.length - ids.size;
@@ -161,17 +179,21 @@ export function createIngestService({
             }
           }),
         );
-        const existing = await repository.findExistingSha256s(read.flatMap((r) => (r ? [r.sha256] : [])));
+        const existing = await repository.findExisting(
+          read.flatMap((r) => (r ? [r.sha256] : [])),
+          embedder.modelId,
+        );
         const seen = new Set<string>();
         const fresh = read.flatMap((r) => {
           if (!r) return [];
+          const known = existing.get(r.sha256);
           // Identical bytes twice in one folder (datasets have some) count as one image.
-          if (existing.has(r.sha256) || seen.has(r.sha256)) {
+          if ((known?.embedded ?? false) || seen.has(r.sha256)) {
             progress.skipped++;
             return [];
           }
           seen.add(r.sha256);
-          return [r];
+          return [known ? { ...r, imageId: known.imageId } : r];
         });
         const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
         const embedded = fresh.flatMap((f, i) => {
