@@ -12,6 +12,7 @@ import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js"
 import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
+import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
 import { startIndexes } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
@@ -163,6 +164,9 @@ export async function createApp(
         databaseDown: startupDatabaseError !== null,
         logger,
       });
+      cleanups.push(
+        watchFallbackIndexes({ matchers, jobs, db, intervalMs: config.index.fallbackRecheckMs, logger }),
+      );
     }
 
     const search = createSearchService({

@@ -613,6 +613,45 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     }
   });
 
+  it("goes from FALLBACK back to LOADED when the database returns", async () => {
+    // A port with nothing behind it at startup; later a TCP relay to the real PostgreSQL on that port.
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()));
+    const port = (probe.address() as import("node:net").AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const real = new URL(env.databaseUrl);
+    const viaRelay = new URL(env.databaseUrl);
+    viaRelay.hostname = "127.0.0.1";
+    viaRelay.port = String(port);
+    const back = await createApp(
+      testConfig({
+        ...env,
+        databaseUrl: viaRelay.toString(),
+        extra: { ...env.extra, STARTUP_REBUILD: "if-needed", FALLBACK_RECHECK_MS: "200" },
+      }),
+      testLogger,
+    );
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(Number(real.port || 5432), real.hostname);
+      client.pipe(upstream).pipe(client);
+      upstream.on("error", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+    });
+    try {
+      const v2 = back.matchers.get("v2");
+      expect(v2?.state("defect").source).toBe("fallback");
+      await new Promise<void>((r) => relay.listen(port, "127.0.0.1", () => r()));
+      const deadline = Date.now() + 20_000;
+      while (v2?.state("defect").source !== "loaded" && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(v2?.state("defect").source).toBe("loaded");
+      expect(v2?.state("defect").ready).toBe(true);
+    } finally {
+      await back.close();
+      relay.close();
+    }
+  });
+
   it("reports FEATURE_EXTRACTION_FAILED when the model cannot embed, and refuses admin calls with no ADMIN_TOKEN set", async () => {
     // Its own empty database and index folder: the model id differs (another input size), so the
     // persisted indexes are not its own; the startup rebuild makes an empty, ready index.

@@ -144,6 +144,11 @@ export const envSchema = z.object({
     .describe(
       "At startup: load a persisted index whose manifest matches the model, index type and current gallery and rebuild otherwise (if-needed), always rebuild, or never rebuild (serve what is persisted).",
     ),
+  FALLBACK_RECHECK_MS: int(100)
+    .default(30_000)
+    .describe(
+      "While V2 serves a FALLBACK index (database down at startup), how often to check whether the database is back (ms).",
+    ),
   MATCHER_VERSION: z
     .enum(["v1", "v2"])
     .optional()
@@ -251,6 +256,8 @@ export interface AppConfig {
     readonly threads: number;
     /** OpenMP threads of an index build. */
     readonly buildThreads: number;
+    /** How often a FALLBACK index checks whether the database is back (ms). */
+    readonly fallbackRecheckMs: number;
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
@@ -368,6 +375,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       recallQueries: env.INDEX_RECALL_QUERIES,
       threads: env.FAISS_THREADS,
       buildThreads: env.INDEX_BUILD_THREADS,
+      fallbackRecheckMs: env.FALLBACK_RECHECK_MS,
       startupRebuild: env.STARTUP_REBUILD,
     },
     matcher: {
