@@ -181,6 +181,7 @@ export async function createApp(
       admission: {
         concurrency: config.limits.searchConcurrency,
         queueLimit: config.limits.searchQueueLimit,
+        deadlineMs: config.limits.requestDeadlineMs,
       },
       logger,
     });

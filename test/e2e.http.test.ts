@@ -613,6 +613,41 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     }
   });
 
+  it("answers every search by REQUEST_DEADLINE_MS, queue wait included", async () => {
+    const hurried = await createApp(
+      testConfig({
+        ...env,
+        extra: {
+          ...env.extra,
+          STARTUP_REBUILD: "if-needed",
+          SEARCH_CONCURRENCY: "1",
+          REQUEST_DEADLINE_MS: "150",
+        },
+      }),
+      testLogger,
+    );
+    try {
+      const base64 = (await readFile((queries[2] as DatasetImage).path)).toString("base64");
+      const outcomes = await Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const t0 = performance.now();
+          const code = await hurried.search.search({ image: { base64 }, imageType: "defect", topK: 3 }).then(
+            () => "ok",
+            (e: { code?: string }) => e.code ?? "other",
+          );
+          return { code, ms: performance.now() - t0 };
+        }),
+      );
+      // Twelve searches one at a time cannot all finish in 150 ms: the late ones are cut off.
+      expect(outcomes.filter((o) => o.code === "SERVICE_UNAVAILABLE").length).toBeGreaterThan(0);
+      expect(outcomes.every((o) => o.code === "ok" || o.code === "SERVICE_UNAVAILABLE")).toBe(true);
+      for (const o of outcomes.filter((x) => x.code === "SERVICE_UNAVAILABLE"))
+        expect(o.ms).toBeLessThan(1000);
+    } finally {
+      await hurried.close();
+    }
+  });
+
   it("goes from FALLBACK back to LOADED when the database returns", async () => {
     // A port with nothing behind it at startup; later a TCP relay to the real PostgreSQL on that port.
     const probe = net.createServer();

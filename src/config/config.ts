@@ -198,6 +198,9 @@ export const envSchema = z.object({
     .describe(
       "Searches that may wait for a slot; beyond it a search is refused at once with OVERLOADED (HTTP 503, Retry-After).",
     ),
+  REQUEST_DEADLINE_MS: int(100)
+    .default(30_000)
+    .describe("Longest a search may take from arrival (queue included) to answer; then SERVICE_UNAVAILABLE."),
   MAX_SEARCHES_PER_OPERATION: int(1)
     .max(100)
     .default(1)
@@ -270,6 +273,8 @@ export interface AppConfig {
     /** Searches running at once, and waiting for a slot, before OVERLOADED. */
     readonly searchConcurrency: number;
     readonly searchQueueLimit: number;
+    /** Longest a search may take from arrival to answer (ms). */
+    readonly requestDeadlineMs: number;
     readonly maxSearchesPerOperation: number;
     readonly maxAliases: number;
     readonly maxDepth: number;
@@ -390,6 +395,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxTopK: env.MAX_TOP_K,
       searchConcurrency: env.SEARCH_CONCURRENCY,
       searchQueueLimit: env.SEARCH_QUEUE_LIMIT,
+      requestDeadlineMs: env.REQUEST_DEADLINE_MS,
       maxSearchesPerOperation: env.MAX_SEARCHES_PER_OPERATION,
       maxAliases: env.GRAPHQL_MAX_ALIASES,
       maxDepth: env.GRAPHQL_MAX_DEPTH,

@@ -1,4 +1,5 @@
 import PQueue from "p-queue";
+import pTimeout from "p-timeout";
 import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
@@ -86,8 +87,11 @@ export function createSearchService({
   maxImageBytes: number;
   maxTopK: number;
   presignExpirySeconds: number;
-  /** Searches running at once, and waiting, before a search is refused with OVERLOADED. */
-  admission: { concurrency: number; queueLimit: number };
+  /**
+   * Searches running at once, and waiting, before a search is refused with OVERLOADED; and the longest a
+   * search may take from arrival to answer (ms) before it fails with SERVICE_UNAVAILABLE.
+   */
+  admission: { concurrency: number; queueLimit: number; deadlineMs: number };
   logger: Logger;
 }) {
   // Searches beyond the running ones wait here; when the wait list is full they are shed at once, so
@@ -216,7 +220,13 @@ export function createSearchService({
         );
       }
       const enqueued = performance.now();
-      return (await admission.add(() => runSearch(req, enqueued))) as SearchResult;
+      // The caller gets an answer by the deadline; work already handed to a worker finishes unobserved.
+      return pTimeout(admission.add(() => runSearch(req, enqueued)) as Promise<SearchResult>, {
+        milliseconds: admissionLimits.deadlineMs,
+        message: errors.serviceUnavailable(
+          `The search did not finish within ${admissionLimits.deadlineMs} ms (REQUEST_DEADLINE_MS); retry shortly.`,
+        ),
+      });
     },
   };
 
