@@ -7,27 +7,10 @@ import { columnsFromEntries } from "../src/index/gallery-columns.js";
 import { createIndexStore, type IndexManifest, indexScratchDir } from "../src/index/index.store.js";
 import type { VectorIndex } from "../src/index/vector-index.js";
 import { REPO_ROOT, scratchDir, testLogger } from "./support/services.js";
+import { unitVectors as sharedUnitVectors } from "./support/vectors.js";
 
 const DIM = 8;
-function unitVectors(n: number, seed = 1): Float32Array {
-  let s = seed;
-  // Park-Miller LCG: a fixed seed gives the same vectors on every run.
-  const rand = () => {
-    s = (s * 16807) % 2147483647;
-    return (s / 2147483647) * 2 - 1;
-  };
-  const out = new Float32Array(n * DIM);
-  for (let i = 0; i < n; i++) {
-    let norm = 0;
-    for (let j = 0; j < DIM; j++) {
-      const v = rand();
-      out[i * DIM + j] = v;
-      norm += v * v;
-    }
-    for (let j = 0; j < DIM; j++) out[i * DIM + j] = (out[i * DIM + j] as number) / Math.sqrt(norm);
-  }
-  return out;
-}
+const unitVectors = (n: number, seed = 1) => sharedUnitVectors(n, DIM, seed);
 const entry = (i: number) => ({
   imageId: i,
   imageType: "defect" as const,

@@ -9,28 +9,11 @@ import {
   type VectorIndexBackend,
 } from "../src/index/vector-index.js";
 import { scratchDir, testLogger } from "./support/services.js";
+import { unitVectors as sharedUnitVectors } from "./support/vectors.js";
 
 const DIM = 32;
 
-function unitVectors(n: number, dim = DIM, seed = 1): Float32Array {
-  let s = seed;
-  // Park-Miller LCG: a fixed seed gives the same vectors on every run.
-  const rand = () => {
-    s = (s * 16807) % 2147483647;
-    return (s / 2147483647) * 2 - 1;
-  };
-  const out = new Float32Array(n * dim);
-  for (let i = 0; i < n; i++) {
-    let norm = 0;
-    for (let j = 0; j < dim; j++) {
-      const v = rand();
-      out[i * dim + j] = v;
-      norm += v * v;
-    }
-    for (let j = 0; j < dim; j++) out[i * dim + j] = (out[i * dim + j] as number) / Math.sqrt(norm);
-  }
-  return out;
-}
+const unitVectors = (n: number, dim = DIM, seed = 1) => sharedUnitVectors(n, dim, seed);
 
 const row = (v: Float32Array, i: number, dim = DIM) => v.slice(i * dim, (i + 1) * dim);
 
