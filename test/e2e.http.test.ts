@@ -53,6 +53,18 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   let queries: DatasetImage[];
   let env: Parameters<typeof testConfig>[0];
   const search = (input: Record<string, unknown>) => gql<SearchAnswer>(url, SEARCH, { input });
+  /**
+   * A second app over the same gallery and index cache that loads the persisted indexes
+   * (STARTUP_REBUILD=if-needed), with `extra` settings and, optionally, other servers.
+   */
+  const sibling = (
+    extra: Record<string, string> = {},
+    servers: Partial<Pick<typeof env, "databaseUrl" | "s3">> = {},
+  ) =>
+    createApp(
+      testConfig({ ...env, ...servers, extra: { ...env.extra, STARTUP_REBUILD: "if-needed", ...extra } }),
+      testLogger,
+    );
   const searchFile = async (file: string, extra: Record<string, unknown> = {}) =>
     search({ image: { base64: (await readFile(file)).toString("base64") }, ...extra });
 
@@ -381,18 +393,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   });
 
   it("sheds searches beyond its queue at once with OVERLOADED and HTTP 503, and status does not queue", async () => {
-    const busy = await createApp(
-      testConfig({
-        ...env,
-        extra: {
-          ...env.extra,
-          STARTUP_REBUILD: "if-needed",
-          SEARCH_CONCURRENCY: "1",
-          SEARCH_QUEUE_LIMIT: "2",
-        },
-      }),
-      testLogger,
-    );
+    const busy = await sibling({ SEARCH_CONCURRENCY: "1", SEARCH_QUEUE_LIMIT: "2" });
     const srv = await busy.listen();
     try {
       const body = JSON.stringify({
@@ -456,19 +457,12 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     });
     await new Promise<void>((r) => frozen.listen(0, "127.0.0.1", () => r()));
     const port = (frozen.address() as import("node:net").AddressInfo).port;
-    const stuck = await createApp(
-      testConfig({
-        ...env,
+    const stuck = await sibling(
+      { DB_QUERY_TIMEOUT_MS: "500", S3_REQUEST_TIMEOUT_MS: "500" },
+      {
         databaseUrl: `postgres://postgres@127.0.0.1:${port}/frozen`,
         s3: { ...env.s3, endpoint: `http://127.0.0.1:${port}` },
-        extra: {
-          ...env.extra,
-          STARTUP_REBUILD: "if-needed",
-          DB_QUERY_TIMEOUT_MS: "500",
-          S3_REQUEST_TIMEOUT_MS: "500",
-        },
-      }),
-      testLogger,
+      },
     );
     try {
       // Started anyway (bounded waits), serving the persisted index as FALLBACK.
@@ -490,10 +484,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   });
 
   it("throttles an address after ten wrong admin tokens, even when the right one follows", async () => {
-    const guarded = await createApp(
-      testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),
-      testLogger,
-    );
+    const guarded = await sibling();
     const srv = await guarded.listen();
     const SWITCH = "mutation { setMatcherVersion(version: V2) { activeVersion } }";
     try {
@@ -561,10 +552,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   });
 
   it("after a restart, loads the persisted indexes instead of rebuilding", async () => {
-    const again = await createApp(
-      testConfig({ ...env, extra: { ...env.extra, STARTUP_REBUILD: "if-needed" } }),
-      testLogger,
-    );
+    const again = await sibling();
     try {
       expect(again.jobs.list()).toHaveLength(0);
       const states = [...again.matchers.values()].flatMap((m) => [m.state("defect"), m.state("normal")]);
@@ -584,14 +572,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   });
 
   it("with the database unreachable, serves the persisted index and says so in the status", async () => {
-    const fallback = await createApp(
-      testConfig({
-        ...env,
-        databaseUrl: "postgres://postgres@127.0.0.1:1/none",
-        extra: { ...env.extra, STARTUP_REBUILD: "if-needed" },
-      }),
-      testLogger,
-    );
+    const fallback = await sibling({}, { databaseUrl: "postgres://postgres@127.0.0.1:1/none" });
     const srv = await fallback.listen();
     try {
       const status = (await gql<StatusAnswer>(srv.url, STATUS)).data?.status;
@@ -614,19 +595,11 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   });
 
   it("answers every search by REQUEST_DEADLINE_MS, queue wait included", async () => {
-    const hurried = await createApp(
-      testConfig({
-        ...env,
-        extra: {
-          ...env.extra,
-          STARTUP_REBUILD: "if-needed",
-          SEARCH_CONCURRENCY: "1",
-          SEARCH_QUEUE_LIMIT: "100",
-          REQUEST_DEADLINE_MS: "100",
-        },
-      }),
-      testLogger,
-    );
+    const hurried = await sibling({
+      SEARCH_CONCURRENCY: "1",
+      SEARCH_QUEUE_LIMIT: "100",
+      REQUEST_DEADLINE_MS: "100",
+    });
     try {
       const base64 = (await readFile((queries[2] as DatasetImage).path)).toString("base64");
       const outcomes = await Promise.all(
@@ -660,14 +633,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     const viaRelay = new URL(env.databaseUrl);
     viaRelay.hostname = "127.0.0.1";
     viaRelay.port = String(port);
-    const back = await createApp(
-      testConfig({
-        ...env,
-        databaseUrl: viaRelay.toString(),
-        extra: { ...env.extra, STARTUP_REBUILD: "if-needed", FALLBACK_RECHECK_MS: "200" },
-      }),
-      testLogger,
-    );
+    const back = await sibling({ FALLBACK_RECHECK_MS: "200" }, { databaseUrl: viaRelay.toString() });
     const relay = net.createServer((client) => {
       const upstream = net.connect(Number(real.port || 5432), real.hostname);
       client.pipe(upstream).pipe(client);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createExactBackend } from "../src/index/exact.backend.js";
 import { createFaissWorkerBackend, killFaissWorkerForTest } from "../src/index/faiss/faiss-worker.backend.js";
 import {
+  type BuildInput,
   IndexUnavailableError,
   type VectorIndex,
   type VectorIndexBackend,
@@ -14,6 +15,10 @@ import { unitVectors as sharedUnitVectors } from "./support/vectors.js";
 const DIM = 32;
 
 const unitVectors = (n: number, dim = DIM, seed = 1) => sharedUnitVectors(n, dim, seed);
+
+/** An exact (Flat) index of `DIM`-d `vectors` built by `backend`. */
+const buildFlat = (backend: VectorIndexBackend, vectors: Float32Array, recall: BuildInput["recall"] = null) =>
+  backend.build({ dimension: DIM, factory: "Flat", vectors, params: {}, recall });
 
 const row = (v: Float32Array, i: number, dim = DIM) => v.slice(i * dim, (i + 1) * dim);
 
@@ -40,13 +45,7 @@ describe.each(backends)("vector index backend contract: %s", (_name, makeBackend
   let scratch: Awaited<ReturnType<typeof scratchDir>>;
   beforeAll(async () => {
     scratch = await scratchDir();
-    ({ index } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: vectors.slice(),
-      params: {},
-      recall: null,
-    }));
+    ({ index } = await buildFlat(backend, vectors.slice()));
   });
   afterAll(async () => {
     await index.close();
@@ -76,13 +75,7 @@ describe.each(backends)("vector index backend contract: %s", (_name, makeBackend
   });
 
   it("clamps k to the gallery size", async () => {
-    const { index: small } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: unitVectors(3),
-      params: {},
-      recall: null,
-    });
+    const { index: small } = await buildFlat(backend, unitVectors(3));
     expect((await small.search(row(vectors, 0), 10)).labels).toHaveLength(3);
     await small.close();
   });
@@ -107,26 +100,14 @@ describe.each(backends)("vector index backend contract: %s", (_name, makeBackend
   });
 
   it("measures its recall@10 on gallery vectors left out of their own results", async () => {
-    const { index: checked, recall } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: vectors.slice(),
-      params: {},
-      recall: { queries: 50, seed: 1 },
-    });
+    const { index: checked, recall } = await buildFlat(backend, vectors.slice(), { queries: 50, seed: 1 });
     expect(recall?.queries).toBe(50);
     expect(recall?.recallAt10).toBe(1);
     await checked.close();
   });
 
   it("refuses searches once closed", async () => {
-    const { index: gone } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: unitVectors(10),
-      params: {},
-      recall: null,
-    });
+    const { index: gone } = await buildFlat(backend, unitVectors(10));
     await gone.close();
     await expect(gone.search(row(vectors, 0), 1)).rejects.toThrow();
     expect(gone.ready).toBe(false);
@@ -203,26 +184,14 @@ describe("FAISS worker backend", () => {
         recall: null,
       }),
     ).rejects.toThrow(/NoSuchIndex42|could not parse|factory/i);
-    const { index } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: unitVectors(10),
-      params: {},
-      recall: null,
-    });
+    const { index } = await buildFlat(backend, unitVectors(10));
     expect(index.count).toBe(10);
     await index.close();
   });
 
   it("recovers after its worker dies: searches fail fast with IndexUnavailableError, then the index is reloaded", async () => {
     const vectors = unitVectors(300);
-    const { index } = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: vectors.slice(),
-      params: {},
-      recall: null,
-    });
+    const { index } = await buildFlat(backend, vectors.slice());
     const file = path.join(scratch.dir, "recover.bin");
     await index.save(file);
     index.setSourceFile(file);
@@ -238,13 +207,7 @@ describe("FAISS worker backend", () => {
 
   it("keeps the event loop responsive and another index answering while a large index builds", async () => {
     const dim = 128;
-    const small = await backend.build({
-      dimension: DIM,
-      factory: "Flat",
-      vectors: unitVectors(1000),
-      params: {},
-      recall: null,
-    });
+    const small = await buildFlat(backend, unitVectors(1000));
     const probe = row(unitVectors(1000), 9);
     const delay = monitorEventLoopDelay({ resolution: 1 });
     delay.enable();
