@@ -220,13 +220,17 @@ export function createSearchService({
         );
       }
       const enqueued = performance.now();
-      // The caller gets an answer by the deadline; work already handed to a worker finishes unobserved.
-      return pTimeout(admission.add(() => runSearch(req, enqueued)) as Promise<SearchResult>, {
-        milliseconds: admissionLimits.deadlineMs,
-        message: errors.serviceUnavailable(
-          `The search did not finish within ${admissionLimits.deadlineMs} ms (REQUEST_DEADLINE_MS); retry shortly.`,
-        ),
-      });
+      const { deadlineMs } = admissionLimits;
+      const late = errors.serviceUnavailable(
+        `The search did not finish within ${deadlineMs} ms (REQUEST_DEADLINE_MS); retry shortly.`,
+      );
+      // The caller gets an answer by the deadline. A search still waiting for its slot by then is never
+      // started; one already running finishes unobserved (it holds its slot, so concurrency stays bounded).
+      const run = admission.add(async () => {
+        if (performance.now() - enqueued >= deadlineMs) throw late;
+        return runSearch(req, enqueued);
+      }) as Promise<SearchResult>;
+      return pTimeout(run, { milliseconds: deadlineMs, message: late });
     },
   };
 
