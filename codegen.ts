@@ -19,7 +19,7 @@ const config: CodegenConfig = {
       config: {
         useTypeImports: true,
         contextType: "../graphql.context.js#GraphQLContext",
-        scalars: { DateTime: "string" },
+        scalars: { DateTime: "string", Upload: "../upload.js#UploadPromise" },
         maybeValue: "T | null",
         inputMaybeValue: "T | null | undefined",
         enumValues: {
@@ -36,6 +36,9 @@ const config: CodegenConfig = {
           IndexStatus: "../../matchers/matcher.js#IndexState",
           RebuildTask: "../../jobs/rebuild.job.js#RebuildTask",
           ServiceStatus: "../../admin/admin.service.js#ServiceStatusSnapshot",
+          GalleryImage: "../../gallery/gallery.service.js#GalleryImageView",
+          ProductSummary: "../../db/images.repository.js#ProductCount",
+          DefectTypeSummary: "../../db/images.repository.js#LabelCount",
         },
       },
     },

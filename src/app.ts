@@ -7,20 +7,25 @@ import { createImageRepository, type ImageRepository } from "./db/images.reposit
 import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
 import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
-import { type GraphQLHttpServer, startGraphQLServer } from "./graphql/graphql.server.js";
+import { createGalleryService, type GalleryService } from "./gallery/gallery.service.js";
+import { startGraphQLEndpoint } from "./graphql/graphql.server.js";
+import { type HttpServer, type Readiness, startHttpServer } from "./http/http.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
 import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
 import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
+import { backfillThumbnails } from "./jobs/thumbnail-backfill.js";
 import { startIndexes } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
 import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
+import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createSearchService, type SearchService } from "./search/search.service.js";
-import type { MatcherVersion } from "./shared/types.js";
+import { isDomainError } from "./shared/errors.js";
+import { IMAGE_TYPES, MATCHER_VERSIONS, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
 
@@ -37,10 +42,14 @@ export interface App {
   readonly search: SearchService;
   readonly admin: AdminService;
   readonly ingest: IngestService;
+  readonly gallery: GalleryService;
+  readonly metrics: Metrics;
   /** Why the database was unreachable at startup, or null. */
   readonly startupDatabaseError: string | null;
-  /** Starts the GraphQL HTTP endpoint. */
-  listen(): Promise<GraphQLHttpServer>;
+  /** Whether the active matcher's indexes are all served (`/readyz`). */
+  readiness(): Readiness;
+  /** Starts the HTTP server: web app, GraphQL, health and metrics. */
+  listen(): Promise<HttpServer>;
   /** Stops background work, the HTTP server, the model and any embedded server. */
   close(): Promise<void>;
 }
@@ -105,7 +114,11 @@ export async function createApp(
       maxPixels: config.limits.maxImagePixels,
       minSide: config.limits.minImageSide,
     };
-    const embedder = createEmbedder({ model, modelConfig: config.model, limits });
+    const matcherList: Matcher[] = [];
+    const metrics = createMetrics({
+      indexStates: () => matcherList.flatMap((m) => IMAGE_TYPES.map((t) => m.state(t))),
+    });
+    const embedder = countEmbeddings(createEmbedder({ model, modelConfig: config.model, limits }), metrics);
     logger.info(
       { modelId: model.modelId, dimension: model.dimension, path: config.model.path },
       "embedding model loaded",
@@ -149,10 +162,14 @@ export async function createApp(
         }),
       );
     }
+    for (const v of MATCHER_VERSIONS) {
+      const m = matchers.get(v);
+      if (m) matcherList.push(m);
+    }
     cleanups.push(async () => {
       for (const m of matchers.values()) await m.close();
     });
-    const jobs = createRebuildJobs({ matchers, logger });
+    const jobs = createRebuildJobs({ matchers, logger, onFinished: metrics.observeRebuild });
     cleanups.push(() => jobs.whenIdle());
     const flag = createMatcherVersionFlag(config.matcher.initialVersion);
 
@@ -169,7 +186,7 @@ export async function createApp(
       );
     }
 
-    const search = createSearchService({
+    const searchService = createSearchService({
       embedder,
       matchers,
       flag,
@@ -184,6 +201,23 @@ export async function createApp(
         deadlineMs: config.limits.requestDeadlineMs,
       },
       logger,
+    });
+    const search: SearchService = {
+      async search(req) {
+        try {
+          const result = await searchService.search(req);
+          metrics.observeSearch({ timing: result.timing });
+          return result;
+        } catch (e) {
+          metrics.observeSearch({ errorCode: isDomainError(e) ? e.code : "INTERNAL_SERVER_ERROR" });
+          throw e;
+        }
+      },
+    };
+    const gallery = createGalleryService({
+      repository,
+      blobStore,
+      presignExpirySeconds: config.storage.presignExpirySeconds,
     });
     const admin = createAdminService({
       matchers,
@@ -205,6 +239,43 @@ export async function createApp(
       logger,
     });
 
+    if (initialiseIndexes && startupDatabaseError === null) {
+      // Images ingested before thumbnails existed get theirs in the background; the grid shows a
+      // placeholder until then.
+      const stop = new AbortController();
+      const running = backfillThumbnails({ repository, blobStore, logger, signal: stop.signal }).catch((err) =>
+        logger.warn({ err }, "thumbnail backfill stopped"),
+      );
+      cleanups.push(async () => {
+        stop.abort();
+        await running;
+      });
+    }
+
+    const readiness = (): Readiness => {
+      const activeVersion = flag.get();
+      const m = matchers.get(activeVersion);
+      const indexes = m ? IMAGE_TYPES.map((t) => m.state(t)) : [];
+      const reasons = m
+        ? indexes
+            .filter((s) => !s.ready)
+            .map((s) => `index ${s.version}/${s.imageType} is not served yet (being built or loaded)`)
+        : [`matcher ${activeVersion} is not configured`];
+      return {
+        ready: reasons.length === 0,
+        reasons,
+        detail: {
+          activeVersion,
+          indexes: indexes.map((s) => ({
+            version: s.version,
+            imageType: s.imageType,
+            ready: s.ready,
+            count: s.count,
+          })),
+        },
+      };
+    };
+
     return {
       config,
       logger,
@@ -217,14 +288,14 @@ export async function createApp(
       search,
       admin,
       ingest,
+      gallery,
+      metrics,
       startupDatabaseError,
+      readiness,
       async listen() {
-        const server = await startGraphQLServer({
-          search,
-          admin,
+        const graphql = await startGraphQLEndpoint({
+          services: { search, admin, gallery, maxImageBytes: config.limits.maxImageBytes },
           adminToken: config.adminToken,
-          host: config.http.host,
-          port: config.http.port,
           exposeStack: config.env === "development",
           introspection: config.env !== "production",
           limits: {
@@ -232,6 +303,18 @@ export async function createApp(
             maxAliases: config.limits.maxAliases,
             maxDepth: config.limits.maxDepth,
           },
+          logger,
+        });
+        cleanups.push(graphql.stop);
+        const server = await startHttpServer({
+          graphql,
+          metrics,
+          readiness,
+          host: config.http.host,
+          port: config.http.port,
+          maxImageBytes: config.limits.maxImageBytes,
+          graphiql: config.http.graphiql,
+          imageOrigins: [new URL(infra.s3.endpoint).origin],
           logger,
         });
         cleanups.push(server.stop);
@@ -243,4 +326,21 @@ export async function createApp(
     await closeAll();
     throw err;
   }
+}
+
+/** The embedder, counting the embeddings it computes into `metrics`. */
+function countEmbeddings(embedder: Embedder, metrics: Metrics): Embedder {
+  return {
+    ...embedder,
+    async embedOne(bytes) {
+      const r = await embedder.embedOne(bytes);
+      metrics.countEmbeddings(1);
+      return r;
+    },
+    async embedMany(items) {
+      const outcomes = await embedder.embedMany(items);
+      metrics.countEmbeddings(outcomes.filter((o) => o.ok).length);
+      return outcomes;
+    },
+  };
 }

@@ -4,7 +4,7 @@ import path from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
-import type { GraphQLHttpServer } from "../src/graphql/graphql.server.js";
+import type { HttpServer } from "../src/http/http.server.js";
 import { killFaissWorkerForTest } from "../src/index/faiss/faiss-worker.backend.js";
 import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { storageKeyFor } from "../src/ingest/ingest.service.js";
@@ -47,7 +47,7 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
   let s3: Awaited<ReturnType<typeof startTestS3>>;
   let scratch: Awaited<ReturnType<typeof scratchDir>>;
   let app: App;
-  let server: GraphQLHttpServer;
+  let server: HttpServer;
   let url: string;
   let gallery: DatasetImage[];
   let queries: DatasetImage[];

@@ -25,7 +25,13 @@ export const envSchema = z.object({
     .default("info")
     .describe("pino log level."),
   HOST: z.string().default("127.0.0.1").describe("Interface the HTTP server binds to."),
-  PORT: int(0).max(65535).default(4000).describe("HTTP port of the GraphQL endpoint (0 = any free port)."),
+  PORT: int(0)
+    .max(65535)
+    .default(4000)
+    .describe("HTTP port of the web app, GraphQL (/graphql), /healthz, /readyz and /metrics (0 = any free port)."),
+  GRAPHIQL: bool
+    .optional()
+    .describe("Serve the GraphiQL IDE at /graphiql (offline, from npm). Unset: on unless NODE_ENV=production."),
   DATABASE_URL: z
     .string()
     .optional()
@@ -229,7 +235,7 @@ export interface ModelConfig extends ModelPreset {
 export interface AppConfig {
   readonly env: Env["NODE_ENV"];
   readonly logLevel: Env["LOG_LEVEL"];
-  readonly http: { readonly host: string; readonly port: number };
+  readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
   readonly database:
     | { readonly kind: "external"; readonly url: string }
     | { readonly kind: "embedded"; readonly dataDir: string; readonly port: number };
@@ -329,7 +335,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   return {
     env: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
-    http: { host: env.HOST, port: env.PORT },
+    http: { host: env.HOST, port: env.PORT, graphiql: env.GRAPHIQL ?? env.NODE_ENV !== "production" },
     database: env.DATABASE_URL
       ? { kind: "external", url: env.DATABASE_URL }
       : {

@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, isNotNull, isNull, type SQL, sql } from "drizzle-orm";
 import type { ImageType } from "../shared/types.js";
 import type { Database } from "./db.client.js";
 import { defectTypes } from "./defect-types.table.js";
@@ -21,6 +21,34 @@ export interface GalleryRow {
   embedding: Float32Array | null;
 }
 
+/** A label with how many gallery images carry it. */
+export interface LabelCount {
+  code: string;
+  name: string;
+  imageCount: number;
+}
+
+/** A product with its gallery counts by image type. */
+export interface ProductCount extends LabelCount {
+  defectCount: number;
+  normalCount: number;
+}
+
+/** Which gallery images a browse returns; unset fields do not filter. */
+export interface GalleryBrowseFilter {
+  productCode?: string | null;
+  /** A defect code, or "normal" for normal images. */
+  defectCode?: string | null;
+  imageType?: ImageType | null;
+}
+
+/** A gallery image as the gallery browser lists it. */
+export type BrowsedImage = Omit<GalleryRow, "embedding"> & {
+  thumbnailKey: string | null;
+  width: number;
+  height: number;
+};
+
 /** Columns of a new `images` row. */
 export interface NewImage {
   productId: number;
@@ -28,6 +56,8 @@ export interface NewImage {
   imageType: ImageType;
   filePath: string | null;
   storageUrl: string | null;
+  /** Object key of the thumbnail, when one was made. */
+  thumbnailKey?: string | null;
   contentSha256: string;
   contentType: string | null;
   width: number;
@@ -217,6 +247,100 @@ export function createImageRepository({ db }: { db: Database }) {
         )
         .where(eq(images.imageType, imageType));
       return { total: row?.total ?? 0, missing: row?.missing ?? 0 };
+    },
+
+    /** Every product with its gallery image counts, by product code. */
+    async listProducts(): Promise<ProductCount[]> {
+      return db
+        .select({
+          code: products.productCode,
+          name: products.productName,
+          imageCount: sql<number>`count(${images.imageId})::int`,
+          defectCount: sql<number>`count(${images.imageId}) filter (where ${images.imageType} = 'defect')::int`,
+          normalCount: sql<number>`count(${images.imageId}) filter (where ${images.imageType} = 'normal')::int`,
+        })
+        .from(products)
+        .leftJoin(images, eq(images.productId, products.productId))
+        .groupBy(products.productId)
+        .orderBy(asc(products.productCode));
+    },
+
+    /** Every defect type with its gallery image count, by defect code. */
+    async listDefectTypes(): Promise<LabelCount[]> {
+      return db
+        .select({
+          code: defectTypes.defectCode,
+          name: defectTypes.defectName,
+          imageCount: sql<number>`count(${images.imageId})::int`,
+        })
+        .from(defectTypes)
+        .leftJoin(images, eq(images.defectTypeId, defectTypes.defectTypeId))
+        .groupBy(defectTypes.defectTypeId)
+        .orderBy(asc(defectTypes.defectCode));
+    },
+
+    /**
+     * One page of gallery images matching `filter`, by image id (keyset pagination), and how many match
+     * in all.
+     */
+    async browseGallery(
+      filter: GalleryBrowseFilter,
+      { afterImageId, limit }: { afterImageId: number; limit: number },
+    ): Promise<{ rows: BrowsedImage[]; total: number }> {
+      const where: SQL[] = [];
+      if (filter.productCode) where.push(eq(products.productCode, filter.productCode));
+      if (filter.defectCode === "normal") where.push(isNull(images.defectTypeId));
+      else if (filter.defectCode) where.push(eq(defectTypes.defectCode, filter.defectCode));
+      if (filter.imageType) where.push(eq(images.imageType, filter.imageType));
+      const base = () =>
+        db
+          .select({
+            ...galleryColumns,
+            thumbnailKey: images.thumbnailKey,
+            width: images.width,
+            height: images.height,
+          })
+          .from(images)
+          .innerJoin(products, eq(images.productId, products.productId))
+          .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId));
+      const [rows, [count]] = await Promise.all([
+        base()
+          .where(and(...where, gt(images.imageId, afterImageId)))
+          .orderBy(asc(images.imageId))
+          .limit(limit),
+        db
+          .select({ n: sql<number>`count(*)::int` })
+          .from(images)
+          .innerJoin(products, eq(images.productId, products.productId))
+          .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))
+          .where(and(...where)),
+      ]);
+      return { rows, total: count?.n ?? 0 };
+    },
+
+    /** Images with an original in object storage and no thumbnail yet, by image id. */
+    async imagesWithoutThumbnail(
+      afterImageId: number,
+      limit: number,
+    ): Promise<{ imageId: number; storageUrl: string; contentSha256: string }[]> {
+      const rows = await db
+        .select({
+          imageId: images.imageId,
+          storageUrl: images.storageUrl,
+          contentSha256: images.contentSha256,
+        })
+        .from(images)
+        .where(
+          and(isNull(images.thumbnailKey), isNotNull(images.storageUrl), gt(images.imageId, afterImageId)),
+        )
+        .orderBy(asc(images.imageId))
+        .limit(limit);
+      return rows.flatMap((r) => (r.storageUrl === null ? [] : [{ ...r, storageUrl: r.storageUrl }]));
+    },
+
+    /** Records that the thumbnail of `imageId` is stored under `key`. */
+    async setThumbnailKey(imageId: number, key: string): Promise<void> {
+      await db.update(images).set({ thumbnailKey: key }).where(eq(images.imageId, imageId));
     },
 
     /** Count and largest id of the gallery images of `imageType`: changes when images are added or deleted. */

@@ -1,10 +1,14 @@
 import type { AdminService } from "../admin/admin.service.js";
+import type { GalleryService } from "../gallery/gallery.service.js";
 import type { SearchService } from "../search/search.service.js";
 
 /** Per-request context handed to resolvers. */
 export interface GraphQLContext {
   search: SearchService;
   admin: AdminService;
+  gallery: GalleryService;
+  /** Largest image a search accepts (bytes); uploads are cut off past it. */
+  maxImageBytes: number;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */
   adminAccess: "granted" | "missing" | "invalid" | "disabled" | "throttled";
 }

@@ -1,12 +1,8 @@
 import { readFileSync } from "node:fs";
-import type { IncomingMessage } from "node:http";
-import { fileURLToPath } from "node:url";
 import { ApolloServer, type ApolloServerPlugin } from "@apollo/server";
 import { unwrapResolverError } from "@apollo/server/errors";
-import { startStandaloneServer } from "@apollo/server/standalone";
+import GraphQLUpload from "graphql-upload/GraphQLUpload.mjs";
 import type { Logger } from "pino";
-import type { AdminService } from "../admin/admin.service.js";
-import type { SearchService } from "../search/search.service.js";
 import { DomainError } from "../shared/errors.js";
 import { checkAdminAccess, createAdminGuard } from "./admin.auth.js";
 import type { GraphQLContext } from "./graphql.context.js";
@@ -15,7 +11,7 @@ import { type OperationLimits, operationLimits } from "./operation-limits.js";
 import { resolvers } from "./resolvers.js";
 
 /** The SDL the service implements (repo root `schema.graphql`). */
-export const SCHEMA_PATH = fileURLToPath(new URL("../../schema.graphql", import.meta.url));
+export const SCHEMA_PATH = new URL("../../schema.graphql", import.meta.url);
 
 /**
  * A response whose errors include OVERLOADED gets HTTP 503 and `Retry-After`, so load balancers and HTTP
@@ -39,44 +35,44 @@ const overloadStatusPlugin: ApolloServerPlugin<GraphQLContext> = {
   },
 };
 
-/** A started GraphQL HTTP endpoint. */
-export interface GraphQLHttpServer {
-  /** e.g. `http://127.0.0.1:4000/` */
-  readonly url: string;
+/** A started Apollo Server and how to build each request's context. */
+export interface GraphQLEndpoint {
+  readonly apollo: ApolloServer<GraphQLContext>;
+  /**
+   * The context of one request.
+   * @param authorization - the request's `Authorization` header.
+   * @param address - the client's address (admin-token throttling).
+   */
+  context(authorization: string | undefined, address: string): Promise<GraphQLContext>;
   stop(): Promise<void>;
 }
 
 /**
- * Starts Apollo Server over HTTP (POST JSON; CSRF prevention on, so browsers' simple requests are refused).
- * @param port - 0 picks a free port.
+ * Builds and starts Apollo Server for the SDL in {@link SCHEMA_PATH}, with the operation limits, the error
+ * formatter and CSRF prevention (Apollo's default: simple requests, multipart included, need a preflight
+ * header). The HTTP framework mounts it.
  */
-export async function startGraphQLServer({
-  search,
-  admin,
+export async function startGraphQLEndpoint({
+  services,
   adminToken,
-  host,
-  port,
   exposeStack,
   introspection,
   limits,
   logger,
 }: {
-  search: SearchService;
-  admin: AdminService;
+  services: Omit<GraphQLContext, "adminAccess">;
   adminToken: string | undefined;
-  host: string;
-  port: number;
   exposeStack: boolean;
   /** Schema introspection (on in development, off in production by default). */
   introspection: boolean;
   limits: OperationLimits;
   logger: Logger;
-}): Promise<GraphQLHttpServer> {
+}): Promise<GraphQLEndpoint> {
   const guards = operationLimits(limits);
   const adminGuard = createAdminGuard();
-  const server = new ApolloServer<GraphQLContext>({
+  const apollo = new ApolloServer<GraphQLContext>({
     typeDefs: readFileSync(SCHEMA_PATH, "utf8"),
-    resolvers,
+    resolvers: { ...resolvers, Upload: GraphQLUpload },
     formatError: createErrorFormatter({ logger, exposeStack }),
     includeStacktraceInErrorResponses: exposeStack,
     introspection,
@@ -84,16 +80,13 @@ export async function startGraphQLServer({
     parseOptions: guards.parseOptions,
     plugins: [...guards.plugins, overloadStatusPlugin],
   });
-  const { url } = await startStandaloneServer(server, {
-    listen: { host, port },
-    context: async ({ req }: { req: IncomingMessage }) => ({
-      search,
-      admin,
-      adminAccess: await adminGuard(
-        checkAdminAccess(req.headers.authorization, adminToken),
-        req.socket.remoteAddress ?? "unknown",
-      ),
+  await apollo.start();
+  return {
+    apollo,
+    context: async (authorization, address) => ({
+      ...services,
+      adminAccess: await adminGuard(checkAdminAccess(authorization, adminToken), address),
     }),
-  });
-  return { url, stop: () => server.stop() };
+    stop: () => apollo.stop(),
+  };
 }

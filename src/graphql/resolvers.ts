@@ -3,6 +3,7 @@ import { errors } from "../shared/errors.js";
 import { requireAdmin } from "./admin.auth.js";
 import type { Resolvers } from "./generated/resolvers-types.js";
 import type { GraphQLContext } from "./graphql.context.js";
+import { readUpload } from "./upload.js";
 
 const isAdmin = (ctx: GraphQLContext) => ctx.adminAccess === "granted";
 const REDACTED = "unavailable (details are shown with the admin token)";
@@ -30,9 +31,10 @@ export const resolvers: Resolvers = {
   RebuildStatus: { RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
 
   Query: {
-    searchSimilar: (_, { input }, ctx) =>
+    searchSimilar: async (_, { input }, ctx) =>
       ctx.search.search({
         image: {
+          bytes: input.image.file ? await readUpload(input.image.file, ctx.maxImageBytes) : undefined,
           base64: input.image.base64,
           storageKey: input.image.storageKey,
           galleryImageId:
@@ -49,6 +51,16 @@ export const resolvers: Resolvers = {
       }),
     status: (_, __, ctx) => ctx.admin.status(),
     rebuildTask: (_, { id }, ctx) => ctx.admin.task(String(id)) ?? null,
+    products: (_, __, ctx) => ctx.gallery.products(),
+    defectTypes: (_, __, ctx) => ctx.gallery.defectTypes(),
+    galleryImages: async (_, { filter, first, after }, ctx) => {
+      const page = await ctx.gallery.page(
+        { productCode: filter?.productCode, defectCode: filter?.defectCode, imageType: filter?.imageType },
+        first ?? 24,
+        after === null || after === undefined ? 0 : parseId(after, "after"),
+      );
+      return { ...page, nextCursor: page.nextCursor === null ? null : String(page.nextCursor) };
+    },
   },
 
   Mutation: {
@@ -70,6 +82,17 @@ export const resolvers: Resolvers = {
     imageId: (h) => (h.imageId === null ? null : String(h.imageId)),
     // Server paths are for operators; everyone else gets the file name.
     filePath: (h, _, ctx) => (h.filePath === null || isAdmin(ctx) ? h.filePath : path.basename(h.filePath)),
+  },
+  ProductSummary: {
+    productCode: (p) => p.code,
+    productName: (p) => p.name,
+  },
+  DefectTypeSummary: {
+    defectCode: (d) => d.code,
+    defectName: (d) => d.name,
+  },
+  GalleryImage: {
+    imageId: (i) => String(i.imageId),
   },
   IndexStatus: {
     checksum: (s) => s.indexSha256,

@@ -6,6 +6,7 @@ import type { Embedder } from "../embedding/embedder.service.js";
 import type { ImageInfo } from "../embedding/image.decoder.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { originalKey } from "../storage/original-key.js";
+import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "../thumbnails/thumbnail.js";
 import { type DatasetImage, humanizeCode } from "./dataset.reader.js";
 
 /** Counts of an ingestion run, reported as it goes. */
@@ -134,11 +135,23 @@ export function createIngestService({
               const key = storageKeyFor(item.sha256, item.info.contentType);
               try {
                 await blobStore.put(key, item.bytes, item.info.contentType);
-                return [{ ...item, key }];
               } catch (e) {
                 fail(item.img.path, `upload failed: ${(e as Error).message}`);
                 return [];
               }
+              // A missing thumbnail costs the image nothing: the row records none and the backfill job
+              // makes it later.
+              const thumbKey = thumbnailKey(item.sha256);
+              const thumbnailStored = await makeThumbnail(item.bytes)
+                .then((thumb) => blobStore.put(thumbKey, thumb, THUMBNAIL_CONTENT_TYPE))
+                .then(
+                  () => true,
+                  (err) => {
+                    logger.warn({ err, file: item.img.path }, "thumbnail not made; the backfill retries it");
+                    return false;
+                  },
+                );
+              return [{ ...item, key, thumbnailKey: thumbnailStored ? thumbKey : null }];
             }),
           )
         ).flat();
@@ -151,6 +164,7 @@ export function createIngestService({
               imageType: u.img.imageType,
               filePath: u.img.path,
               storageUrl: blobStore.storageUrl(u.key),
+              thumbnailKey: u.thumbnailKey,
               contentSha256: u.sha256,
               contentType: u.info.contentType,
               width: u.info.width,

@@ -47,9 +47,12 @@ const MAX_FAILURES_SHOWN = 50;
 export function createRebuildJobs({
   matchers,
   logger,
+  onFinished = () => {},
 }: {
   matchers: ReadonlyMap<MatcherVersion, Matcher>;
   logger: Logger;
+  /** Called once per task when it ends, succeeded or failed (metrics). */
+  onFinished?: (task: Readonly<RebuildTask>) => void;
 }) {
   const tasks: RebuildTask[] = [];
   let running: Promise<void> | undefined;
@@ -93,6 +96,7 @@ export function createRebuildJobs({
         },
         "index rebuild finished",
       );
+      onFinished(task);
     }
   }
 

@@ -9,10 +9,13 @@ import { errors, isDomainError } from "../shared/errors.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { isCallerReadableKey } from "../storage/original-key.js";
+import { thumbnailKey } from "../thumbnails/thumbnail.js";
 import type { MatcherVersionFlag } from "./matcher-version.flag.js";
 
 /** Where the query image comes from; exactly one field is set. */
 export interface QueryImage {
+  /** The image file's bytes (a multipart upload). */
+  bytes?: Buffer | null;
   /** The image bytes, base64 (a `data:image/...;base64,` prefix is accepted). */
   base64?: string | null;
   /** Key of an object already in the service's bucket. */
@@ -41,6 +44,8 @@ export interface SearchHit extends GalleryEntry {
   score: number;
   /** Presigned GET URL of the original, when it is in object storage. */
   downloadUrl: string | null;
+  /** Presigned GET URL of the original's WebP thumbnail, when the original is in object storage. */
+  thumbnailUrl: string | null;
 }
 
 /** Time spent per stage of one search (ms). */
@@ -170,11 +175,13 @@ export function createSearchService({
 
   /** The query embedding and the content hash to leave out of the results, if any. */
   async function queryEmbedding(image: QueryImage, timing: SearchTiming) {
-    const given = [image.base64, image.storageKey, image.galleryImageId].filter(
+    const given = [image.bytes, image.base64, image.storageKey, image.galleryImageId].filter(
       (v) => v !== undefined && v !== null,
     );
     if (given.length !== 1) {
-      throw errors.badInput("Give exactly one of image.base64, image.storageKey or image.galleryImageId.");
+      throw errors.badInput(
+        "Give exactly one of image.file, image.base64, image.storageKey or image.galleryImageId.",
+      );
     }
     let bytes: Buffer;
     let exclude: string | undefined;
@@ -195,6 +202,13 @@ export function createSearchService({
     } else if (image.storageKey !== undefined && image.storageKey !== null) {
       const storageKey = image.storageKey;
       bytes = await fetching(() => fetchCallerObject(storageKey));
+    } else if (image.bytes !== undefined && image.bytes !== null) {
+      bytes = image.bytes;
+      if (bytes.length > maxImageBytes)
+        throw errors.imageTooLarge(
+          `The image is ${bytes.length} bytes; the limit is ${maxImageBytes} bytes. Send a smaller or more compressed image.`,
+          { sizeBytes: bytes.length, maxBytes: maxImageBytes },
+        );
     } else {
       bytes = decodeBase64(image.base64 ?? "");
     }
@@ -266,7 +280,12 @@ export function createSearchService({
       matches.map(async ({ entry, score }, i) => {
         const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
         const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
-        return { ...entry, rank: i + 1, score, downloadUrl };
+        // Thumbnails are content-addressed like originals, so no lookup is needed to name one.
+        const thumbnailUrl =
+          key && entry.contentSha256
+            ? await blobStore.presignedGetUrl(thumbnailKey(entry.contentSha256), presignExpirySeconds)
+            : null;
+        return { ...entry, rank: i + 1, score, downloadUrl, thumbnailUrl };
       }),
     );
     timing.totalMs = performance.now() - start;

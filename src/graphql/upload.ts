@@ -1,0 +1,39 @@
+import type { FileUpload } from "graphql-upload/processRequest.mjs";
+import { errors, isDomainError } from "../shared/errors.js";
+
+/** What the `Upload` scalar resolves to: the file part of a multipart request, once it starts arriving. */
+export type UploadPromise = Promise<FileUpload>;
+
+/**
+ * Reads an uploaded file into memory, refusing it past `maxBytes`.
+ * graphql-upload stops the stream itself at its own `maxFileSize` (set to the same limit by the HTTP
+ * server) and fails it with a 413 error, which becomes IMAGE_TOO_LARGE here too.
+ * @throws DomainError IMAGE_TOO_LARGE, BAD_USER_INPUT (the part never arrived or was cut off).
+ */
+export async function readUpload(upload: UploadPromise, maxBytes: number): Promise<Buffer> {
+  const tooLarge = () =>
+    errors.imageTooLarge(
+      `The uploaded image is over the limit of ${maxBytes} bytes. Send a smaller or more compressed image.`,
+      { maxBytes },
+    );
+  let file: FileUpload;
+  try {
+    file = await upload;
+  } catch (e) {
+    throw errors.badInput(`The uploaded file could not be read: ${(e as Error).message}`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of file.createReadStream()) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (e) {
+    if (isDomainError(e)) throw e;
+    if ((e as { status?: number }).status === 413) throw tooLarge();
+    throw errors.badInput(`The upload was cut off before its end: ${(e as Error).message}`);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,27 @@
+import sharp from "sharp";
+
+/** Longest side of a thumbnail (pixels): sharp enough for a 2x-density grid cell of 128 CSS pixels. */
+export const THUMBNAIL_MAX_SIDE = 256;
+
+/** Content type of every thumbnail. */
+export const THUMBNAIL_CONTENT_TYPE = "image/webp";
+
+/**
+ * Object key of the thumbnail of the original with content hash `sha256` (hex), beside the originals'
+ * `images/<2 hex>/` layout, so a thumbnail is found from the hash alone.
+ */
+export const thumbnailKey = (sha256: string) => `thumbnails/${sha256.slice(0, 2)}/${sha256}.webp`;
+
+/**
+ * A WebP thumbnail of an image: EXIF-oriented, fitted inside {@link THUMBNAIL_MAX_SIDE} pixels, never
+ * enlarged. sharp runs on libuv's thread pool, so the event loop only waits for it.
+ * @param maxPixels - refuse inputs larger than this (width x height), as ingestion does.
+ * @throws Error from sharp when the bytes are not a decodable image.
+ */
+export function makeThumbnail(bytes: Buffer, maxPixels = 100_000_000): Promise<Buffer> {
+  return sharp(bytes, { limitInputPixels: maxPixels })
+    .rotate()
+    .resize(THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE, { fit: "inside", withoutEnlargement: true })
+    .webp({ quality: 75 })
+    .toBuffer();
+}
