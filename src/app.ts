@@ -15,14 +15,14 @@ import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
 import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
-import { backfillThumbnails } from "./jobs/thumbnail-backfill.js";
 import { startIndexes } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
+import { backfillThumbnails } from "./jobs/thumbnail-backfill.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
 import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
-import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, type SearchService } from "./search/search.service.js";
 import { isDomainError } from "./shared/errors.js";
 import { IMAGE_TYPES, MATCHER_VERSIONS, type MatcherVersion } from "./shared/types.js";
@@ -243,8 +243,8 @@ export async function createApp(
       // Images ingested before thumbnails existed get theirs in the background; the grid shows a
       // placeholder until then.
       const stop = new AbortController();
-      const running = backfillThumbnails({ repository, blobStore, logger, signal: stop.signal }).catch((err) =>
-        logger.warn({ err }, "thumbnail backfill stopped"),
+      const running = backfillThumbnails({ repository, blobStore, logger, signal: stop.signal }).catch(
+        (err) => logger.warn({ err }, "thumbnail backfill stopped"),
       );
       cleanups.push(async () => {
         stop.abort();

@@ -16,7 +16,18 @@ try {
   const server = await app.listen();
   logger.info({ url: server.url, activeVersion: config.matcher.initialVersion }, "defect-lens ready");
   process.stdout.write(
-    `\ndefect-lens GraphQL endpoint: ${server.url}\n\nTry:\n${exampleQuery(server.url)}\n\n`,
+    [
+      "",
+      `defect-lens web app:      ${server.url}`,
+      `GraphQL endpoint:         ${server.graphqlUrl}`,
+      ...(config.http.graphiql ? [`GraphiQL (offline IDE):   ${server.url}graphiql`] : []),
+      `Health, readiness, metrics: ${server.url}healthz ${server.url}readyz ${server.url}metrics`,
+      "",
+      "Try:",
+      exampleQuery(server.graphqlUrl),
+      "",
+      "",
+    ].join("\n"),
   );
   const shutdown = async (signal: string) => {
     logger.info({ signal }, "shutting down");

@@ -28,10 +28,14 @@ export const envSchema = z.object({
   PORT: int(0)
     .max(65535)
     .default(4000)
-    .describe("HTTP port of the web app, GraphQL (/graphql), /healthz, /readyz and /metrics (0 = any free port)."),
+    .describe(
+      "HTTP port of the web app, GraphQL (/graphql), /healthz, /readyz and /metrics (0 = any free port).",
+    ),
   GRAPHIQL: bool
     .optional()
-    .describe("Serve the GraphiQL IDE at /graphiql (offline, from npm). Unset: on unless NODE_ENV=production."),
+    .describe(
+      "Serve the GraphiQL IDE at /graphiql (offline, from npm). Unset: on unless NODE_ENV=production.",
+    ),
   DATABASE_URL: z
     .string()
     .optional()

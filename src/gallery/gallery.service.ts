@@ -56,7 +56,10 @@ export function createGalleryService({
       if (!Number.isInteger(first) || first < 1 || first > MAX_GALLERY_PAGE)
         throw errors.badInput(`first must be an integer from 1 to ${MAX_GALLERY_PAGE}; got ${first}.`);
       // One row more than asked tells whether another page follows.
-      const { rows, total } = await repository.browseGallery(filter, { afterImageId: after, limit: first + 1 });
+      const { rows, total } = await repository.browseGallery(filter, {
+        afterImageId: after,
+        limit: first + 1,
+      });
       const shown = rows.slice(0, first);
       const images = await Promise.all(
         shown.map(async (r) => ({

@@ -1,10 +1,15 @@
-/** A ready-to-paste curl command searching with a local image file, printed at startup. */
-export function exampleQuery(url: string): string {
+/**
+ * Ready-to-paste curl commands printed at startup: a search uploading a local image file as a GraphQL
+ * multipart request (no base64), and a status query.
+ * @param graphqlUrl - e.g. `http://127.0.0.1:4000/graphql`
+ */
+export function exampleQuery(graphqlUrl: string): string {
   return [
     "  IMG=path/to/part.jpg",
-    `  curl -s ${url} -H 'content-type: application/json' \\`,
-    `    --data "{\\"query\\":\\"query(\\$img:String!){searchSimilar(input:{image:{base64:\\$img},topK:5}){version tookMs hits{rank score productCode defectCode downloadUrl}}}\\",\\"variables\\":{\\"img\\":\\"$(base64 -w0 "$IMG")\\"}}"`,
+    `  curl -s ${graphqlUrl} -H 'Apollo-Require-Preflight: true' \\`,
+    `    -F operations='{"query":"query($f:Upload!){searchSimilar(input:{image:{file:$f},topK:5}){version tookMs hits{rank score productCode defectCode downloadUrl}}}","variables":{"f":null}}' \\`,
+    `    -F map='{"0":["variables.f"]}' -F 0=@"$IMG"`,
     "",
-    `  curl -s ${url} -H 'content-type: application/json' --data '{"query":"{status{activeVersion indexes{version imageType ready count source}}}"}'`,
+    `  curl -s ${graphqlUrl} -H 'content-type: application/json' --data '{"query":"{status{activeVersion indexes{version imageType ready count source}}}"}'`,
   ].join("\n");
 }

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { RebuildTask } from "../jobs/rebuild.job.js";
 import type { IndexState } from "../matchers/matcher.js";
 import type { SearchTiming } from "../search/search.service.js";
@@ -82,7 +82,11 @@ export function createMetrics({ indexStates }: { indexStates: () => readonly Ind
   perIndex("index_built_timestamp_seconds", "When the served index was built (Unix time).", (s) =>
     s.builtAt ? Date.parse(s.builtAt) / 1000 : null,
   );
-  perIndex("index_recall_at_10", "recall@10 the build measured (approximate indexes only).", (s) => s.recallAt10);
+  perIndex(
+    "index_recall_at_10",
+    "recall@10 the build measured (approximate indexes only).",
+    (s) => s.recallAt10,
+  );
 
   return {
     registry,

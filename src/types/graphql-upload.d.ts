@@ -1,8 +1,8 @@
 // graphql-upload 17 documents its types in JSDoc inside .mjs files, which tsc does not read from
 // node_modules; these are the parts the service uses (processRequest.mjs, GraphQLUpload.mjs).
 declare module "graphql-upload/processRequest.mjs" {
-  import type { IncomingMessage, ServerResponse } from "node:http";
   import type { ReadStream } from "node:fs";
+  import type { IncomingMessage, ServerResponse } from "node:http";
 
   /** One uploading file (graphql-upload's FileUpload). */
   export interface FileUpload {
@@ -28,6 +28,7 @@ declare module "graphql-upload/processRequest.mjs" {
 
 declare module "graphql-upload/GraphQLUpload.mjs" {
   import type { GraphQLScalarType } from "graphql";
+
   const GraphQLUpload: GraphQLScalarType;
   export default GraphQLUpload;
 }

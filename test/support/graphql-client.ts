@@ -41,6 +41,7 @@ export const SEARCH = /* GraphQL */ `
         filePath
         storageUrl
         downloadUrl
+        thumbnailUrl
         contentSha256
       }
     }
@@ -65,6 +66,7 @@ export interface SearchAnswer {
       filePath: string | null;
       storageUrl: string | null;
       downloadUrl: string | null;
+      thumbnailUrl: string | null;
       contentSha256: string | null;
     }[];
   };

@@ -1,0 +1,91 @@
+import path from "node:path";
+import { expect } from "vitest";
+import { type App, createApp } from "../../src/app.js";
+import type { HttpServer } from "../../src/http/http.server.js";
+import { type DatasetImage, listDatasetImages } from "../../src/ingest/dataset.reader.js";
+import { exportV1Gallery } from "../../src/ingest/v1-gallery.export.js";
+import { rebuildAndWait } from "./graphql-client.js";
+import {
+  DATASETS_DIR,
+  scratchDir,
+  startTestDatabase,
+  startTestS3,
+  testConfig,
+  testLogger,
+} from "./services.js";
+
+/** The admin token of {@link startWebGallery}'s service. */
+export const WEB_ADMIN_TOKEN = "web-admin-token-0123456789";
+
+/** The first `perClass` images of each defect type, so a real gallery ingests in seconds. */
+function firstPerClass(images: readonly DatasetImage[], perClass: number): DatasetImage[] {
+  const taken = new Map<string, number>();
+  return images.filter((img) => {
+    const key = `${img.productCode}/${img.defectCode ?? "good"}`;
+    const n = taken.get(key) ?? 0;
+    taken.set(key, n + 1);
+    return n < perClass;
+  });
+}
+
+/** A running service over a real xsdd gallery subset, V1 and V2 indexes built, on real servers. */
+export interface WebGallery {
+  app: App;
+  server: HttpServer;
+  /** e.g. `http://127.0.0.1:1234/` */
+  url: string;
+  /** `url` + `graphql` */
+  graphqlUrl: string;
+  gallery: DatasetImage[];
+  /** Held-out query images of the same classes (never ingested). */
+  queries: DatasetImage[];
+  /** The S3 server's origin (presigned URLs point there). */
+  s3Origin: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts PostgreSQL, an S3 server and the service (ADMIN_TOKEN {@link WEB_ADMIN_TOKEN}, V1 gallery
+ * exported from the same images), ingests `perClass` xsdd gallery images per defect type and builds
+ * every index.
+ * @param extra - more settings for the service.
+ */
+export async function startWebGallery(
+  perClass = 20,
+  extra: Record<string, string> = {},
+): Promise<WebGallery> {
+  const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+  const root = path.join(DATASETS_DIR, "xsdd");
+  const gallery = firstPerClass(await listDatasetImages({ root, split: "gallery" }), perClass);
+  const queries = firstPerClass(await listDatasetImages({ root, split: "query" }), 2);
+  const v1Dir = path.join(scratch.dir, "v1-gallery");
+  await exportV1Gallery({ images: gallery, outDir: v1Dir });
+  const config = testConfig({
+    databaseUrl: db.url,
+    s3,
+    indexDir: path.join(scratch.dir, "index-cache"),
+    extra: { ADMIN_TOKEN: WEB_ADMIN_TOKEN, V1_GALLERY_DIR: v1Dir, STARTUP_REBUILD: "never", ...extra },
+  });
+  const app: App = await createApp(config, testLogger);
+  const server = await app.listen();
+  const summary = await app.ingest.ingest(gallery);
+  expect(summary.failed).toBe(0);
+  for (const version of ["V2", "V1"]) {
+    const task = await rebuildAndWait(server.url, WEB_ADMIN_TOKEN, "ALL", version);
+    expect(task.status, JSON.stringify(task.error)).toBe("SUCCEEDED");
+  }
+  return {
+    app,
+    server,
+    url: server.url,
+    graphqlUrl: server.graphqlUrl,
+    gallery,
+    queries,
+    s3Origin: new URL(s3.endpoint).origin,
+    async stop() {
+      await app.close();
+      await Promise.all([db.stop(), s3.stop()]);
+      await scratch.remove();
+    },
+  };
+}
