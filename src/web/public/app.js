@@ -151,6 +151,7 @@ function setQueryFile(file) {
   $("crop-area").hidden = false;
   $("crop-box").hidden = true;
   $("crop-info").textContent = "";
+  $("search-query-note").textContent = "";
   setStatus($("search-status"), `Query image: ${file.name ?? "pasted image"}. Press Search.`);
 }
 
@@ -321,7 +322,7 @@ function renderResults(list, hits) {
         actions.append(el("a", { href: h.downloadUrl, target: "_blank", rel: "noopener", text: "Original" }));
       return el(
         "li",
-        { className: "card", "data-rank": String(h.rank) },
+        { className: "card", "data-rank": String(h.rank), "data-image-id": h.imageId },
         thumb,
         el(
           "div",
@@ -595,7 +596,9 @@ async function compareMatchers(e) {
     );
     const a = v1.searchSimilar.hits;
     const b = v2.searchSimilar.hits;
-    const key = (h) => `${h.productCode}/${h.defectCode ?? "normal"}`;
+    // V1 file names write codes' "_" as "-" (the old parser splits on "_"), so codes are compared with both
+    // spellings folded together.
+    const key = (h) => `${h.productCode}/${h.defectCode ?? "normal"}`.replaceAll("-", "_");
     const render = (list, hits, other) =>
       list.replaceChildren(
         ...hits.map((h, i) =>
