@@ -8,6 +8,8 @@ const WORKER = fileURLToPath(new URL("./load-worker.ts", import.meta.url));
 
 /** One load level's figures. */
 export interface LoadResult {
+  /** How the query image travelled: base64 inside JSON, or a GraphQL multipart upload. */
+  encoding: "base64" | "multipart";
   connections: number;
   requests: number;
   requestsPerSecond: number;
@@ -46,13 +48,16 @@ function runWorker(spec: LoadSpec): Promise<LoadOutcome> {
  * Loads `spec.url` from a child process while sampling this process's event-loop delay (the service
  * must run in this process for that figure to mean anything).
  */
-export async function measureLoad(spec: LoadSpec): Promise<LoadResult> {
+export async function measureLoad(
+  spec: LoadSpec & { encoding?: LoadResult["encoding"] },
+): Promise<LoadResult> {
   const h = monitorEventLoopDelay({ resolution: 1 });
   h.enable();
   const o = await runWorker(spec);
   h.disable();
   const ms = (ns: number) => ns / 1e6;
   return {
+    encoding: spec.encoding ?? "base64",
     connections: spec.connections,
     requests: o.requests,
     requestsPerSecond: o.latenciesMs.length / o.durationSeconds,

@@ -10,8 +10,12 @@ import autocannon from "autocannon";
 /** What to load and how. */
 export interface LoadSpec {
   url: string;
-  /** File holding the POST body (JSON). */
+  /** File holding the POST body. */
   bodyFile: string;
+  /** Content type of the body; default application/json. */
+  contentType?: string;
+  /** More request headers (e.g. Apollo's CSRF preflight header for multipart). */
+  headers?: Record<string, string>;
   connections: number;
   durationSeconds: number;
 }
@@ -34,7 +38,7 @@ const result = await new Promise<autocannon.Result>((resolve, reject) => {
     {
       url: spec.url,
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": spec.contentType ?? "application/json", ...spec.headers },
       body: readFileSync(spec.bodyFile),
       connections: spec.connections,
       duration: spec.durationSeconds,

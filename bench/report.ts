@@ -118,10 +118,11 @@ function search(r: SearchResult[], dimension: number): string[] {
 function http(h: HttpBench): string[] {
   const rows = h.results.flatMap((r) =>
     r.notRun
-      ? [[r.gallerySize, r.factory, r.notRun, "", "", "", "", ""]]
+      ? [[r.gallerySize, r.factory, r.notRun, "", "", "", "", "", ""]]
       : r.levels.map((l) => [
           `${r.gallerySize} (${r.realImages} real)`,
           r.factory,
+          l.encoding ?? "base64",
           l.connections,
           ms(l.latencyMs.p50),
           l.connections === 4 ? againstMax(l.latencyMs.p99, TARGETS.httpP99MsAtC4) : ms(l.latencyMs.p99),
@@ -139,6 +140,7 @@ function http(h: HttpBench): string[] {
       [
         "gallery (defect index)",
         "index",
+        "query image sent as",
         "concurrency",
         "p50 ms",
         "p99 ms (target at c=4)",

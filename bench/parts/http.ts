@@ -45,10 +45,10 @@ async function pickQueryImage(ctx: BenchContext): Promise<string> {
 }
 
 /**
- * `searchSimilar` over HTTP: a scratch service (real gallery ingested and indexed, Apollo server in this
+ * `searchSimilar` over HTTP: a scratch service (real gallery ingested and indexed, HTTP server in this
  * process) loaded by autocannon from a child process at each concurrency, with the real query image
- * closest to 100 KB; then the same with the defect index padded by synthetic vectors to each
- * `--http-sizes` size.
+ * closest to 100 KB sent as base64 in JSON and as a GraphQL multipart upload; then the same with the
+ * defect index padded by synthetic vectors to each `--http-sizes` size.
  */
 export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
   const { opts } = ctx;
@@ -75,8 +75,30 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
     });
     const bodyFile = path.join(env.dir, "search-body.json");
     await writeFile(bodyFile, body);
+    // The same search as a GraphQL multipart request: the image's bytes as a file part, no base64.
+    const form = new FormData();
+    form.append(
+      "operations",
+      JSON.stringify({
+        query: SEARCH,
+        variables: { input: { image: { file: null }, imageType: "DEFECT", topK } },
+      }),
+    );
+    form.append("map", JSON.stringify({ 0: ["variables.input.image.file"] }));
+    form.append("0", new Blob([new Uint8Array(bytes)], { type: "image/jpeg" }), path.basename(queryPath));
+    const multipart = new Response(form);
+    const multipartFile = path.join(env.dir, "search-body.multipart");
+    await writeFile(multipartFile, Buffer.from(await multipart.arrayBuffer()));
+    const encodings = {
+      base64: { bodyFile },
+      multipart: {
+        bodyFile: multipartFile,
+        contentType: multipart.headers.get("content-type") ?? "",
+        headers: { "apollo-require-preflight": "true" },
+      },
+    } as const;
     const check = async () => {
-      const res = await fetch(server.url, {
+      const res = await fetch(server.graphqlUrl, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body,
@@ -119,16 +141,24 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
         `http: ${indexSize} vectors: warm-up, then c=${opts.concurrency.join(",")} for ${opts.duration} s each`,
       );
       await measureLoad({
-        url: server.url,
+        url: server.graphqlUrl,
         bodyFile,
         connections: 4,
         durationSeconds: Math.min(3, opts.duration),
       });
       const levels: LoadResult[] = [];
       for (const c of opts.concurrency) {
-        levels.push(
-          await measureLoad({ url: server.url, bodyFile, connections: c, durationSeconds: opts.duration }),
-        );
+        for (const encoding of ["base64", "multipart"] as const) {
+          levels.push(
+            await measureLoad({
+              url: server.graphqlUrl,
+              ...encodings[encoding],
+              encoding,
+              connections: c,
+              durationSeconds: opts.duration,
+            }),
+          );
+        }
       }
       results.push({
         gallerySize: indexSize,
