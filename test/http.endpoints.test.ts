@@ -46,14 +46,14 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
     await web?.stop();
   });
 
-  it("answers /healthz always and /readyz 503 with a reason until the active indexes are served", async () => {
+  it("answers /healthz always and /readyz 503 with a reason until the active indexes are served; no GraphiQL in production", async () => {
     const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
     const app = await createApp(
       testConfig({
         databaseUrl: db.url,
         s3,
         indexDir: path.join(scratch.dir, "index-cache"),
-        extra: { STARTUP_REBUILD: "never" },
+        extra: { STARTUP_REBUILD: "never", NODE_ENV: "production" },
       }),
       testLogger,
     );
@@ -66,6 +66,9 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
       const body = (await notReady.json()) as { status: string; reasons: string[] };
       expect(body.status).toBe("not ready");
       expect(body.reasons.join(" ")).toMatch(/index v2\/defect is not served/);
+      // Production: no IDE unless GRAPHIQL=true.
+      expect((await fetch(`${server.url}graphiql`)).status).toBe(404);
+      expect((await fetch(`${server.url}vendor/graphiql.min.js`)).status).toBe(404);
     } finally {
       await app.close();
       await Promise.all([db.stop(), s3.stop(), scratch.remove()]);

@@ -211,6 +211,25 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     await shot("admin-compare");
   });
 
+  it("opens GraphiQL with no network beyond the service, and runs a query", async () => {
+    const foreign: string[] = [];
+    const blocked: string[] = [];
+    page.on("request", (r) => {
+      if (!r.url().startsWith(web.url) && !r.url().startsWith("data:")) foreign.push(r.url());
+    });
+    page.on("console", (m) => {
+      if (/Content Security Policy/i.test(m.text())) blocked.push(m.text());
+    });
+    await page.goto(`${web.url}graphiql`);
+    await page.waitForSelector(".graphiql-container");
+    await page.click(".graphiql-execute-button");
+    await page.waitForSelector(".graphiql-response :text('activeVersion')");
+    await shot("graphiql");
+    expect(foreign).toEqual([]);
+    expect(blocked).toEqual([]);
+    await page.goto(`${web.url}#admin`);
+  });
+
   it("refuses admin actions without the token and says so", async () => {
     await page.click("#admin-logout");
     await page.click("#switch-v1");

@@ -1,7 +1,7 @@
 // GraphiQL 3 from npm (UMD), served by the service itself: works with no CDN on air-gapped machines.
 const fetcher = GraphiQL.createFetcher({ url: "/graphql" });
 const defaultQuery = `# defect-lens: similarity search over defect images.
-# Query images are uploaded from the web app (multipart); here, search by a gallery image id:
+# Query images go as multipart uploads (the web app at /) or base64; try searchSimilar with galleryImageId.
 query Status {
   status { activeVersion indexes { version imageType ready count factory } }
   products { productCode productName imageCount }
