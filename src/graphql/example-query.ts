@@ -1,7 +1,10 @@
-/** A ready-to-paste curl command searching with a local image file, printed at startup. */
-export function exampleQuery(url: string): string {
+/**
+ * A ready-to-paste curl command searching with a local image file, printed at startup.
+ * @param image - a query image to put in the command (a held-back sample image); default a placeholder.
+ */
+export function exampleQuery(url: string, image = "path/to/part.jpg"): string {
   return [
-    "  IMG=path/to/part.jpg",
+    `  IMG=${image}`,
     `  curl -s ${url} -H 'content-type: application/json' \\`,
     `    --data "{\\"query\\":\\"query(\\$img:String!){searchSimilar(input:{image:{base64:\\$img},topK:5}){version tookMs hits{rank score productCode defectCode downloadUrl}}}\\",\\"variables\\":{\\"img\\":\\"$(base64 -w0 "$IMG")\\"}}"`,
     "",
