@@ -10,9 +10,9 @@ export { sha256File };
 
 /**
  * Makes sure the model file exists: when it is missing and `downloadUrl` is configured, downloads it,
- * checks its sha256 and moves it into place atomically.
+ * checks its sha256 and moves it into place atomically. An existing file is checked against `model.sha256`
+ * (MODEL_SHA256, or the shipped default model's sum when it is loaded from MODELS_DIR).
  * @returns the sha256 of the model file (hex).
- * An existing file is checked against `model.sha256` (MODEL_SHA256, or the shipped default model's sum).
  * @throws Error with an actionable message when the file is missing and cannot be downloaded, or when
  *   the checksum does not match.
  */
