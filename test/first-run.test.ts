@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { chmod, mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
+import { folderClosedToOthers } from "../src/db/embedded-postgres.js";
 import { gql, SEARCH, type SearchAnswer } from "./support/graphql-client.js";
 import {
   REPO_ROOT,
@@ -88,5 +89,26 @@ describe("first run on what ships: the default model and the sample gallery", ()
       count: 210,
       source: "loaded",
     });
+  });
+});
+
+describe("the embedded PostgreSQL's data folder", () => {
+  it("is refused up front, as root, under a folder the postgres user cannot traverse (a clone under /root)", async () => {
+    const scratch = await scratchDir();
+    try {
+      const closed = path.join(scratch.dir, "home");
+      await mkdir(path.join(closed, "clone", ".data"), { recursive: true });
+      await chmod(closed, 0o700);
+      await chmod(scratch.dir, 0o755);
+      const dataDir = path.join(closed, "clone", ".data", "postgres");
+      expect(await folderClosedToOthers(dataDir, 0)).toBe(closed);
+      await chmod(closed, 0o755);
+      expect(await folderClosedToOthers(dataDir, 0)).toBeUndefined();
+      // Not root: the server runs as the user, who owns the folders.
+      await chmod(closed, 0o700);
+      expect(await folderClosedToOthers(dataDir, 1000)).toBeUndefined();
+    } finally {
+      await scratch.remove();
+    }
   });
 });
