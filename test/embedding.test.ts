@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/config.js";
 import { createEmbedder, type Embedder } from "../src/embedding/embedder.service.js";
@@ -8,9 +10,10 @@ import {
 } from "../src/embedding/embedding.model.js";
 import { inspectImage, preprocessImage } from "../src/embedding/image.decoder.js";
 import { sha256File } from "../src/embedding/model.file.js";
+import { listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { isDomainError } from "../src/shared/errors.js";
-import { datasetImage, pngBomb } from "./support/images.js";
-import { MODELS_DIR } from "./support/services.js";
+import { pngBomb, sampleImage } from "./support/images.js";
+import { MODELS_DIR, SAMPLE_DIR, SHARED_PRESENT } from "./support/services.js";
 
 const cosine = (a: Float32Array, b: Float32Array) => a.reduce((s, v, i) => s + v * (b[i] as number), 0);
 
@@ -23,10 +26,16 @@ async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   }
 }
 
-describe.each([
+/**
+ * The shipped default model always; the shared fp32 SqueezeNet (another dimension) when ../shared is here
+ * (test/support/global-setup.ts prints whether it ran).
+ */
+const PRESETS: [string, number][] = [
   ["mobilenetv2-12-int8", 1280],
-  ["squeezenet1.1", 512],
-])("embedding with the real %s model", (preset, dimension) => {
+  ...(SHARED_PRESENT ? ([["squeezenet1.1", 512]] as [string, number][]) : []),
+];
+
+describe.each(PRESETS)("embedding with the real %s model", (preset, dimension) => {
   let embedder: Embedder;
   beforeAll(async () => {
     const config = loadConfig({ MODELS_DIR, MODEL_PRESET: preset });
@@ -39,21 +48,21 @@ describe.each([
   });
 
   it(`gives an L2-normalised ${dimension}-d vector, the same for the same bytes`, async () => {
-    const bytes = await datasetImage("neu_det/steel_strip_neu/scratches/scratches_1.jpg");
+    const bytes = await sampleImage("gallery/steel_strip_xsdd/surface_scratch/4001.jpg");
     const a = await embedder.embedOne(bytes);
     const b = await embedder.embedOne(bytes);
     expect(a.embedding).toHaveLength(dimension);
     expect(cosine(a.embedding, a.embedding)).toBeCloseTo(1, 4);
     expect(Array.from(a.embedding)).toEqual(Array.from(b.embedding));
-    expect(a.info).toMatchObject({ format: "jpeg", width: 200, height: 200 });
+    expect(a.info).toMatchObject({ format: "jpeg", width: 128, height: 128 });
   });
 
   it("places two images of one defect type closer than images of another", async () => {
     const [s1, s2, c1] = await embedder.embedMany(
       await Promise.all([
-        datasetImage("neu_det/steel_strip_neu/scratches/scratches_1.jpg"),
-        datasetImage("neu_det/steel_strip_neu/scratches/scratches_2.jpg"),
-        datasetImage("neu_det/steel_strip_neu/patches/patches_1.jpg"),
+        sampleImage("gallery/steel_strip_xsdd/surface_scratch/4001.jpg"),
+        sampleImage("gallery/steel_strip_xsdd/surface_scratch/4005.jpg"),
+        sampleImage("gallery/steel_strip_xsdd/red_iron/2001.jpg"),
       ]),
     );
     if (!s1?.ok || !s2?.ok || !c1?.ok) throw new Error("embedding failed");
@@ -61,10 +70,10 @@ describe.each([
   });
 
   it("embeds a batch exactly as it embeds images one by one", async () => {
-    const bytes = await datasetImage("xsdd/steel_strip_xsdd/red_iron/2078.jpg");
+    const bytes = await sampleImage("held-back/steel_strip_xsdd/red_iron/2005.jpg");
     const [batched] = await embedder.embedMany([
       bytes,
-      await datasetImage("neu_det/steel_strip_neu/patches/patches_1.jpg"),
+      await sampleImage("gallery/steel_strip_xsdd/red_iron/2001.jpg"),
     ]);
     const single = await embedder.embedOne(bytes);
     if (!batched?.ok) throw new Error("embedding failed");
@@ -91,7 +100,7 @@ describe("bad images", () => {
   });
 
   it("refuses a truncated JPEG", async () => {
-    const bytes = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
+    const bytes = await sampleImage("gallery/steel_strip_xsdd/iron_sheet_ash/3001.jpg");
     expect(await codeOf(embedder.embedOne(bytes.subarray(0, Math.floor(bytes.length / 2))))).toBe(
       "INVALID_IMAGE_FORMAT",
     );
@@ -108,7 +117,7 @@ describe("bad images", () => {
   });
 
   it("fails one bad image of a batch without failing the others", async () => {
-    const good = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
+    const good = await sampleImage("gallery/steel_strip_xsdd/iron_sheet_ash/3001.jpg");
     const outcomes = await embedder.embedMany([good, Buffer.from("nope"), good]);
     expect(outcomes.map((o) => o.ok)).toEqual([true, false, true]);
   });
@@ -121,7 +130,7 @@ describe("bad images", () => {
       modelConfig: config.model,
       limits: { maxBytes: 1e7, maxPixels: 4e7 },
     });
-    const bytes = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
+    const bytes = await sampleImage("gallery/steel_strip_xsdd/iron_sheet_ash/3001.jpg");
     expect(await codeOf(wrong.embedOne(bytes))).toBe("FEATURE_EXTRACTION_FAILED");
   });
 });
@@ -134,8 +143,8 @@ describe("the inference worker", () => {
   beforeAll(async () => {
     model = await loadEmbeddingModel(config.model, await sha256File(config.model.path));
     tensors = await Promise.all(
-      Array.from({ length: 64 }, async (_, i) => {
-        const bytes = await datasetImage(`neu_det/steel_strip_neu/scratches/scratches_${i + 1}.jpg`);
+      (await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") })).slice(0, 64).map(async (img) => {
+        const bytes = await readFile(img.path);
         return preprocessImage(
           bytes,
           await inspectImage(bytes, { maxBytes: 1e7, maxPixels: 4e7 }),

@@ -5,6 +5,8 @@ import { type App, createApp } from "../src/app.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
 import {
   DATASETS_DIR,
+  SAMPLE_DIR,
+  SHARED_PRESENT,
   scratchDir,
   startTestDatabase,
   startTestS3,
@@ -22,17 +24,21 @@ describe("ingestion of a dataset folder", () => {
   beforeAll(async () => {
     [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
     root = path.join(scratch.dir, "dataset");
-    // A small real folder: 3 tiles of each of two classes from magnetic_tile (one good), plus a corrupt file.
-    const source = await listDatasetImages({ root: path.join(DATASETS_DIR, "magnetic_tile") });
-    for (const cls of ["crack", "good"]) {
-      const picks = source.filter((i) => i.relPath.split("/")[1] === cls).slice(0, 3);
+    // A small real folder from the shipped sample: 3 red_iron images, 3 surface_scratch images filed as
+    // `good` (normal: the folder name is the label), plus a corrupt file.
+    const source = await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") });
+    for (const [cls, as] of [
+      ["red_iron", "red_iron"],
+      ["surface_scratch", "good"],
+    ] as const) {
+      const picks = source.filter((i) => i.defectCode === cls).slice(0, 3);
       for (const p of picks) {
-        const dest = path.join(root, p.relPath);
+        const dest = path.join(root, p.productCode, as, path.basename(p.path));
         await mkdir(path.dirname(dest), { recursive: true });
         await copyFile(p.path, dest);
       }
     }
-    const corrupt = path.join(root, "magnetic_tile", "crack", "corrupt.jpg");
+    const corrupt = path.join(root, "steel_strip_xsdd", "red_iron", "corrupt.jpg");
     const real = await readFile(source[0]?.path ?? "");
     await writeFile(corrupt, real.subarray(0, 300));
     app = await createApp(
@@ -77,12 +83,37 @@ describe("ingestion of a dataset folder", () => {
     expect((await app.repository.countGallery("defect", app.embedder.modelId)).missing).toBe(0);
   });
 
-  it("reads only the gallery rows of split.csv when asked", async () => {
-    const all = await listDatasetImages({ root: path.join(DATASETS_DIR, "neu_det") });
-    const gallery = await listDatasetImages({ root: path.join(DATASETS_DIR, "neu_det"), split: "gallery" });
-    const query = await listDatasetImages({ root: path.join(DATASETS_DIR, "neu_det"), split: "query" });
+  it(`reads only the gallery rows of split.csv when asked (${SHARED_PRESENT ? "shared neu_det" : "the shipped sample"})`, async () => {
+    const splitRoot = SHARED_PRESENT
+      ? path.join(DATASETS_DIR, "neu_det")
+      : await sampleWithSplitCsv(path.join(scratch.dir, "split"));
+    const all = await listDatasetImages({ root: splitRoot });
+    const gallery = await listDatasetImages({ root: splitRoot, split: "gallery" });
+    const query = await listDatasetImages({ root: splitRoot, split: "query" });
+    expect(gallery.length).toBeGreaterThan(0);
+    expect(query.length).toBeGreaterThan(0);
     expect(gallery.length + query.length).toBe(all.length);
     const galleryGroups = new Set(gallery.map((g) => g.groupId));
     expect(query.some((q) => galleryGroups.has(q.groupId))).toBe(false);
   });
 });
+
+/**
+ * The shipped sample as one `<product>/<defect>/<files>` tree under `dir` with a split.csv in the shared
+ * datasets' format: its gallery as `gallery`, its held-back images as `query`, one group per image.
+ */
+async function sampleWithSplitCsv(dir: string): Promise<string> {
+  const rows = ["path,split,group_id"];
+  for (const [folder, split] of [
+    ["gallery", "gallery"],
+    ["held-back", "query"],
+  ] as const) {
+    for (const img of await listDatasetImages({ root: path.join(SAMPLE_DIR, folder) })) {
+      await mkdir(path.join(dir, path.dirname(img.relPath)), { recursive: true });
+      await copyFile(img.path, path.join(dir, img.relPath));
+      rows.push(`sample/${img.relPath},${split},sample:${img.relPath}`);
+    }
+  }
+  await writeFile(path.join(dir, "split.csv"), `${rows.join("\n")}\n`);
+  return dir;
+}

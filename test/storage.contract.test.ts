@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BlobStore, createMinioBlobStore } from "../src/storage/blob-store.js";
-import { datasetImage } from "./support/images.js";
+import { sampleImage } from "./support/images.js";
 import { startTestS3 } from "./support/services.js";
 
 /**
@@ -25,10 +25,10 @@ function blobStoreContract(
     });
 
     it("stores and returns the same bytes, and their size", async () => {
-      const bytes = await datasetImage("neu_det/steel_strip_neu/crazing/crazing_1.jpg");
-      await store.put("t/crazing_1.jpg", bytes, "image/jpeg");
-      expect((await store.get("t/crazing_1.jpg"))?.equals(bytes)).toBe(true);
-      expect(await store.size("t/crazing_1.jpg")).toBe(bytes.length);
+      const bytes = await sampleImage("gallery/steel_strip_xsdd/iron_sheet_ash/3001.jpg");
+      await store.put("t/3001.jpg", bytes, "image/jpeg");
+      expect((await store.get("t/3001.jpg"))?.equals(bytes)).toBe(true);
+      expect(await store.size("t/3001.jpg")).toBe(bytes.length);
     });
 
     it("answers undefined for a missing key", async () => {
@@ -37,9 +37,9 @@ function blobStoreContract(
     });
 
     it("presigns a URL that downloads the original bytes over plain HTTP", async () => {
-      const bytes = await datasetImage("xsdd/steel_strip_xsdd/red_iron/2078.jpg");
-      await store.put("t/2078.jpg", bytes, "image/jpeg");
-      const res = await fetch(await store.presignedGetUrl("t/2078.jpg", 60));
+      const bytes = await sampleImage("held-back/steel_strip_xsdd/red_iron/2005.jpg");
+      await store.put("t/2005.jpg", bytes, "image/jpeg");
+      const res = await fetch(await store.presignedGetUrl("t/2005.jpg", 60));
       expect(res.status).toBe(200);
       expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
     });

@@ -98,7 +98,11 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
   });
 
   it("crops a region and searches with the crop only", async () => {
-    const query = web.queries[1]?.path ?? "";
+    // A PNG, so the browser and sharp decode the same pixels and the server-side crop below is exact.
+    const query = path.join(SHOTS, "..", "crop-query.png");
+    await sharp(web.queries[1]?.path ?? "")
+      .png()
+      .toFile(query);
     await page.setInputFiles("#file-input", query);
     const box = await page.locator("#query-preview").boundingBox();
     if (!box) throw new Error("no preview");

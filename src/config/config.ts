@@ -69,7 +69,10 @@ export const envSchema = z.object({
     .enum(MODEL_PRESET_NAMES)
     .default("mobilenetv2-12-int8")
     .describe(`Embedding model preset: ${MODEL_PRESET_NAMES.join(", ")}.`),
-  MODELS_DIR: z.string().default("models").describe("Folder holding <preset>/model.onnx."),
+  MODELS_DIR: z
+    .string()
+    .default("models")
+    .describe("Folder holding <preset>/model.onnx; the default model ships in models/mobilenetv2-12-int8/."),
   MODEL_PATH: z
     .string()
     .optional()
@@ -83,7 +86,9 @@ export const envSchema = z.object({
     .string()
     .regex(/^[0-9a-f]{64}$/)
     .optional()
-    .describe("Expected sha256 of the model file; checked after a download."),
+    .describe(
+      "Expected sha256 of the model file; checked at load and after a download. Unset: the shipped default model's own sha256 is checked.",
+    ),
   MODEL_INPUT_NAME: z.string().optional().describe("Override the preset's ONNX input name."),
   MODEL_OUTPUT_NAME: z.string().optional().describe("Override the preset's ONNX output name."),
   MODEL_DIMENSION: int(1).optional().describe("Override the preset's embedding dimension."),
@@ -172,6 +177,12 @@ export const envSchema = z.object({
     .describe(
       "Folder of {product}_{defect}_*.{jpg,png} files for the V1 matcher; unset = V1 has no gallery.",
     ),
+  SAMPLE_DIR: z
+    .string()
+    .default("samples/xsdd")
+    .describe(
+      "Shipped sample: gallery/ (imported by `npm start -- --with-sample-gallery`) and held-back/ query images, each <product>/<defect>/<files>.",
+    ),
   ADMIN_TOKEN: z
     .string()
     .min(16)
@@ -230,7 +241,10 @@ export interface ModelConfig extends ModelPreset {
   /** Absolute path of the ONNX file. */
   readonly path: string;
   readonly downloadUrl: string | undefined;
+  /** Expected sha256 (hex) of the file: MODEL_SHA256, else the shipped file's when loaded from MODELS_DIR. */
   readonly sha256: string | undefined;
+  /** Where `sha256` comes from, for the error message of a mismatch. */
+  readonly sha256Source: "MODEL_SHA256" | "shipped" | undefined;
   readonly batchSize: number;
   readonly threads: number;
 }
@@ -274,6 +288,8 @@ export interface AppConfig {
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
+  /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
+  readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
   readonly adminToken: string | undefined;
   readonly limits: {
     readonly maxImageBytes: number;
@@ -333,6 +349,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
 
   const preset = MODEL_PRESETS[env.MODEL_PRESET];
   const modelPath = path.resolve(env.MODEL_PATH ?? path.join(env.MODELS_DIR, preset.name, "model.onnx"));
+  // The shipped file's checksum holds for MODELS_DIR/<preset>/model.onnx; MODEL_PATH names another file.
+  const shippedSha256 =
+    env.MODEL_PATH === undefined && "shippedSha256" in preset ? preset.shippedSha256 : undefined;
   const initialVersion =
     env.MATCHER_VERSION ?? (env.USE_INDEX_V2 === undefined ? "v2" : env.USE_INDEX_V2 ? "v2" : "v1");
 
@@ -376,7 +395,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       std: env.MODEL_STD ?? preset.std,
       path: modelPath,
       downloadUrl: env.MODEL_URL,
-      sha256: env.MODEL_SHA256,
+      sha256: env.MODEL_SHA256 ?? shippedSha256,
+      sha256Source: env.MODEL_SHA256 ? "MODEL_SHA256" : shippedSha256 ? "shipped" : undefined,
       batchSize: env.EMBEDDING_BATCH_SIZE,
       threads: env.ORT_THREADS,
     },
@@ -396,6 +416,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     matcher: {
       initialVersion,
       v1GalleryDir: env.V1_GALLERY_DIR ? path.resolve(env.V1_GALLERY_DIR) : undefined,
+    },
+    sample: {
+      galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),
+      heldBackDir: path.resolve(env.SAMPLE_DIR, "held-back"),
     },
     adminToken: env.ADMIN_TOKEN,
     limits: {

@@ -24,6 +24,11 @@ export interface ModelPreset {
   readonly std: readonly [number, number, number];
   /** Where a production user gets the weights. */
   readonly source: string;
+  /**
+   * sha256 (hex) of the file shipped in the repository at `models/<name>/model.onnx`, checked whenever the
+   * file is loaded from `MODELS_DIR/<name>/model.onnx`; absent for presets that do not ship.
+   */
+  readonly shippedSha256?: string;
 }
 
 /** torchvision ImageNet normalisation (https://pytorch.org/vision/stable/models.html). */
@@ -55,7 +60,9 @@ export const MODEL_PRESETS = {
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
     source:
-      "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`",
+      "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`; shipped in models/mobilenetv2-12-int8/",
+    // The file in models/mobilenetv2-12-int8/ (provenance in its SOURCE.md).
+    shippedSha256: "025ec4d51a076d16eea96f055c502396baa8ea1ca874b88983725e0609f4a678",
   },
   "mobilenetv2-1.0": {
     name: "mobilenetv2-1.0",

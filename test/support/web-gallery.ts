@@ -6,7 +6,7 @@ import { type DatasetImage, listDatasetImages } from "../../src/ingest/dataset.r
 import { exportV1Gallery } from "../../src/ingest/v1-gallery.export.js";
 import { rebuildAndWait } from "./graphql-client.js";
 import {
-  DATASETS_DIR,
+  SAMPLE_DIR,
   scratchDir,
   startTestDatabase,
   startTestS3,
@@ -28,7 +28,7 @@ function firstPerClass(images: readonly DatasetImage[], perClass: number): Datas
   });
 }
 
-/** A running service over a real xsdd gallery subset, V1 and V2 indexes built, on real servers. */
+/** A running service over real X-SDD images (the shipped sample), V1 and V2 indexes built, on real servers. */
 export interface WebGallery {
   app: App;
   server: HttpServer;
@@ -37,7 +37,7 @@ export interface WebGallery {
   /** `url` + `graphql` */
   graphqlUrl: string;
   gallery: DatasetImage[];
-  /** Held-out query images of the same classes (never ingested). */
+  /** Held-back query images of the same classes (never ingested), two per class. */
   queries: DatasetImage[];
   /** The S3 server's origin (presigned URLs point there). */
   s3Origin: string;
@@ -46,8 +46,8 @@ export interface WebGallery {
 
 /**
  * Starts PostgreSQL, an S3 server and the service (ADMIN_TOKEN {@link WEB_ADMIN_TOKEN}, V1 gallery
- * exported from the same images), ingests `perClass` xsdd gallery images per defect type and builds
- * every index.
+ * exported from the same images), ingests `perClass` gallery images per defect type of the shipped X-SDD
+ * sample (samples/xsdd) and builds every index. Its held-back images are the queries.
  * @param extra - more settings for the service.
  */
 export async function startWebGallery(
@@ -55,9 +55,12 @@ export async function startWebGallery(
   extra: Record<string, string> = {},
 ): Promise<WebGallery> {
   const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-  const root = path.join(DATASETS_DIR, "xsdd");
-  const gallery = firstPerClass(await listDatasetImages({ root, split: "gallery" }), perClass);
-  const queries = firstPerClass(await listDatasetImages({ root, split: "query" }), 2);
+  // The sample that ships with the service: these tests run the same with or without ../shared.
+  const gallery = firstPerClass(
+    await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }),
+    perClass,
+  );
+  const queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 2);
   const v1Dir = path.join(scratch.dir, "v1-gallery");
   await exportV1Gallery({ images: gallery, outDir: v1Dir });
   const config = testConfig({
