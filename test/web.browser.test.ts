@@ -70,9 +70,17 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     const api = await apiSearch(query, 8);
     expect(shown.map((c) => c.defect)).toEqual(api?.hits.map((h) => h.defectName));
     // Every thumbnail loaded from object storage, and no original was fetched.
-    await page.waitForFunction(
-      "[...document.querySelectorAll('#results img.thumb')].every((i) => i.complete && i.naturalWidth > 0)",
-    );
+    // (Predicates run as functions, not strings: the page's CSP forbids eval, which string predicates need.)
+    await expect
+      .poll(() =>
+        page.$$eval("#results img.thumb", (imgs) =>
+          imgs.every((i) => {
+            const img = i as unknown as { complete: boolean; naturalWidth: number };
+            return img.complete && img.naturalWidth > 0;
+          }),
+        ),
+      )
+      .toBe(true);
     const sources = await page.$$eval("#results img.thumb", (imgs) => imgs.map((i) => i.getAttribute("src")));
     expect(sources).toHaveLength(8);
     for (const src of sources) expect(src).toMatch(/\/thumbnails\/[0-9a-f]{2}\/[0-9a-f]{64}\.webp\?/);
@@ -150,7 +158,7 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     expect(total).toBe(new Set(web.gallery.map((g) => g.path)).size);
     expect(await page.locator("#gallery-grid li").count()).toBe(24);
     await page.click("#gallery-more");
-    await page.waitForFunction("document.querySelectorAll('#gallery-grid li').length > 24");
+    await expect.poll(() => page.locator("#gallery-grid li").count()).toBeGreaterThan(24);
     const option = await page.locator("#gallery-defect option").nth(2);
     const label = ((await option.textContent()) ?? "").replace(/ \(\d+\)$/, "");
     await page.selectOption("#gallery-defect", (await option.getAttribute("value")) ?? "");
