@@ -1,4 +1,5 @@
-import type { MatcherVersion } from "../shared/types.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
+import type { ImageType, MatcherVersion } from "../shared/types.js";
 import { thumbnailVector } from "./baseline.js";
 import type { EvalDataset } from "./dataset.js";
 import {
@@ -56,6 +57,21 @@ export interface DatasetEvaluation {
   featureMs: { direct: number; baseline: number };
   /** Per-query figures of the service (pooled). */
   perQuery: ScoredQuery[];
+  /** The service in each embedding space (the default space is also `service` above). */
+  spaces: Record<EmbeddingSpace, SpaceSummary>;
+  /** The rebuild's cross-validation decision per index. */
+  adaptation: Record<ImageType, AdaptedSpaceState>;
+}
+
+/** One space through the service. */
+export interface SpaceSummary {
+  service: MethodSummary;
+  ownType: MethodSummary;
+  /** Server-side time per search call (ms) and its FAISS stage, projection included. */
+  searchMs: Distribution;
+  indexMs: Distribution;
+  /** Share of queries whose suggested (product, defect type) is theirs: the own-type search's, and a vote of the merged top 10. */
+  suggestionAccuracy: { ownType: number; merged: number };
 }
 
 function summarise(dataset: EvalDataset, scored: readonly ScoredQuery[]): MethodSummary {
@@ -161,5 +177,24 @@ export async function evaluateDataset({
     },
     featureMs: { direct: directFeatures.featureMs, baseline: baseFeatures.featureMs },
     perQuery: svc,
+    spaces: Object.fromEntries(
+      (["raw", "adapted"] as const).map((space) => {
+        const r = run.spaces[space];
+        const accuracy = (pick: (x: { ownType: string | null; merged: string | null }) => string | null) =>
+          r.suggestions.filter((x, i) => pick(x) === dataset.queries[i]?.label).length /
+          Math.max(1, r.suggestions.length);
+        return [
+          space,
+          {
+            service: summarise(dataset, score(r.pooled)),
+            ownType: summarise(dataset, score(r.ownType)),
+            searchMs: distribution(r.searchMs),
+            indexMs: distribution(r.indexMs),
+            suggestionAccuracy: { ownType: accuracy((x) => x.ownType), merged: accuracy((x) => x.merged) },
+          },
+        ];
+      }),
+    ) as Record<EmbeddingSpace, SpaceSummary>,
+    adaptation: run.adaptation,
   };
 }

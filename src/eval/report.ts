@@ -87,6 +87,65 @@ function classTable(e: DatasetEvaluation): string[] {
   return lines;
 }
 
+function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
+  const lines = header([
+    "dataset",
+    "space",
+    "P@1",
+    "P@10 merged (target)",
+    "mAP@topK merged",
+    "P@10 own type",
+    "suggestion acc. own type / merged top-10",
+    "search p50 ms",
+    "index stage p50 / p99 ms",
+    "worst class Δ P@10 vs raw",
+  ]);
+  for (const e of evals) {
+    const raw = e.spaces.raw.service;
+    for (const space of ["raw", "adapted"] as const) {
+      const s = e.spaces[space];
+      const worst = Math.min(
+        ...s.service.perClass.map((c, i) => c.metrics.p10 - (raw.perClass[i]?.metrics.p10 ?? 0)),
+      );
+      lines.push(
+        row([
+          e.dataset,
+          space,
+          fmt(s.service.overall.p1),
+          againstMin(s.service.overall.p10, P10_TARGETS[e.dataset]),
+          fmt(s.service.overall.ap),
+          fmt(s.ownType.overall.p10),
+          `${fmt(s.suggestionAccuracy.ownType)} / ${fmt(s.suggestionAccuracy.merged)}`,
+          fmt(s.searchMs.p50, 1),
+          `${fmt(s.indexMs.p50, 2)} / ${fmt(s.indexMs.p99, 2)}`,
+          space === "raw" ? "—" : fmt(worst),
+        ]),
+      );
+    }
+  }
+  return lines;
+}
+
+function spaceClassTable(e: DatasetEvaluation): string[] {
+  const lines = header(["class", "queries", "P@10 raw", "P@10 adapted", "Δ", "own-type P@10 raw / adapted"]);
+  e.spaces.raw.service.perClass.forEach((c, i) => {
+    const a = e.spaces.adapted.service.perClass[i]?.metrics.p10 ?? 0;
+    const oa = e.spaces.adapted.ownType.perClass[i]?.metrics.p10 ?? 0;
+    const or = e.spaces.raw.ownType.perClass[i]?.metrics.p10 ?? 0;
+    lines.push(
+      row([
+        c.label,
+        String(c.queries),
+        fmt(c.metrics.p10),
+        fmt(a),
+        fmt(a - c.metrics.p10),
+        `${fmt(or)} / ${fmt(oa)}`,
+      ]),
+    );
+  });
+  return lines;
+}
+
 /** The Markdown report: summary table with targets, service-vs-direct check, per-class tables. */
 export function renderEvaluation(r: EvaluationReport): string {
   const out: string[] = [
@@ -133,6 +192,23 @@ export function renderEvaluation(r: EvaluationReport): string {
     ),
     "",
   ];
+  out.push(
+    "### Embedding spaces through the service (raw vs adapted)",
+    "",
+    "The adapted space is learned at rebuild time from the gallery's labels only and served where k-fold",
+    "cross-validation on the gallery accepted it; elsewhere `adapted` searches fall back to raw.",
+    "",
+    ...spacesTable(r.datasets),
+    "",
+  );
+  for (const e of r.datasets) {
+    out.push(`Cross-validation decision, ${e.dataset}:`, "");
+    for (const [type, a] of Object.entries(e.adaptation))
+      out.push(
+        `- ${type} index: served **${a.served}** — ${a.reason}${a.outDim ? ` (projection: ${a.outDim} dims, blend ${a.blend})` : ""}`,
+      );
+    out.push("", `#### ${e.dataset}: P@10 per class, raw vs adapted (merged)`, "", ...spaceClassTable(e), "");
+  }
   for (const e of r.datasets) {
     out.push(`### ${e.dataset}: per class (service; baseline for comparison)`, "", ...classTable(e), "");
   }
