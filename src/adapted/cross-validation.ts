@@ -24,6 +24,11 @@ export interface GateSettings {
   pcaDims: number;
   /** Images used by the cross-validation at most (an even sample); bounds the rebuild time. */
   maxImages: number;
+  /**
+   * Raw cosine at or above which an image and its nearest neighbour count as near-duplicates (shots of
+   * one part) and share a fold; 1 disables the grouping.
+   */
+  nearDuplicateCos: number;
   /** Hyper-parameters tried; the best one that passes the gate is chosen. */
   candidates: readonly FitParams[];
 }
@@ -37,12 +42,10 @@ export const DEFAULT_GATE: GateSettings = {
   minGain: 0.005,
   pcaDims: 256,
   maxImages: 4000,
-  candidates: [
-    { shrinkage: 0.05, blend: 0.5 },
-    { shrinkage: 0.05, blend: 1 },
-    { shrinkage: 0.3, blend: 0.5 },
-    { shrinkage: 0.3, blend: 1 },
-  ],
+  nearDuplicateCos: 0.9,
+  candidates: [0.05, 0.3].flatMap((shrinkage) =>
+    [0.5, 1].flatMap((blend) => (["all", "defect"] as const).map((scope) => ({ shrinkage, blend, scope }))),
+  ),
 };
 
 /** Cross-validated P@10, overall and per class. */
@@ -75,11 +78,14 @@ export function decideAdaptation({
   vectors,
   dim,
   labels,
+  isDefect,
   settings = DEFAULT_GATE,
 }: {
   vectors: Float32Array;
   dim: number;
   labels: readonly string[];
+  /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
+  isDefect?: readonly boolean[];
   settings?: GateSettings;
 }): { decision: AdaptationDecision; projection: Projection | null } {
   const t0 = performance.now();
@@ -105,11 +111,18 @@ export function decideAdaptation({
   rows.forEach((r, i) => {
     sample.set(vectors.subarray(r * dim, (r + 1) * dim), i * dim);
   });
-  // Stratified folds: the i-th image of each class goes to fold i mod k.
+  // Stratified folds: the i-th group of each class goes to fold i mod k. A group (near-duplicate shots
+  // of one part) stays in one fold, else its members answer each other and flatter the held-out figures.
+  const groupOf = nearDuplicateGroups(sample, dim, settings.nearDuplicateCos);
   const seen = new Map<number, number>();
-  const foldOf = classOf.map((c) => {
+  const groupFold = new Map<number, number>();
+  const foldOf = classOf.map((c, i) => {
+    const g = groupOf[i] as number;
+    const known = groupFold.get(g);
+    if (known !== undefined) return known;
     const k = seen.get(c) ?? 0;
     seen.set(c, k + 1);
+    groupFold.set(g, k % settings.folds);
     return k % settings.folds;
   });
   const basis = fitPca(sample, dim, settings.pcaDims);
@@ -121,7 +134,9 @@ export function decideAdaptation({
   const rawGram = gram(sample, dim);
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
-  const scored = settings.candidates.map((params) => {
+  // One set of fold fits per shrinkage; blends and scopes only reweigh the same similarities.
+  const adaptedByShrinkage = new Map<number, Float64Array>();
+  for (const shrinkage of new Set(settings.candidates.map((c) => c.shrinkage))) {
     const adaptedCos = new Float64Array(rows.length * rows.length);
     for (let f = 0; f < settings.folds; f++) {
       const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
@@ -129,14 +144,25 @@ export function decideAdaptation({
         basis,
         train.map((i) => z[i] as Float64Array),
         train.map((i) => classOf[i] as number),
-        { ...params, blend: 1 },
+        { shrinkage, blend: 1 },
       );
-      const y = adaptVectors(projection, sample);
-      fillFoldGram(adaptedCos, y, projection.inDim + projection.outDim, foldOf, f);
+      fillFoldGram(adaptedCos, adaptedOnly(projection, sample), projection.outDim, foldOf, f);
     }
+    adaptedByShrinkage.set(shrinkage, adaptedCos);
+  }
+  const defectRow = rows.map((r) => isDefect?.[r] ?? true);
+  const m = rows.length;
+  const scored = settings.candidates.map((params) => {
+    const adaptedCos = adaptedByShrinkage.get(params.shrinkage) as Float64Array;
     const blended = new Float64Array(rawGram.length);
-    for (let i = 0; i < blended.length; i++)
-      blended[i] = (1 - params.blend) * (rawGram[i] as number) + params.blend * (adaptedCos[i] as number);
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < m; j++) {
+        const k = i * m + j;
+        const adapt = params.scope !== "defect" || defectRow[j];
+        blended[k] = adapt
+          ? (1 - params.blend) * (rawGram[k] as number) + params.blend * (adaptedCos[k] as number)
+          : (rawGram[k] as number);
+      }
     return { params, ...score(blended, null, classOf, foldOf, classNames, settings.folds) };
   });
   const passes = (s: CvScore) =>
@@ -169,13 +195,44 @@ export function decideAdaptation({
   return {
     decision: {
       space: "adapted",
-      reason: `cross-validation (${settings.folds}-fold) raises P@10 from ${rawScore.p10.toFixed(3)} to ${chosen.p10.toFixed(3)} with no class worse by more than ${settings.classTolerance}`,
+      reason: `cross-validation (${settings.folds}-fold, near-duplicates kept in one fold) raises P@10 from ${rawScore.p10.toFixed(3)} to ${chosen.p10.toFixed(3)} with no class worse by more than ${settings.classTolerance} (shrinkage ${chosen.params.shrinkage}, blend ${chosen.params.blend}, ${chosen.params.scope === "defect" ? "defect index only" : "both indexes"})`,
       raw: rawScore,
       best: chosen,
       fitMs: performance.now() - t0,
     },
     projection,
   };
+}
+
+/**
+ * Groups of near-duplicates: each image is joined to its nearest neighbour when their cosine is at least
+ * `threshold` (a nearest-neighbour forest, so one dense class does not collapse into one group).
+ * @returns a group id per row.
+ */
+export function nearDuplicateGroups(v: Float32Array, dim: number, threshold: number): Int32Array {
+  const n = v.length / dim;
+  const parent = Int32Array.from({ length: n }, (_, i) => i);
+  const find = (i: number): number => {
+    let r = i;
+    while (parent[r] !== r) r = parent[r] as number;
+    return r;
+  };
+  if (threshold >= 1) return parent;
+  for (let i = 0; i < n; i++) {
+    let best = -1;
+    let bestCos = threshold;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      let s = 0;
+      for (let d = 0; d < dim; d++) s += (v[i * dim + d] as number) * (v[j * dim + d] as number);
+      if (s >= bestCos) {
+        bestCos = s;
+        best = j;
+      }
+    }
+    if (best >= 0) parent[find(i)] = find(best);
+  }
+  return Int32Array.from({ length: n }, (_, i) => find(i));
 }
 
 /** Inner products of every pair of rows (n x n, row-major). */
@@ -192,6 +249,16 @@ function gram(v: Float32Array, width: number): Float64Array {
       out[j * n + i] = s;
     }
   }
+  return out;
+}
+
+/** The unit-length adapted parts `y` of every row (outDim values each). */
+function adaptedOnly(p: Projection, v: Float32Array): Float32Array {
+  const full = adaptVectors({ ...p, blend: 1 }, v);
+  const n = v.length / p.inDim;
+  const width = p.inDim + p.outDim;
+  const out = new Float32Array(n * p.outDim);
+  for (let i = 0; i < n; i++) out.set(full.subarray(i * width + p.inDim, (i + 1) * width), i * p.outDim);
   return out;
 }
 

@@ -16,6 +16,7 @@ export const projectionFileSchema = z.object({
   outDim: z.number().int().positive(),
   blend: z.number().min(0).max(1),
   shrinkage: z.number().min(0).max(1),
+  scope: z.enum(["all", "defect"]),
   mean: floats,
   matrix: floats,
 });
@@ -29,6 +30,7 @@ export function serializeProjection(p: Projection): string {
     outDim: p.outDim,
     blend: p.blend,
     shrinkage: p.shrinkage,
+    scope: p.scope,
     mean: b64(p.mean),
     matrix: b64(p.matrix),
   });
@@ -46,6 +48,7 @@ export function parseProjection(text: string): Projection {
     inDim: p.inDim,
     outDim: p.outDim,
     blend: p.blend,
+    scope: p.scope,
     shrinkage: p.shrinkage,
     mean: p.mean,
     matrix: p.matrix,

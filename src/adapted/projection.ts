@@ -23,6 +23,8 @@ export interface Projection {
   blend: number;
   /** Shrinkage of the within-class covariance towards a scaled identity, in [0, 1]. */
   shrinkage: number;
+  /** Indexes searched in this space: `all`, or `defect` only (the normal index stays raw). */
+  scope: "all" | "defect";
 }
 
 /** Hyper-parameters of one fit. */
@@ -36,6 +38,11 @@ export interface FitParams {
    * covariance (Fisher's LDA keeps no more).
    */
   axes?: number;
+  /**
+   * Which indexes search in the adapted space: `all`, or only `defect` (normal images keep the raw
+   * cosine; the projection still learns from them, so defect scores stay comparable).
+   */
+  scope?: "all" | "defect";
 }
 
 /** A label-free principal subspace of a gallery: shared by every fit of one cross-validation. */
@@ -306,6 +313,7 @@ export function fitProjection(
     matrix,
     blend: params.blend,
     shrinkage: params.shrinkage,
+    scope: params.scope ?? "all",
   };
 }
 

@@ -252,16 +252,21 @@ export function createMatcher({
     const count = parts.reduce((n, p) => n + p.entries.length, 0);
     const vectors = new Float32Array(count * dimension);
     const labels: string[] = [];
+    const isDefect: boolean[] = [];
     let at = 0;
     for (const p of parts) {
       vectors.set(p.vectors, at * dimension);
-      for (const e of p.entries) labels.push(trainingLabel(e));
+      for (const e of p.entries) {
+        labels.push(trainingLabel(e));
+        isDefect.push(e.imageType === "defect");
+      }
       at += p.entries.length;
     }
     const { decision, projection } = decideAdaptation({
       vectors,
       dim: dimension,
       labels,
+      isDefect,
       settings: adaptation?.gate,
     });
     log.info(
@@ -300,7 +305,7 @@ export function createMatcher({
   async function buildAdapted(
     imageType: ImageType,
     decided: { fingerprint: string; projection: Projection | null },
-    gallery: { vectors: Float32Array },
+    vectors: Float32Array,
     factory: string,
     galleryFingerprint: string,
     columns: LoadedIndex["columns"],
@@ -312,7 +317,7 @@ export function createMatcher({
     const built = await backend.build({
       dimension: width,
       factory,
-      vectors: adaptVectors(projection, gallery.vectors),
+      vectors,
       params,
       recall: exact ? null : { queries: settings.recallQueries, seed: columns.count },
     });
@@ -534,6 +539,12 @@ export function createMatcher({
       const factory = resolveFactory(settings.factory, count, settings.auto);
       const exact = isExactFactory(factory);
       const columns = columnsFromEntries(imageType, gallery.entries);
+      // Before the raw build: the build hands `gallery.vectors` over to the index's worker.
+      const decided = adaptOn ? await training(imageType, gallery) : undefined;
+      const projection = decided?.projection;
+      const adaptsThis = projection && (projection.scope === "all" || imageType === "defect");
+      const adaptedVectors =
+        projection && adaptsThis && count > 0 ? adaptVectors(projection, gallery.vectors) : undefined;
       const built = await backend.build({
         dimension,
         factory,
@@ -549,14 +560,17 @@ export function createMatcher({
           `The new ${version} ${imageType} index (${factory}, ${count} images) reached recall@10 ${recall.recallAt10.toFixed(3)} against exact search, below the floor ${settings.recallFloor} (INDEX_RECALL_FLOOR); it was not swapped in. Raise INDEX_EF_SEARCH (now ${params.efSearch}) or INDEX_EF_CONSTRUCTION (now ${params.efConstruction}), or set INDEX_FACTORY=Flat`,
         );
       }
-      let decided: Awaited<ReturnType<typeof training>> | undefined;
       let adapted: Serving["adapted"];
       try {
-        if (adaptOn) {
-          decided = await training(imageType, gallery);
-          if (decided.projection && count > 0)
-            adapted = await buildAdapted(imageType, decided, gallery, factory, galleryFingerprint, columns);
-        }
+        if (decided?.projection && adaptedVectors)
+          adapted = await buildAdapted(
+            imageType,
+            decided,
+            adaptedVectors,
+            factory,
+            galleryFingerprint,
+            columns,
+          );
       } catch (err) {
         await index.close();
         throw err;
@@ -585,7 +599,10 @@ export function createMatcher({
             adaptation: decided
               ? {
                   space: adapted ? "adapted" : "raw",
-                  reason: decided.decision.reason,
+                  reason:
+                    projection && !adaptsThis
+                      ? `the adapted space covers the defect index only; normal images keep the raw cosine (${decided.decision.reason})`
+                      : decided.decision.reason,
                   trainingFingerprint: decided.fingerprint,
                   cvRawP10: decided.decision.raw?.p10 ?? null,
                   cvAdaptedP10: decided.decision.best?.p10 ?? null,
