@@ -96,6 +96,7 @@ describe("projection file", () => {
       outDim: 2,
       blend: 1,
       shrinkage: 0.1,
+      scope: "all",
       mean: Buffer.from(new Float32Array(4).buffer).toString("base64"),
       matrix: Buffer.from(new Float32Array(3).buffer).toString("base64"),
     });
