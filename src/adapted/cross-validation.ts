@@ -134,9 +134,10 @@ export function decideAdaptation({
   const rawGram = gram(sample, dim);
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
-  // One set of fold fits per shrinkage; blends and scopes only reweigh the same similarities.
-  const adaptedByShrinkage = new Map<number, Float64Array>();
-  for (const shrinkage of new Set(settings.candidates.map((c) => c.shrinkage))) {
+  // One set of fold fits per (shrinkage, axes); blends and scopes only reweigh the same similarities.
+  const fitKey = (c: FitParams) => `${c.shrinkage}|${c.axes ?? ""}`;
+  const adaptedByFit = new Map<string, Float64Array>();
+  for (const fit of new Map(settings.candidates.map((c) => [fitKey(c), c])).values()) {
     const adaptedCos = new Float64Array(rows.length * rows.length);
     for (let f = 0; f < settings.folds; f++) {
       const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
@@ -144,16 +145,16 @@ export function decideAdaptation({
         basis,
         train.map((i) => z[i] as Float64Array),
         train.map((i) => classOf[i] as number),
-        { shrinkage, blend: 1 },
+        { shrinkage: fit.shrinkage, axes: fit.axes, blend: 1 },
       );
       fillFoldGram(adaptedCos, adaptedOnly(projection, sample), projection.outDim, foldOf, f);
     }
-    adaptedByShrinkage.set(shrinkage, adaptedCos);
+    adaptedByFit.set(fitKey(fit), adaptedCos);
   }
   const defectRow = rows.map((r) => isDefect?.[r] ?? true);
   const m = rows.length;
   const scored = settings.candidates.map((params) => {
-    const adaptedCos = adaptedByShrinkage.get(params.shrinkage) as Float64Array;
+    const adaptedCos = adaptedByFit.get(fitKey(params)) as Float64Array;
     const blended = new Float64Array(rawGram.length);
     for (let i = 0; i < m; i++)
       for (let j = 0; j < m; j++) {
@@ -163,7 +164,8 @@ export function decideAdaptation({
           ? (1 - params.blend) * (rawGram[k] as number) + params.blend * (adaptedCos[k] as number)
           : (rawGram[k] as number);
       }
-    return { params, ...score(blended, null, classOf, foldOf, classNames, settings.folds) };
+    const sc = score(blended, null, classOf, foldOf, classNames, settings.folds);
+    return { params, ...sc };
   });
   const passes = (s: CvScore) =>
     s.perClass.every((c, i) => {
