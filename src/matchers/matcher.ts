@@ -600,9 +600,11 @@ export function createMatcher({
               ? {
                   space: adapted ? "adapted" : "raw",
                   reason:
-                    projection && !adaptsThis
-                      ? `the adapted space covers the defect index only; normal images keep the raw cosine (${decided.decision.reason})`
-                      : decided.decision.reason,
+                    count === 0
+                      ? "empty index: nothing to adapt"
+                      : projection && !adaptsThis
+                        ? `the adapted space covers the defect index only; normal images keep the raw cosine (${decided.decision.reason})`
+                        : decided.decision.reason,
                   trainingFingerprint: decided.fingerprint,
                   cvRawP10: decided.decision.raw?.p10 ?? null,
                   cvAdaptedP10: decided.decision.best?.p10 ?? null,
