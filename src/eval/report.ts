@@ -98,6 +98,7 @@ function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
     "suggestion acc. own type / merged top-10",
     "search p50 ms",
     "index stage p50 / p99 ms",
+    "added p50 ms vs raw",
     "worst class Δ P@10 vs raw",
   ]);
   for (const e of evals) {
@@ -118,6 +119,7 @@ function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
           `${fmt(s.suggestionAccuracy.ownType)} / ${fmt(s.suggestionAccuracy.merged)}`,
           fmt(s.searchMs.p50, 1),
           `${fmt(s.indexMs.p50, 2)} / ${fmt(s.indexMs.p99, 2)}`,
+          space === "raw" ? "—" : fmt(s.indexMs.p50 - e.spaces.raw.indexMs.p50, 2),
           space === "raw" ? "—" : fmt(worst),
         ]),
       );

@@ -1,7 +1,8 @@
 import type { Logger } from "pino";
-import { type AdaptationDecision, decideAdaptation, type GateSettings } from "../adapted/cross-validation.js";
+import { adaptVectorsOffThread, decideAdaptationOffThread } from "../adapted/adaptation.runner.js";
+import type { AdaptationDecision, GateSettings } from "../adapted/cross-validation.js";
 import { PROJECTION_FILE, parseProjection, serializeProjection } from "../adapted/projection.file.js";
-import { adaptVector, adaptVectors, type Projection } from "../adapted/projection.js";
+import { adaptVector, type Projection } from "../adapted/projection.js";
 import { type AutoFactoryPolicy, isExactFactory, resolveFactory } from "../index/factory.js";
 import { filteredSearch, type PlanLimits } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
@@ -262,7 +263,7 @@ export function createMatcher({
       }
       at += p.entries.length;
     }
-    const { decision, projection } = decideAdaptation({
+    const { decision, projection } = await decideAdaptationOffThread({
       vectors,
       dim: dimension,
       labels,
@@ -544,7 +545,9 @@ export function createMatcher({
       const projection = decided?.projection;
       const adaptsThis = projection && (projection.scope === "all" || imageType === "defect");
       const adaptedVectors =
-        projection && adaptsThis && count > 0 ? adaptVectors(projection, gallery.vectors) : undefined;
+        projection && adaptsThis && count > 0
+          ? await adaptVectorsOffThread(projection, gallery.vectors)
+          : undefined;
       const built = await backend.build({
         dimension,
         factory,
