@@ -29,6 +29,13 @@ export const SEARCH = /* GraphQL */ `
       imageType
       indexSize
       tookMs
+      space
+      suggestion {
+        productCode
+        defectCode
+        share
+        votes
+      }
       hits {
         rank
         score
@@ -42,6 +49,7 @@ export const SEARCH = /* GraphQL */ `
         storageUrl
         downloadUrl
         contentSha256
+        space
       }
     }
   }
@@ -54,6 +62,8 @@ export interface SearchAnswer {
     imageType: string;
     indexSize: number;
     tookMs: number;
+    space: "RAW" | "ADAPTED";
+    suggestion: { productCode: string; defectCode: string | null; share: number; votes: number } | null;
     hits: {
       rank: number;
       score: number;
@@ -66,6 +76,7 @@ export interface SearchAnswer {
       storageUrl: string | null;
       downloadUrl: string | null;
       contentSha256: string | null;
+      space: "RAW" | "ADAPTED";
     }[];
   };
 }
