@@ -128,6 +128,15 @@ describe("defect-lens over HTTP on the real xsdd gallery", () => {
     expect(
       status?.indexes.filter((i) => i.ready).map((i) => `${i.version}/${i.imageType}/${i.source}`),
     ).toEqual(expect.arrayContaining(["V2/DEFECT/BUILT", "V2/NORMAL/BUILT", "V1/DEFECT/BUILT"]));
+    // The status says which space each index serves, and why.
+    const space = (v: string, t: string) =>
+      status?.indexes.find((i) => i.version === v && i.imageType === t)?.adaptedSpace;
+    expect(space("V2", "DEFECT")).toMatchObject({
+      served: "ADAPTED",
+      reason: expect.stringMatching(/cross-validation/),
+    });
+    expect(space("V2", "DEFECT")?.cvAdaptedP10 ?? 0).toBeGreaterThan(space("V2", "DEFECT")?.cvRawP10 ?? 1);
+    expect(space("V1", "DEFECT")).toMatchObject({ served: "RAW", reason: expect.stringMatching(/V1/) });
   });
 
   it("finds the held-out query's defect type at rank 1 for at least 90% of queries, and V1 agrees with V2", async () => {

@@ -109,7 +109,7 @@ export const STATUS = /* GraphQL */ `
       databaseReachable
       databaseError
       model { modelId dimension }
-      indexes { version imageType ready count dimension modelId factory efSearch recallAt10 recallFloor source builtAt checksum }
+      indexes { version imageType ready count dimension modelId factory efSearch recallAt10 recallFloor source builtAt checksum adaptedSpace { served reason cvRawP10 cvAdaptedP10 } }
     }
   }
 `;
@@ -131,6 +131,12 @@ export interface StatusAnswer {
       recallAt10: number | null;
       recallFloor: number;
       source: string | null;
+      adaptedSpace: {
+        served: "RAW" | "ADAPTED";
+        reason: string;
+        cvRawP10: number | null;
+        cvAdaptedP10: number | null;
+      };
     }[];
   };
 }
