@@ -116,7 +116,8 @@ export function decideAdaptation({
   });
   // Stratified folds: the i-th group of each class goes to fold i mod k. A group (near-duplicate shots
   // of one part) stays in one fold, else its members answer each other and flatter the held-out figures.
-  const groupOf = nearDuplicateGroups(sample, dim, settings.nearDuplicateCos);
+  const rawGram = gram(sample, dim);
+  const groupOf = nearDuplicateGroups(rawGram, rows.length, settings.nearDuplicateCos);
   const seen = new Map<number, number>();
   const groupFold = new Map<number, number>();
   const foldOf = classOf.map((c, i) => {
@@ -134,7 +135,6 @@ export function decideAdaptation({
     sample,
     rows.map((_, i) => i),
   );
-  const rawGram = gram(sample, dim);
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
   // One set of fold fits per (shrinkage, axes); blends and scopes only reweigh the same similarities.
@@ -214,10 +214,10 @@ export function decideAdaptation({
 /**
  * Groups of near-duplicates: each image is joined to its nearest neighbour when their cosine is at least
  * `threshold` (a nearest-neighbour forest, so one dense class does not collapse into one group).
+ * @param sims - cosine of every pair of the `n` rows (n x n, row-major).
  * @returns a group id per row.
  */
-export function nearDuplicateGroups(v: Float32Array, dim: number, threshold: number): Int32Array {
-  const n = v.length / dim;
+export function nearDuplicateGroups(sims: Float64Array, n: number, threshold: number): Int32Array {
   const parent = Int32Array.from({ length: n }, (_, i) => i);
   const find = (i: number): number => {
     let r = i;
@@ -230,8 +230,7 @@ export function nearDuplicateGroups(v: Float32Array, dim: number, threshold: num
     let bestCos = threshold;
     for (let j = 0; j < n; j++) {
       if (j === i) continue;
-      let s = 0;
-      for (let d = 0; d < dim; d++) s += (v[i * dim + d] as number) * (v[j * dim + d] as number);
+      const s = sims[i * n + j] as number;
       if (s >= bestCos) {
         bestCos = s;
         best = j;
