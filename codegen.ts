@@ -28,6 +28,7 @@ const config: CodegenConfig = {
           MatcherVersion: { V1: "v1", V2: "v2" },
           IndexSource: { BUILT: "built", LOADED: "loaded", FALLBACK: "fallback" },
           RebuildStatus: { RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
+          EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
         },
         mapperTypeSuffix: "Model",
         mappers: {

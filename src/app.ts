@@ -1,4 +1,6 @@
+import path from "node:path";
 import type { Logger } from "pino";
+import { DEFAULT_GATE } from "./adapted/cross-validation.js";
 import { type AdminService, createAdminService } from "./admin/admin.service.js";
 import type { AppConfig } from "./config/config.js";
 import { applyNativeThreadSettings } from "./config/native-threads.js";
@@ -143,7 +145,19 @@ export async function createApp(
         threads: { build: config.index.buildThreads, search: config.index.threads },
         scratchDir: await indexScratchDir(config.index.cacheDir),
       });
+    const gate = {
+      ...DEFAULT_GATE,
+      folds: config.adaptation.folds,
+      minGallery: config.adaptation.minGallery,
+      minClassImages: config.adaptation.minClassImages,
+    };
     const matcherDeps = {
+      adaptation: {
+        enabled: config.adaptation.enabled,
+        defaultSpace: config.adaptation.defaultSpace,
+        gate,
+        store: createIndexStore({ root: path.join(config.index.cacheDir, "adapted") }),
+      },
       store,
       backend,
       modelId: model.modelId,
@@ -213,6 +227,7 @@ export async function createApp(
       maxImageBytes: config.limits.maxImageBytes,
       maxTopK: config.limits.maxTopK,
       presignExpirySeconds: config.storage.presignExpirySeconds,
+      suggestionTopK: config.adaptation.suggestionTopK,
       admission: {
         concurrency: config.limits.searchConcurrency,
         queueLimit: config.limits.searchQueueLimit,

@@ -27,7 +27,10 @@ const columns = (n: number) =>
     "defect",
     Array.from({ length: n }, (_, i) => entry(i)),
   );
-const manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "vectorsSha256" | "count"> = {
+const manifest: Omit<
+  IndexManifest,
+  "indexSha256" | "metadataSha256" | "vectorsSha256" | "count" | "space" | "projection" | "adaptation"
+> = {
   formatVersion: 2,
   matcherVersion: "v2",
   imageType: "defect",

@@ -159,6 +159,36 @@ export const envSchema = z.object({
     .describe(
       "At startup: load a persisted index whose manifest matches the model, index type and current gallery and rebuild otherwise (if-needed), always rebuild, or never rebuild (serve what is persisted).",
     ),
+  ADAPTED_SPACE: z
+    .enum(["on", "off"])
+    .default("on")
+    .describe(
+      "At each V2 rebuild, learn a projection from the gallery's labels and serve it as the adapted space when k-fold cross-validation on the gallery shows it beats raw (overall P@10, and no well-populated class worse); off = raw only.",
+    ),
+  SEARCH_DEFAULT_SPACE: z
+    .enum(["adapted", "raw"])
+    .default("adapted")
+    .describe(
+      "Space a search ranks in when it names none: adapted (used only where the gate accepted a projection, raw elsewhere) or raw.",
+    ),
+  ADAPT_CV_FOLDS: int(2)
+    .max(20)
+    .default(5)
+    .describe("Folds of the cross-validation that gates the adapted space."),
+  ADAPT_MIN_GALLERY: int(2)
+    .default(50)
+    .describe(
+      "Smallest labelled gallery (both image types) the adapted space is learned for; smaller stays raw.",
+    ),
+  ADAPT_MIN_CLASS_IMAGES: int(1)
+    .default(10)
+    .describe(
+      "Classes with at least this many gallery images must not lose cross-validated P@10 (beyond 0.01) for the adapted space to be served.",
+    ),
+  SUGGESTION_TOP_K: int(1)
+    .max(1000)
+    .default(10)
+    .describe("Top-K hits whose similarity-weighted vote gives the suggested defect type."),
   FALLBACK_RECHECK_MS: int(100)
     .default(30_000)
     .describe(
@@ -287,6 +317,14 @@ export interface AppConfig {
     readonly fallbackRecheckMs: number;
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
+  readonly adaptation: {
+    readonly enabled: boolean;
+    readonly defaultSpace: "adapted" | "raw";
+    readonly folds: number;
+    readonly minGallery: number;
+    readonly minClassImages: number;
+    readonly suggestionTopK: number;
+  };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
   readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
@@ -412,6 +450,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       buildThreads: env.INDEX_BUILD_THREADS,
       fallbackRecheckMs: env.FALLBACK_RECHECK_MS,
       startupRebuild: env.STARTUP_REBUILD,
+    },
+    adaptation: {
+      enabled: env.ADAPTED_SPACE === "on",
+      defaultSpace: env.SEARCH_DEFAULT_SPACE,
+      folds: env.ADAPT_CV_FOLDS,
+      minGallery: env.ADAPT_MIN_GALLERY,
+      minClassImages: env.ADAPT_MIN_CLASS_IMAGES,
+      suggestionTopK: env.SUGGESTION_TOP_K,
     },
     matcher: {
       initialVersion,

@@ -344,15 +344,22 @@ export function createImageRepository({ db }: { db: Database }) {
     },
 
     /** Count and largest id of the gallery images of `imageType`: changes when images are added or deleted. */
-    async galleryFingerprint(imageType: ImageType): Promise<{ count: number; maxImageId: number }> {
+    async galleryFingerprint(
+      imageType: ImageType,
+    ): Promise<{ count: number; maxImageId: number; labelsMd5: string }> {
+      // The labels' hash makes a relabelled image (product or defect type changed) a different gallery:
+      // the index metadata and any projection learned from the labels are then stale.
       const [row] = await db
         .select({
           count: sql<number>`count(*)::int`,
           maxImageId: sql<number>`coalesce(max(${images.imageId}), 0)::int`,
+          labelsMd5: sql<string>`md5(coalesce(string_agg(${images.imageId}::text || ':' || ${products.productCode} || ':' || coalesce(${defectTypes.defectCode}, '-'), ',' order by ${images.imageId}), ''))`,
         })
         .from(images)
+        .innerJoin(products, eq(products.productId, images.productId))
+        .leftJoin(defectTypes, eq(defectTypes.defectTypeId, images.defectTypeId))
         .where(eq(images.imageType, imageType));
-      return { count: row?.count ?? 0, maxImageId: row?.maxImageId ?? 0 };
+      return { count: row?.count ?? 0, maxImageId: row?.maxImageId ?? 0, labelsMd5: row?.labelsMd5 ?? "" };
     },
   };
 }

@@ -1,4 +1,5 @@
-import type { MatcherVersion } from "../shared/types.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
+import type { ImageType, MatcherVersion } from "../shared/types.js";
 import { thumbnailVector } from "./baseline.js";
 import type { EvalDataset } from "./dataset.js";
 import {
@@ -46,7 +47,7 @@ export interface DatasetEvaluation {
   baselineFullMap: number;
   /** Retrieval in the query's own image-type index only. */
   ownType: { service: MethodSummary; direct: MethodSummary };
-  /** Service vs model used directly. */
+  /** Service in the raw space vs the model used directly. */
   agreement: {
     /** Share of queries whose top-10 sets are identical. */
     top10Identical: number;
@@ -56,6 +57,21 @@ export interface DatasetEvaluation {
   featureMs: { direct: number; baseline: number };
   /** Per-query figures of the service (pooled). */
   perQuery: ScoredQuery[];
+  /** The service in each embedding space (the default space is also `service` above). */
+  spaces: Record<EmbeddingSpace, SpaceSummary>;
+  /** The rebuild's cross-validation decision per index. */
+  adaptation: Record<ImageType, AdaptedSpaceState>;
+}
+
+/** One space through the service. */
+export interface SpaceSummary {
+  service: MethodSummary;
+  ownType: MethodSummary;
+  /** Server-side time per search call (ms) and its FAISS stage, projection included. */
+  searchMs: Distribution;
+  indexMs: Distribution;
+  /** Share of queries whose suggested (product, defect type) is theirs: the own-type search's, and a vote of the merged top 10. */
+  suggestionAccuracy: { ownType: number; merged: number };
 }
 
 function summarise(dataset: EvalDataset, scored: readonly ScoredQuery[]): MethodSummary {
@@ -124,7 +140,11 @@ export async function evaluateDataset({
     meanMetrics(score(rankExact(dataset, f, Number.POSITIVE_INFINITY).pooled).map((s) => s.metrics)).ap;
   const service = summarise(dataset, svc);
   const directSummary = summarise(dataset, dir);
-  const identical = svc.filter((s, i) => {
+  // The service's raw space must equal the model used directly (the adapted space is compared with raw
+  // in the spaces table).
+  const svcRaw = score(run.spaces.raw.pooled);
+  const rawSummary = summarise(dataset, svcRaw);
+  const identical = svcRaw.filter((s, i) => {
     const d = dir[i]?.top10 ?? [];
     return s.top10.length === d.length && s.top10.every((h) => d.includes(h));
   }).length;
@@ -152,14 +172,33 @@ export async function evaluateDataset({
       direct: summarise(dataset, score(direct.ownType)),
     },
     agreement: {
-      top10Identical: identical / Math.max(1, svc.length),
+      top10Identical: identical / Math.max(1, svcRaw.length),
       maxOverallDelta: Math.max(
         ...(Object.keys(service.overall) as (keyof RetrievalMetrics)[]).map((k) =>
-          Math.abs(service.overall[k] - directSummary.overall[k]),
+          Math.abs(rawSummary.overall[k] - directSummary.overall[k]),
         ),
       ),
     },
     featureMs: { direct: directFeatures.featureMs, baseline: baseFeatures.featureMs },
     perQuery: svc,
+    spaces: Object.fromEntries(
+      (["raw", "adapted"] as const).map((space) => {
+        const r = run.spaces[space];
+        const accuracy = (pick: (x: { ownType: string | null; merged: string | null }) => string | null) =>
+          r.suggestions.filter((x, i) => pick(x) === dataset.queries[i]?.label).length /
+          Math.max(1, r.suggestions.length);
+        return [
+          space,
+          {
+            service: summarise(dataset, score(r.pooled)),
+            ownType: summarise(dataset, score(r.ownType)),
+            searchMs: distribution(r.searchMs),
+            indexMs: distribution(r.indexMs),
+            suggestionAccuracy: { ownType: accuracy((x) => x.ownType), merged: accuracy((x) => x.merged) },
+          },
+        ];
+      }),
+    ) as Record<EmbeddingSpace, SpaceSummary>,
+    adaptation: run.adaptation,
   };
 }

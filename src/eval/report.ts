@@ -87,6 +87,67 @@ function classTable(e: DatasetEvaluation): string[] {
   return lines;
 }
 
+function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
+  const lines = header([
+    "dataset",
+    "space",
+    "P@1",
+    "P@10 merged (target)",
+    "mAP@topK merged",
+    "P@10 own type",
+    "suggestion acc. own type / merged top-10",
+    "search p50 ms",
+    "index stage p50 / p99 ms",
+    "added p50 ms vs raw",
+    "worst class Δ P@10 vs raw",
+  ]);
+  for (const e of evals) {
+    const raw = e.spaces.raw.service;
+    for (const space of ["raw", "adapted"] as const) {
+      const s = e.spaces[space];
+      const worst = Math.min(
+        ...s.service.perClass.map((c, i) => c.metrics.p10 - (raw.perClass[i]?.metrics.p10 ?? 0)),
+      );
+      lines.push(
+        row([
+          e.dataset,
+          space,
+          fmt(s.service.overall.p1),
+          againstMin(s.service.overall.p10, P10_TARGETS[e.dataset]),
+          fmt(s.service.overall.ap),
+          fmt(s.ownType.overall.p10),
+          `${fmt(s.suggestionAccuracy.ownType)} / ${fmt(s.suggestionAccuracy.merged)}`,
+          fmt(s.searchMs.p50, 1),
+          `${fmt(s.indexMs.p50, 2)} / ${fmt(s.indexMs.p99, 2)}`,
+          space === "raw" ? "—" : fmt(s.indexMs.p50 - e.spaces.raw.indexMs.p50, 2),
+          space === "raw" ? "—" : fmt(worst),
+        ]),
+      );
+    }
+  }
+  return lines;
+}
+
+function spaceClassTable(e: DatasetEvaluation): string[] {
+  const lines = header(["class", "queries", "P@10 raw", "P@10 adapted", "Δ", "own-type P@10 raw / adapted"]);
+  e.spaces.raw.service.perClass.forEach((c, i) => {
+    const a = e.spaces.adapted.service.perClass[i]?.metrics.p10 ?? 0;
+    const oa = e.spaces.adapted.ownType.perClass[i]?.metrics.p10 ?? 0;
+    const or = e.spaces.raw.ownType.perClass[i]?.metrics.p10 ?? 0;
+    lines.push(
+      row([
+        c.label,
+        String(c.queries),
+        fmt(c.metrics.p10),
+        fmt(a),
+        fmt(a - c.metrics.p10),
+        `${fmt(or)} / ${fmt(oa)}`,
+      ]),
+    );
+  });
+  return lines;
+}
+
 /** The Markdown report: summary table with targets, service-vs-direct check, per-class tables. */
 export function renderEvaluation(r: EvaluationReport): string {
   const out: string[] = [
@@ -97,6 +158,8 @@ export function renderEvaluation(r: EvaluationReport): string {
     `- Model preset: ${r.preset} (${r.datasets[0]?.modelId ?? "?"}), matcher ${r.version}; run took ${(r.durationMs / 1000).toFixed(0)} s`,
     "- Service = gallery ingested with the real ingestion path, indexes built by the rebuild job, every query image",
     "  sent as base64 to the real search path against the defect and the normal index, hits merged by score.",
+    "  The `service` rows use the default space (SEARCH_DEFAULT_SPACE=adapted: learned from the gallery's labels",
+    "  where cross-validation accepted it); the service-vs-direct check below uses the raw space.",
     `- Relevant = same product and defect type (\`good\` = normal). mAP@topK averages precision over the first topK ranks`,
     "  per index (topK = min(MAX_TOP_K 1000, index size)), dividing by all relevant gallery images, so it is a lower",
     "  bound of the full-ranking mAP; 'mAP full' ranks the whole gallery (exact search, direct path only).",
@@ -107,10 +170,10 @@ export function renderEvaluation(r: EvaluationReport): string {
     "",
     ...header([
       "dataset",
-      "service ≥ direct (P@10)",
+      "service raw ≥ direct (P@10)",
       "top-10 identical",
       "max abs Δ overall",
-      "own-type index P@10 (service / direct)",
+      "own-type index P@10 (service raw / direct)",
       "ingest img/s",
       "search p50 / p99 ms (at topK)",
       "groups straddling",
@@ -120,10 +183,10 @@ export function renderEvaluation(r: EvaluationReport): string {
     ...r.datasets.map((e) =>
       row([
         e.dataset,
-        e.service.overall.p10 + 1e-9 >= e.direct.overall.p10 ? "yes" : "**no**",
+        e.spaces.raw.service.overall.p10 + 1e-9 >= e.direct.overall.p10 ? "yes" : "**no**",
         `${(e.agreement.top10Identical * 100).toFixed(1)}%`,
         fmt(e.agreement.maxOverallDelta, 4),
-        `${fmt(e.ownType.service.overall.p10)} / ${fmt(e.ownType.direct.overall.p10)}`,
+        `${fmt(e.spaces.raw.ownType.overall.p10)} / ${fmt(e.ownType.direct.overall.p10)}`,
         fmt(e.ingest.imagesPerSecond, 1),
         `${fmt(e.searchMs.p50, 1)} / ${fmt(e.searchMs.p99, 1)}`,
         String(e.checks.groupsStraddling),
@@ -133,6 +196,23 @@ export function renderEvaluation(r: EvaluationReport): string {
     ),
     "",
   ];
+  out.push(
+    "### Embedding spaces through the service (raw vs adapted)",
+    "",
+    "The adapted space is learned at rebuild time from the gallery's labels only and served where k-fold",
+    "cross-validation on the gallery accepted it; elsewhere `adapted` searches fall back to raw.",
+    "",
+    ...spacesTable(r.datasets),
+    "",
+  );
+  for (const e of r.datasets) {
+    out.push(`Cross-validation decision, ${e.dataset}:`, "");
+    for (const [type, a] of Object.entries(e.adaptation))
+      out.push(
+        `- ${type} index: served **${a.served}** — ${a.reason}${a.outDim ? ` (projection: ${a.outDim} dims, blend ${a.blend})` : ""}`,
+      );
+    out.push("", `#### ${e.dataset}: P@10 per class, raw vs adapted (merged)`, "", ...spaceClassTable(e), "");
+  }
   for (const e of r.datasets) {
     out.push(`### ${e.dataset}: per class (service; baseline for comparison)`, "", ...classTable(e), "");
   }

@@ -4,6 +4,8 @@ import path from "node:path";
 import type { App } from "../app.js";
 import type { IngestSummary } from "../ingest/ingest.service.js";
 import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
+import { suggestDefectType } from "../search/defect-suggestion.js";
 import type { SearchHit } from "../search/search.service.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import type { EvalDataset } from "./dataset.js";
@@ -26,6 +28,22 @@ export interface ServiceRun {
   ownType: RankedQuery[];
   /** Server-side total time per search call (ms). */
   searchMs: number[];
+  /** The same queries ranked in each space (`pooled`/`ownType` above are the default space's). */
+  spaces: Record<EmbeddingSpace, SpaceRun>;
+  /** What the rebuild's cross-validation decided, per index. */
+  adaptation: Record<ImageType, AdaptedSpaceState>;
+}
+
+/** One space's rankings, timings and suggestions. */
+export interface SpaceRun {
+  pooled: RankedQuery[];
+  ownType: RankedQuery[];
+  /** Server-side total time per search call (ms). */
+  searchMs: number[];
+  /** Server-side FAISS stage per search call, projection included (ms). */
+  indexMs: number[];
+  /** Per query: the suggestion of the own-type search (the service's), and a vote over the merged top 10. */
+  suggestions: { ownType: string | null; merged: string | null }[];
 }
 
 /**
@@ -76,27 +94,45 @@ export async function runThroughService({
     if (!matcher) throw new Error(`matcher ${version} not configured`);
     const indexSizes = { defect: matcher.state("defect").count, normal: matcher.state("normal").count };
     const topK = Math.min(maxTopK, Math.max(indexSizes.defect, indexSizes.normal));
-    const pooled: RankedQuery[] = [];
-    const ownType: RankedQuery[] = [];
-    const searchMs: number[] = [];
+    const spaces: Record<EmbeddingSpace, SpaceRun> = {
+      raw: { pooled: [], ownType: [], searchMs: [], indexMs: [], suggestions: [] },
+      adapted: { pooled: [], ownType: [], searchMs: [], indexMs: [], suggestions: [] },
+    };
+    const labelOfHit = (h: { productCode: string; defectCode: string | null }) =>
+      `${h.productCode}/${h.defectCode ?? "good"}`;
     for (const query of dataset.queries) {
       const base64 = query.bytes.toString("base64");
-      const byType = new Map<ImageType, SearchHit[]>();
-      for (const imageType of IMAGE_TYPES) {
-        if (indexSizes[imageType] === 0) continue;
-        const result = await app.search.search({
-          image: { base64 },
-          imageType,
-          topK: Math.min(topK, indexSizes[imageType]),
-          version,
-        });
-        searchMs.push(result.timing.totalMs);
-        byType.set(imageType, result.hits);
+      for (const space of ["raw", "adapted"] as const) {
+        const run = spaces[space];
+        const byType = new Map<ImageType, SearchHit[]>();
+        let own: string | null = null;
+        for (const imageType of IMAGE_TYPES) {
+          if (indexSizes[imageType] === 0) continue;
+          const result = await app.search.search({
+            image: { base64 },
+            imageType,
+            topK: Math.min(topK, indexSizes[imageType]),
+            version,
+            space,
+          });
+          run.searchMs.push(result.timing.totalMs);
+          run.indexMs.push(result.timing.searchMs);
+          byType.set(imageType, result.hits);
+          if (imageType === query.imageType && result.suggestion) own = labelOfHit(result.suggestion);
+        }
+        const merged = [...byType.values()].flat().sort((a, b) => b.score - a.score);
+        run.pooled.push(toRanked(query, merged));
+        run.ownType.push(toRanked(query, byType.get(query.imageType) ?? []));
+        const vote = suggestDefectType(merged, 10);
+        run.suggestions.push({ ownType: own, merged: vote ? labelOfHit(vote) : null });
       }
-      const merged = [...byType.values()].flat().sort((a, b) => b.score - a.score);
-      pooled.push(toRanked(query, merged));
-      ownType.push(toRanked(query, byType.get(query.imageType) ?? []));
     }
+    const chosen = spaces[app.config.adaptation.defaultSpace];
+    const { pooled, ownType, searchMs } = chosen;
+    const adaptation = {
+      defect: matcher.state("defect").adaptedSpace,
+      normal: matcher.state("normal").adaptedSpace,
+    };
     await withApp?.(app);
     const { failures, ...counts } = summary;
     return {
@@ -109,6 +145,8 @@ export async function runThroughService({
       pooled,
       ownType,
       searchMs,
+      spaces,
+      adaptation,
     };
   } finally {
     await app.close();

@@ -4,7 +4,8 @@
  */
 export const P10_TARGETS: Readonly<Record<string, number>> = {
   neu_det: 0.99,
-  xsdd: 0.97,
+  // Issue 9 raised xsdd from 0.97 to 0.98 (the adapted space).
+  xsdd: 0.98,
   magnetic_tile: 0.85,
 };
 

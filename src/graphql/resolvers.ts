@@ -28,6 +28,7 @@ export const resolvers: Resolvers = {
   ImageTypeSelector: { DEFECT: "defect", NORMAL: "normal", ALL: "all" },
   MatcherVersion: { V1: "v1", V2: "v2" },
   IndexSource: { BUILT: "built", LOADED: "loaded", FALLBACK: "fallback" },
+  EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
   RebuildStatus: { RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
 
   Query: {
@@ -48,6 +49,7 @@ export const resolvers: Resolvers = {
         productCodes: input.filter?.productCodes,
         defectCodes: input.filter?.defectCodes,
         version: input.version,
+        space: input.space,
       }),
     status: (_, __, ctx) => ctx.admin.status(),
     rebuildTask: (_, { id }, ctx) => ctx.admin.task(String(id)) ?? null,

@@ -64,6 +64,37 @@ export const manifestSchema = z.object({
   metadataSha256: z.string(),
   /** sha256 (hex) of vectors.f32, the full-precision vectors for exact re-ranking; null when there is none. */
   vectorsSha256: z.string().nullable().default(null),
+  /**
+   * The embedding space of the vectors: `raw` (the model's embedding) or `adapted` (projected by the
+   * learned projection in `projection.file`, beside the index).
+   */
+  space: z.enum(["raw", "adapted"]).default("raw"),
+  /** The projection an adapted index was built with; null for raw indexes. */
+  projection: z
+    .object({
+      file: z.string(),
+      sha256: z.string(),
+      /** Fingerprint of the labelled gallery the projection was learned from (both image types). */
+      trainingFingerprint: z.string(),
+      params: z.object({ shrinkage: z.number(), blend: z.number(), outDim: z.number().int() }),
+    })
+    .nullable()
+    .default(null),
+  /**
+   * The cross-validation decision taken at the last rebuild (raw indexes): served space, the reason, the
+   * P@10 figures; null when adaptation is off or for V1.
+   */
+  adaptation: z
+    .object({
+      space: z.enum(["raw", "adapted"]),
+      reason: z.string(),
+      trainingFingerprint: z.string(),
+      cvRawP10: z.number().nullable(),
+      cvAdaptedP10: z.number().nullable(),
+      fitMs: z.number(),
+    })
+    .nullable()
+    .default(null),
 });
 
 /** A persisted index's manifest. */
@@ -140,7 +171,13 @@ export function createIndexStore({
      */
     async save(
       loaded: Omit<LoadedIndex, "manifest"> & {
-        manifest: Omit<IndexManifest, "indexSha256" | "metadataSha256" | "vectorsSha256">;
+        manifest: Omit<
+          IndexManifest,
+          "indexSha256" | "metadataSha256" | "vectorsSha256" | "space" | "projection" | "adaptation"
+        > &
+          Partial<Pick<IndexManifest, "space" | "projection" | "adaptation">>;
+        /** Small files written beside the index (name -> content), e.g. the projection. */
+        extraFiles?: Record<string, string>;
       },
     ): Promise<IndexManifest> {
       const { matcherVersion, imageType } = loaded.manifest;
@@ -162,7 +199,9 @@ export function createIndexStore({
           sha256File(path.join(tmp, METADATA_FILE)),
           existsSync(vectorsFile) ? sha256File(vectorsFile) : null,
         ]);
-        manifest = { ...loaded.manifest, indexSha256, metadataSha256, vectorsSha256 };
+        for (const [name, content] of Object.entries(loaded.extraFiles ?? {}))
+          await writeFile(path.join(tmp, name), content);
+        manifest = manifestSchema.parse({ ...loaded.manifest, indexSha256, metadataSha256, vectorsSha256 });
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
         fault("files-written");
@@ -184,6 +223,15 @@ export function createIndexStore({
       }
       loaded.index.setSourceFile(path.join(dir, INDEX_FILE));
       return manifest;
+    },
+
+    /** A small file saved beside an index (see `extraFiles` of {@link save}), or undefined. */
+    async readExtra(
+      version: MatcherVersion,
+      imageType: ImageType,
+      name: string,
+    ): Promise<string | undefined> {
+      return readFile(path.join(dirOf(version, imageType), name), "utf8").catch(() => undefined);
     },
 
     /** The manifest of a persisted index, or undefined when there is none or it does not parse. */

@@ -1,4 +1,8 @@
 import type { Logger } from "pino";
+import { adaptVectorsOffThread, decideAdaptationOffThread } from "../adapted/adaptation.runner.js";
+import type { AdaptationDecision, GateSettings } from "../adapted/cross-validation.js";
+import { PROJECTION_FILE, parseProjection, serializeProjection } from "../adapted/projection.file.js";
+import { adaptVector, type Projection } from "../adapted/projection.js";
 import { type AutoFactoryPolicy, isExactFactory, resolveFactory } from "../index/factory.js";
 import { filteredSearch, type PlanLimits } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
@@ -6,11 +10,31 @@ import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { IndexManifest, IndexStore, LoadedIndex } from "../index/index.store.js";
 import { IndexUnavailableError, type VectorIndex, type VectorIndexBackend } from "../index/vector-index.js";
 import { errors } from "../shared/errors.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import { sha256 } from "../shared/hash.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import type { GalleryProgress, GallerySource } from "./gallery-source.js";
 
 /** How the index being served came to be. */
 export type IndexSource = "built" | "loaded" | "fallback";
+
+/** An embedding space: the model's own (`raw`) or the one learned from the gallery's labels (`adapted`). */
+export type EmbeddingSpace = "raw" | "adapted";
+
+/** What status shows of the adapted space of one index. */
+export interface AdaptedSpaceState {
+  /** The space searches get by default (`adapted` only when the gate accepted a projection). */
+  served: EmbeddingSpace;
+  /** Why, in one sentence (the cross-validation result, or why none ran). */
+  reason: string;
+  /** Cross-validated P@10 on the gallery: raw, and the best projection tried. */
+  cvRawP10: number | null;
+  cvAdaptedP10: number | null;
+  trainingFingerprint: string | null;
+  /** Projection file beside the adapted index, and its size. */
+  projectionFile: string | null;
+  outDim: number | null;
+  blend: number | null;
+}
 
 /** What an operator sees of one index. */
 export interface IndexState {
@@ -34,6 +58,7 @@ export interface IndexState {
   servingSince: string | null;
   indexSha256: string | null;
   gallery: string;
+  adaptedSpace: AdaptedSpaceState;
 }
 
 /** Search options after validation. */
@@ -48,6 +73,8 @@ export interface MatchOptions {
   defectCodes?: readonly string[] | undefined;
   /** Content hash of a gallery image to leave out ("find similar" must not answer with the query itself). */
   excludeContentSha256?: string | undefined;
+  /** Space to rank in; `adapted` falls back to `raw` when the index has none. Default: adapted when served. */
+  space?: EmbeddingSpace | undefined;
 }
 
 /** One ranked match. */
@@ -87,7 +114,7 @@ export interface Matcher {
     imageType: ImageType,
     query: Float32Array,
     options: MatchOptions,
-  ): Promise<{ matches: Match[]; indexSize: number }>;
+  ): Promise<{ matches: Match[]; indexSize: number; space: EmbeddingSpace }>;
   /**
    * Loads the persisted index if its manifest matches the configured model and index type and, with
    * `checkGallery`, the gallery's current fingerprint. Checksums are verified in the background once it
@@ -110,7 +137,23 @@ interface Serving {
   loaded: LoadedIndex;
   source: IndexSource;
   servingSince: string;
+  /** The same gallery in the adapted space, when the gate accepted a projection. */
+  adapted?: { loaded: LoadedIndex; projection: Projection } | undefined;
 }
+
+/** Adaptation settings of a matcher. */
+export interface AdaptationSettings {
+  /** Learn and gate a projection at rebuilds (ADAPTED_SPACE). */
+  enabled: boolean;
+  /** Space searches use when the request names none (SEARCH_DEFAULT_SPACE). */
+  defaultSpace: EmbeddingSpace;
+  gate: GateSettings;
+  /** Where adapted indexes (and their projections) are persisted. */
+  store: IndexStore;
+}
+
+/** Relevance class used to learn the projection: product and defect type, `normal` for normal images. */
+export const trainingLabel = (e: GalleryEntry) => `${e.productCode}/${e.defectCode ?? "normal"}`;
 
 /** Index settings a matcher builds and loads with. */
 export interface IndexSettings {
@@ -153,6 +196,7 @@ export function createMatcher({
   dimension,
   index: settings,
   logger,
+  adaptation,
 }: {
   version: MatcherVersion;
   source: GallerySource;
@@ -162,19 +206,187 @@ export function createMatcher({
   dimension: number;
   index: IndexSettings;
   logger: Logger;
+  /** Omitted or disabled: indexes stay raw. V1 folder galleries always stay raw. */
+  adaptation?: AdaptationSettings | undefined;
 }): Matcher {
   const serving = new Map<ImageType, Serving>();
   const log = logger.child({ matcher: version });
   const params = { efConstruction: settings.efConstruction, efSearch: settings.efSearch };
+
+  const adaptOn = adaptation?.enabled === true && version === "v2";
+  /** The last decision, reused by the other image type's rebuild while the training gallery is unchanged. */
+  let lastTraining:
+    | { fingerprint: string; decision: AdaptationDecision; projection: Projection | null }
+    | undefined;
 
   /** Serves `next` for `imageType` and releases what it replaces (after its queued searches). */
   function swapIn(imageType: ImageType, next: Serving | undefined) {
     const previous = serving.get(imageType);
     if (next) serving.set(imageType, next);
     else serving.delete(imageType);
-    if (previous && previous.loaded.index !== next?.loaded.index) {
-      previous.loaded.index.close().catch((err) => log.warn({ err }, "closing the replaced index failed"));
+    const close = (i: VectorIndex) =>
+      i.close().catch((err) => log.warn({ err }, "closing the replaced index failed"));
+    if (previous && previous.loaded.index !== next?.loaded.index) close(previous.loaded.index);
+    if (previous?.adapted && previous.adapted.loaded.index !== next?.adapted?.loaded.index)
+      close(previous.adapted.loaded.index);
+  }
+
+  /** Fingerprint of everything a projection learns from: both image types' galleries with their labels. */
+  async function trainingFingerprint(): Promise<string> {
+    const parts = await Promise.all(IMAGE_TYPES.map(async (t) => `${t}:${await source.fingerprint(t)}`));
+    return `${modelId}|${parts.join("|")}`;
+  }
+
+  /**
+   * The gate's decision for the current labelled gallery (both image types, so the two indexes share one
+   * space and merged scores stay comparable), reusing the last one while the gallery is unchanged.
+   */
+  async function training(
+    imageType: ImageType,
+    collected: { entries: GalleryEntry[]; vectors: Float32Array },
+  ) {
+    const fingerprint = await trainingFingerprint();
+    if (lastTraining?.fingerprint === fingerprint) return lastTraining;
+    const other = IMAGE_TYPES.filter((t) => t !== imageType);
+    const parts = [collected];
+    for (const t of other) parts.push(await source.collect(t, () => {}));
+    const count = parts.reduce((n, p) => n + p.entries.length, 0);
+    const vectors = new Float32Array(count * dimension);
+    const labels: string[] = [];
+    const isDefect: boolean[] = [];
+    let at = 0;
+    for (const p of parts) {
+      vectors.set(p.vectors, at * dimension);
+      for (const e of p.entries) {
+        labels.push(trainingLabel(e));
+        isDefect.push(e.imageType === "defect");
+      }
+      at += p.entries.length;
     }
+    const { decision, projection } = await decideAdaptationOffThread({
+      vectors,
+      dim: dimension,
+      labels,
+      isDefect,
+      settings: adaptation?.gate,
+    });
+    log.info(
+      {
+        space: decision.space,
+        reason: decision.reason,
+        fitMs: Math.round(decision.fitMs),
+        images: count,
+      },
+      "adapted space decided",
+    );
+    lastTraining = { fingerprint, decision, projection };
+    return lastTraining;
+  }
+
+  function adaptedState(s: Serving | undefined): AdaptedSpaceState {
+    const a = s?.loaded.manifest.adaptation;
+    const p = s?.adapted;
+    return {
+      served: p ? "adapted" : "raw",
+      reason: !adaptOn
+        ? version === "v1"
+          ? "V1 folder galleries stay raw (the projection learns from the database's labels)"
+          : "adaptation is off (ADAPTED_SPACE=off)"
+        : (a?.reason ?? "no rebuild has decided yet"),
+      cvRawP10: a?.cvRawP10 ?? null,
+      cvAdaptedP10: a?.cvAdaptedP10 ?? null,
+      trainingFingerprint: a?.trainingFingerprint ?? null,
+      projectionFile: p?.loaded.manifest.projection?.file ?? null,
+      outDim: p?.projection.outDim ?? null,
+      blend: p?.projection.blend ?? null,
+    };
+  }
+
+  /** Builds and persists the adapted index of `imageType` (projected, re-normalised gallery vectors). */
+  async function buildAdapted(
+    imageType: ImageType,
+    decided: { fingerprint: string; projection: Projection | null },
+    vectors: Float32Array,
+    factory: string,
+    galleryFingerprint: string,
+    columns: LoadedIndex["columns"],
+  ): Promise<NonNullable<Serving["adapted"]>> {
+    const projection = decided.projection as Projection;
+    const store2 = (adaptation as AdaptationSettings).store;
+    const width = projection.inDim + projection.outDim;
+    const exact = isExactFactory(factory);
+    const built = await backend.build({
+      dimension: width,
+      factory,
+      vectors,
+      params,
+      recall: exact ? null : { queries: settings.recallQueries, seed: columns.count },
+    });
+    const { index, recall } = built;
+    try {
+      if (recall && recall.recallAt10 < settings.recallFloor)
+        throw new Error(
+          `The adapted ${version} ${imageType} index reached recall@10 ${recall.recallAt10.toFixed(3)}, below the floor ${settings.recallFloor}`,
+        );
+      const text = serializeProjection(projection);
+      const manifest = await store2.save({
+        index,
+        columns,
+        extraFiles: { [PROJECTION_FILE]: text },
+        manifest: {
+          formatVersion: 2,
+          matcherVersion: version,
+          imageType,
+          modelId,
+          dimension: width,
+          count: index.count,
+          configuredFactory: settings.factory,
+          factory,
+          params: index.params,
+          recall: recall
+            ? { recallAt10: recall.recallAt10, queries: recall.queries, floor: settings.recallFloor }
+            : null,
+          buildMs: built.buildMs,
+          galleryFingerprint,
+          builtAt: new Date().toISOString(),
+          space: "adapted",
+          projection: {
+            file: PROJECTION_FILE,
+            sha256: sha256(text),
+            trainingFingerprint: decided.fingerprint,
+            params: { shrinkage: projection.shrinkage, blend: projection.blend, outDim: projection.outDim },
+          },
+        },
+      });
+      return { loaded: { manifest, index, columns }, projection };
+    } catch (err) {
+      await index.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Loads the persisted adapted index of `imageType` and its projection, checking them against the raw
+   * index's decision.
+   * @throws Error when missing, corrupt or learned from another gallery.
+   */
+  async function loadAdapted(
+    imageType: ImageType,
+    trainingFp: string,
+    count: number,
+  ): Promise<NonNullable<Serving["adapted"]>> {
+    const store2 = (adaptation as AdaptationSettings).store;
+    await store2.recover(version, imageType);
+    const m = await store2.readManifest(version, imageType);
+    if (!m?.projection) throw new Error("no persisted adapted index");
+    if (m.projection.trainingFingerprint !== trainingFp || m.modelId !== modelId || m.count !== count)
+      throw new Error("the persisted adapted index was learned from another gallery or model");
+    const text = await store2.readExtra(version, imageType, m.projection.file);
+    if (text === undefined || sha256(text) !== m.projection.sha256)
+      throw new Error(`${m.projection.file} is missing or does not match its manifest checksum`);
+    const projection = parseProjection(text);
+    const loaded = await store2.load(version, imageType, backend, { efSearch: params.efSearch });
+    return { loaded, projection };
   }
 
   return {
@@ -200,6 +412,7 @@ export function createMatcher({
         servingSince: s?.servingSince ?? null,
         indexSha256: m?.indexSha256 ?? null,
         gallery: source.description,
+        adaptedSpace: adaptedState(s),
       };
     },
 
@@ -212,16 +425,19 @@ export function createMatcher({
     async search(imageType, query, options) {
       const s = serving.get(imageType);
       if (!s) throw indexNotReadyError(version, imageType);
-      const { index, columns } = s.loaded;
-      if (query.length !== index.dimension) {
+      const wanted = options.space ?? adaptation?.defaultSpace ?? "raw";
+      const space: EmbeddingSpace = wanted === "adapted" && s.adapted ? "adapted" : "raw";
+      const { index, columns } = space === "adapted" && s.adapted ? s.adapted.loaded : s.loaded;
+      if (query.length !== s.loaded.index.dimension) {
         throw errors.indexNotReady(
-          `The ${version} ${imageType} index holds ${index.dimension}-d vectors but the model gives ${query.length}-d; rebuild the index.`,
+          `The ${version} ${imageType} index holds ${s.loaded.index.dimension}-d vectors but the model gives ${query.length}-d; rebuild the index.`,
         );
       }
       const matching = isFiltering(options) ? matchingLabels(columns, options) : null;
       const exclude = options.excludeContentSha256;
       try {
-        const { hits } = await filteredSearch(index, query, {
+        const q = space === "adapted" && s.adapted ? adaptVector(s.adapted.projection, query) : query;
+        const { hits } = await filteredSearch(index, q, {
           topK: options.topK,
           matching,
           minScore: options.minScore,
@@ -231,6 +447,7 @@ export function createMatcher({
         return {
           matches: hits.map(({ label, score }) => ({ entry: entryAt(columns, label), score })),
           indexSize: index.count,
+          space,
         };
       } catch (err) {
         if (err instanceof IndexUnavailableError) throw reloadingErrorOf(version, imageType, err.message);
@@ -269,6 +486,18 @@ export function createMatcher({
           return false;
         }
       }
+      const decided = manifest.adaptation;
+      if (checkGallery && adaptOn) {
+        // A projection learns from both image types: a change to either (or to a label) makes it stale.
+        const current = await trainingFingerprint();
+        if (!decided || decided.trainingFingerprint !== current) {
+          log.info(
+            { imageType, persisted: decided?.trainingFingerprint ?? null, current },
+            "labelled gallery changed since the adapted space was decided; it will be rebuilt",
+          );
+          return false;
+        }
+      }
       let loaded: LoadedIndex;
       try {
         loaded = await store.load(version, imageType, backend, { efSearch: params.efSearch });
@@ -276,7 +505,20 @@ export function createMatcher({
         log.warn({ err, imageType }, "persisted index is unusable; it will be rebuilt");
         return false;
       }
-      const entry: Serving = { loaded, source: how, servingSince: new Date().toISOString() };
+      let adapted: Serving["adapted"];
+      if (adaptOn && decided?.space === "adapted") {
+        try {
+          adapted = await loadAdapted(imageType, decided.trainingFingerprint, manifest.count);
+        } catch (err) {
+          if (checkGallery) {
+            await loaded.index.close();
+            log.warn({ err, imageType }, "persisted adapted index is unusable; both will be rebuilt");
+            return false;
+          }
+          log.warn({ err, imageType }, "persisted adapted index is unusable; serving the raw space only");
+        }
+      }
+      const entry: Serving = { loaded, source: how, servingSince: new Date().toISOString(), adapted };
       swapIn(imageType, entry);
       log.info({ imageType, count: loaded.manifest.count, source: how }, "index loaded");
       // Checksums after serving starts: hashing a large index would otherwise dominate startup.
@@ -298,6 +540,14 @@ export function createMatcher({
       const factory = resolveFactory(settings.factory, count, settings.auto);
       const exact = isExactFactory(factory);
       const columns = columnsFromEntries(imageType, gallery.entries);
+      // Before the raw build: the build hands `gallery.vectors` over to the index's worker.
+      const decided = adaptOn ? await training(imageType, gallery) : undefined;
+      const projection = decided?.projection;
+      const adaptsThis = projection && (projection.scope === "all" || imageType === "defect");
+      const adaptedVectors =
+        projection && adaptsThis && count > 0
+          ? await adaptVectorsOffThread(projection, gallery.vectors)
+          : undefined;
       const built = await backend.build({
         dimension,
         factory,
@@ -312,6 +562,21 @@ export function createMatcher({
         throw new Error(
           `The new ${version} ${imageType} index (${factory}, ${count} images) reached recall@10 ${recall.recallAt10.toFixed(3)} against exact search, below the floor ${settings.recallFloor} (INDEX_RECALL_FLOOR); it was not swapped in. Raise INDEX_EF_SEARCH (now ${params.efSearch}) or INDEX_EF_CONSTRUCTION (now ${params.efConstruction}), or set INDEX_FACTORY=Flat`,
         );
+      }
+      let adapted: Serving["adapted"];
+      try {
+        if (decided?.projection && adaptedVectors)
+          adapted = await buildAdapted(
+            imageType,
+            decided,
+            adaptedVectors,
+            factory,
+            galleryFingerprint,
+            columns,
+          );
+      } catch (err) {
+        await index.close();
+        throw err;
       }
       let manifest: IndexManifest;
       try {
@@ -334,16 +599,33 @@ export function createMatcher({
             buildMs: built.buildMs,
             galleryFingerprint,
             builtAt: new Date().toISOString(),
+            adaptation: decided
+              ? {
+                  space: adapted ? "adapted" : "raw",
+                  reason:
+                    count === 0
+                      ? "empty index: nothing to adapt"
+                      : projection && !adaptsThis
+                        ? `the adapted space covers the defect index only; normal images keep the raw cosine (${decided.decision.reason})`
+                        : decided.decision.reason,
+                  trainingFingerprint: decided.fingerprint,
+                  cvRawP10: decided.decision.raw?.p10 ?? null,
+                  cvAdaptedP10: decided.decision.best?.p10 ?? null,
+                  fitMs: decided.decision.fitMs,
+                }
+              : null,
           },
         });
       } catch (err) {
         await index.close();
+        await adapted?.loaded.index.close();
         throw err;
       }
       swapIn(imageType, {
         loaded: { manifest, index, columns },
         source: "built",
         servingSince: new Date().toISOString(),
+        adapted,
       });
       const swapMs = performance.now() - t0;
       log.info(
@@ -365,7 +647,9 @@ export function createMatcher({
     async close() {
       const all = [...serving.values()];
       serving.clear();
-      await Promise.all(all.map((s) => s.loaded.index.close()));
+      await Promise.all(
+        all.flatMap((s) => [s.loaded.index.close(), ...(s.adapted ? [s.adapted.loaded.index.close()] : [])]),
+      );
     },
   };
 }

@@ -44,8 +44,8 @@ export function createV2GallerySource({
     version: "v2",
     description: "database",
     async fingerprint(imageType) {
-      const { count, maxImageId } = await repository.galleryFingerprint(imageType);
-      return `count=${count};maxImageId=${maxImageId}`;
+      const { count, maxImageId, labelsMd5 } = await repository.galleryFingerprint(imageType);
+      return `count=${count};maxImageId=${maxImageId};labels=${labelsMd5.slice(0, 16)}`;
     },
     async collect(imageType: ImageType, onProgress) {
       const { total } = await repository.countGallery(imageType, embedder.modelId);

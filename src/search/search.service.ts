@@ -4,12 +4,13 @@ import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
-import type { Matcher } from "../matchers/matcher.js";
+import type { EmbeddingSpace, Matcher } from "../matchers/matcher.js";
 import { errors, isDomainError } from "../shared/errors.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { isCallerReadableKey } from "../storage/original-key.js";
 import { thumbnailKey } from "../thumbnails/thumbnail.js";
+import { type DefectSuggestion, suggestDefectType } from "./defect-suggestion.js";
 import type { MatcherVersionFlag } from "./matcher-version.flag.js";
 
 /** Where the query image comes from; exactly one field is set. */
@@ -34,6 +35,11 @@ export interface SearchRequest {
   defectCodes?: readonly string[] | null;
   /** Overrides the active matcher for this request. */
   version?: MatcherVersion | null;
+  /**
+   * Space to rank in: `adapted` ("what defect is this?", learned from the gallery's labels) or `raw`
+   * ("visually similar"); default SEARCH_DEFAULT_SPACE. `adapted` falls back to raw where none is served.
+   */
+  space?: EmbeddingSpace | null;
 }
 
 /** One ranked result with everything the gallery knows about the image. */
@@ -46,6 +52,8 @@ export interface SearchHit extends GalleryEntry {
   downloadUrl: string | null;
   /** Presigned GET URL of the original's WebP thumbnail, when the original is in object storage. */
   thumbnailUrl: string | null;
+  /** The space that ranked this hit. */
+  space: EmbeddingSpace;
 }
 
 /** Time spent per stage of one search (ms). */
@@ -64,6 +72,10 @@ export interface SearchResult {
   modelId: string;
   indexSize: number;
   hits: SearchHit[];
+  /** The space the hits were ranked in. */
+  space: EmbeddingSpace;
+  /** Likely defect type by a weighted vote of the top SUGGESTION_TOP_K hits (filters apply); null without hits. */
+  suggestion: DefectSuggestion | null;
   timing: SearchTiming;
 }
 
@@ -81,6 +93,7 @@ export function createSearchService({
   maxImageBytes,
   maxTopK,
   presignExpirySeconds,
+  suggestionTopK = 10,
   admission: admissionLimits,
   logger,
 }: {
@@ -92,6 +105,8 @@ export function createSearchService({
   maxImageBytes: number;
   maxTopK: number;
   presignExpirySeconds: number;
+  /** Hits voting for the suggested defect type (SUGGESTION_TOP_K). */
+  suggestionTopK?: number;
   /**
    * Searches running at once, and waiting, before a search is refused with OVERLOADED; and the longest a
    * search may take from arrival to answer (ms) before it fails with SERVICE_UNAVAILABLE.
@@ -268,16 +283,22 @@ export function createSearchService({
     const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
     const { embedding, exclude } = await queryEmbedding(req.image, timing);
     const t0 = performance.now();
-    const { matches, indexSize } = await matcher.search(req.imageType, embedding, {
-      topK: req.topK,
+    const { matches, indexSize, space } = await matcher.search(req.imageType, embedding, {
+      // The vote may need more neighbours than the caller wants hits.
+      topK: Math.max(req.topK, suggestionTopK),
+      space: req.space ?? undefined,
       minScore: req.minScore ?? undefined,
       productCodes: req.productCodes ?? undefined,
       defectCodes: req.defectCodes ?? undefined,
       excludeContentSha256: exclude,
     });
     timing.searchMs = performance.now() - t0;
+    const suggestion = suggestDefectType(
+      matches.map((m) => ({ ...m.entry, score: m.score })),
+      suggestionTopK,
+    );
     const hits = await Promise.all(
-      matches.map(async ({ entry, score }, i) => {
+      matches.slice(0, req.topK).map(async ({ entry, score }, i) => {
         const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
         const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
         // Thumbnails are content-addressed like originals, so no lookup is needed to name one.
@@ -285,12 +306,21 @@ export function createSearchService({
           key && entry.contentSha256
             ? await blobStore.presignedGetUrl(thumbnailKey(entry.contentSha256), presignExpirySeconds)
             : null;
-        return { ...entry, rank: i + 1, score, downloadUrl, thumbnailUrl };
+        return { ...entry, rank: i + 1, score, downloadUrl, thumbnailUrl, space };
       }),
     );
     timing.totalMs = performance.now() - start;
     logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
-    return { version, imageType: req.imageType, modelId: embedder.modelId, indexSize, hits, timing };
+    return {
+      version,
+      imageType: req.imageType,
+      modelId: embedder.modelId,
+      indexSize,
+      hits,
+      space,
+      suggestion,
+      timing,
+    };
   }
 }
 

@@ -29,6 +29,13 @@ export const SEARCH = /* GraphQL */ `
       imageType
       indexSize
       tookMs
+      space
+      suggestion {
+        productCode
+        defectCode
+        share
+        votes
+      }
       hits {
         rank
         score
@@ -43,6 +50,7 @@ export const SEARCH = /* GraphQL */ `
         downloadUrl
         thumbnailUrl
         contentSha256
+        space
       }
     }
   }
@@ -55,6 +63,8 @@ export interface SearchAnswer {
     imageType: string;
     indexSize: number;
     tookMs: number;
+    space: "RAW" | "ADAPTED";
+    suggestion: { productCode: string; defectCode: string | null; share: number; votes: number } | null;
     hits: {
       rank: number;
       score: number;
@@ -68,6 +78,7 @@ export interface SearchAnswer {
       downloadUrl: string | null;
       thumbnailUrl: string | null;
       contentSha256: string | null;
+      space: "RAW" | "ADAPTED";
     }[];
   };
 }
@@ -100,7 +111,7 @@ export const STATUS = /* GraphQL */ `
       databaseReachable
       databaseError
       model { modelId dimension }
-      indexes { version imageType ready count dimension modelId factory efSearch recallAt10 recallFloor source builtAt checksum }
+      indexes { version imageType ready count dimension modelId factory efSearch recallAt10 recallFloor source builtAt checksum adaptedSpace { served reason cvRawP10 cvAdaptedP10 } }
     }
   }
 `;
@@ -122,6 +133,12 @@ export interface StatusAnswer {
       recallAt10: number | null;
       recallFloor: number;
       source: string | null;
+      adaptedSpace: {
+        served: "RAW" | "ADAPTED";
+        reason: string;
+        cvRawP10: number | null;
+        cvAdaptedP10: number | null;
+      };
     }[];
   };
 }

@@ -29,6 +29,40 @@ export type Scalars = {
   Upload: { input: UploadPromise; output: UploadPromise; }
 };
 
+/** The adapted space of one index, and why it is or is not served. */
+export type AdaptedSpaceStatus = {
+  __typename?: 'AdaptedSpaceStatus';
+  /** Weight of the adapted similarity in the score (the rest is raw cosine). */
+  blend?: Maybe<Scalars['Float']['output']>;
+  /** Cross-validated P@10 of the best projection tried. */
+  cvAdaptedP10?: Maybe<Scalars['Float']['output']>;
+  /** Cross-validated P@10 on the gallery, raw embedding. */
+  cvRawP10?: Maybe<Scalars['Float']['output']>;
+  /** Dimensions the projection adds to the raw embedding. */
+  outDim?: Maybe<Scalars['Int']['output']>;
+  /** Projection file beside the adapted index. */
+  projectionFile?: Maybe<Scalars['String']['output']>;
+  /** Why (the cross-validation result on the gallery, or why none ran). */
+  reason: Scalars['String']['output'];
+  /** Space searches get by default here. */
+  served: EmbeddingSpace;
+  /** Fingerprint of the labelled gallery (both image types) the decision was taken on. */
+  trainingFingerprint?: Maybe<Scalars['String']['output']>;
+};
+
+/** The likely defect type of the query image: a similarity-weighted vote of the top-K hits. */
+export type DefectSuggestion = {
+  __typename?: 'DefectSuggestion';
+  /** Null when the vote says normal. */
+  defectCode?: Maybe<Scalars['String']['output']>;
+  defectName?: Maybe<Scalars['String']['output']>;
+  productCode: Scalars['String']['output'];
+  /** Share of the vote's weight, 0 to 1. */
+  share: Scalars['Float']['output'];
+  /** Hits that voted (SUGGESTION_TOP_K, fewer when the index or filter has fewer). */
+  votes: Scalars['Int']['output'];
+};
+
 /** A defect type with how many gallery images show it. */
 export type DefectTypeSummary = {
   __typename?: 'DefectTypeSummary';
@@ -36,6 +70,16 @@ export type DefectTypeSummary = {
   defectName: Scalars['String']['output'];
   imageCount: Scalars['Int']['output'];
 };
+
+/**
+ * Embedding space a search ranks in. RAW: the model's embedding ("show me visually similar cases").
+ * ADAPTED: the embedding projected by a map learned from the gallery's labels at rebuild time ("what defect
+ * is this?"); served only where k-fold cross-validation on the gallery showed it beats raw, raw elsewhere.
+ */
+export enum EmbeddingSpace {
+  Adapted = 'adapted',
+  Raw = 'raw'
+}
 
 /** Which gallery images to list; unset fields do not filter. */
 export type GalleryFilter = {
@@ -97,6 +141,7 @@ export enum IndexSource {
 
 export type IndexStatus = {
   __typename?: 'IndexStatus';
+  adaptedSpace: AdaptedSpaceStatus;
   builtAt?: Maybe<Scalars['DateTime']['output']>;
   /** sha256 of faiss_index.bin. */
   checksum?: Maybe<Scalars['String']['output']>;
@@ -298,6 +343,8 @@ export type SearchHit = {
   rank: Scalars['Int']['output'];
   /** Cosine similarity of the query and this image, in [-1, 1]. */
   score: Scalars['Float']['output'];
+  /** The space that ranked this hit (its score is that space's similarity). */
+  space: EmbeddingSpace;
   /** Stable s3://bucket/key URL of the original (V2). */
   storageUrl?: Maybe<Scalars['String']['output']>;
   /** Presigned HTTP GET URL of a WebP thumbnail, at most 256 pixels a side (V2). */
@@ -311,6 +358,10 @@ export type SearchResult = {
   /** Images in the searched index. */
   indexSize: Scalars['Int']['output'];
   modelId: Scalars['String']['output'];
+  /** The space the hits were ranked in. */
+  space: EmbeddingSpace;
+  /** Likely defect type by a weighted vote of the top hits; null when there are none. */
+  suggestion?: Maybe<DefectSuggestion>;
   timing: SearchTiming;
   tookMs: Scalars['Float']['output'];
   /** The matcher that answered. */
@@ -324,6 +375,8 @@ export type SearchSimilarInput = {
   imageType?: InputMaybe<ImageType>;
   /** Leave out hits whose cosine similarity is below this. */
   minScore?: InputMaybe<Scalars['Float']['input']>;
+  /** Space to rank in; default SEARCH_DEFAULT_SPACE. ADAPTED falls back to RAW where no adapted space is served. */
+  space?: InputMaybe<EmbeddingSpace>;
   /** Number of hits, 1 to the configured maximum (default 100). */
   topK?: InputMaybe<Scalars['Int']['input']>;
   /** Use this matcher instead of the active one (compare V1 and V2 during migration). */
@@ -427,9 +480,12 @@ export type DirectiveResolverFn<TResult = Record<PropertyKey, never>, TParent = 
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
+  AdaptedSpaceStatus: ResolverTypeWrapper<AdaptedSpaceStatus>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
+  DefectSuggestion: ResolverTypeWrapper<DefectSuggestion>;
   DefectTypeSummary: ResolverTypeWrapper<LabelCountModel>;
+  EmbeddingSpace: null;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   GalleryFilter: GalleryFilter;
   GalleryImage: ResolverTypeWrapper<GalleryImageViewModel>;
@@ -464,8 +520,10 @@ export type ResolversTypes = {
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
+  AdaptedSpaceStatus: AdaptedSpaceStatus;
   Boolean: Scalars['Boolean']['output'];
   DateTime: Scalars['DateTime']['output'];
+  DefectSuggestion: DefectSuggestion;
   DefectTypeSummary: LabelCountModel;
   Float: Scalars['Float']['output'];
   GalleryFilter: GalleryFilter;
@@ -494,15 +552,36 @@ export type ResolversParentTypes = {
   Upload: Scalars['Upload']['output'];
 };
 
+export type AdaptedSpaceStatusResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['AdaptedSpaceStatus'] = ResolversParentTypes['AdaptedSpaceStatus']> = {
+  blend?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  cvAdaptedP10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  cvRawP10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  outDim?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
+  projectionFile?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  reason?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  served?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
+  trainingFingerprint?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+};
+
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
+
+export type DefectSuggestionResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['DefectSuggestion'] = ResolversParentTypes['DefectSuggestion']> = {
+  defectCode?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  defectName?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  productCode?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  share?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  votes?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
 
 export type DefectTypeSummaryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['DefectTypeSummary'] = ResolversParentTypes['DefectTypeSummary']> = {
   defectCode?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   defectName?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   imageCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };
+
+export type EmbeddingSpaceResolvers = { ADAPTED: 'adapted', RAW: 'raw' };
 
 export type GalleryImageResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['GalleryImage'] = ResolversParentTypes['GalleryImage']> = {
   defectCode?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
@@ -530,6 +609,7 @@ export type ImageTypeSelectorResolvers = { ALL: 'all', DEFECT: 'defect', NORMAL:
 export type IndexSourceResolvers = { BUILT: 'built', FALLBACK: 'fallback', LOADED: 'loaded' };
 
 export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IndexStatus'] = ResolversParentTypes['IndexStatus']> = {
+  adaptedSpace?: Resolver<ResolversTypes['AdaptedSpaceStatus'], ParentType, ContextType>;
   builtAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   checksum?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -631,6 +711,7 @@ export type SearchHitResolvers<ContextType = GraphQLContext, ParentType extends 
   productName?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   rank?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  space?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
   storageUrl?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   thumbnailUrl?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
 };
@@ -640,6 +721,8 @@ export type SearchResultResolvers<ContextType = GraphQLContext, ParentType exten
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
   indexSize?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  space?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
+  suggestion?: Resolver<Maybe<ResolversTypes['DefectSuggestion']>, ParentType, ContextType>;
   timing?: Resolver<ResolversTypes['SearchTiming'], ParentType, ContextType>;
   tookMs?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
@@ -668,8 +751,11 @@ export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTyp
 }
 
 export type Resolvers<ContextType = GraphQLContext> = {
+  AdaptedSpaceStatus?: AdaptedSpaceStatusResolvers<ContextType>;
   DateTime?: GraphQLScalarType;
+  DefectSuggestion?: DefectSuggestionResolvers<ContextType>;
   DefectTypeSummary?: DefectTypeSummaryResolvers<ContextType>;
+  EmbeddingSpace?: EmbeddingSpaceResolvers;
   GalleryImage?: GalleryImageResolvers<ContextType>;
   GalleryImagePage?: GalleryImagePageResolvers<ContextType>;
   ImageType?: ImageTypeResolvers;

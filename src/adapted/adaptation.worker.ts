@@ -1,0 +1,19 @@
+import { parentPort } from "node:worker_threads";
+import type { AdaptationRequest } from "./adaptation.runner.js";
+import { decideAdaptation } from "./cross-validation.js";
+import { adaptVectors } from "./projection.js";
+
+// The cross-validation is seconds of arithmetic: here it runs off the event loop, one request per worker.
+parentPort?.once("message", (req: AdaptationRequest) => {
+  try {
+    if (req.kind === "decide") {
+      const { kind: _kind, ...args } = req;
+      parentPort?.postMessage({ ok: true, value: decideAdaptation(args) });
+    } else {
+      const out = adaptVectors(req.projection, req.vectors);
+      parentPort?.postMessage({ ok: true, value: out }, [out.buffer as ArrayBuffer]);
+    }
+  } catch (err) {
+    parentPort?.postMessage({ ok: false, error: (err as Error).message });
+  }
+});

@@ -1,0 +1,139 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_GATE, decideAdaptation } from "../src/adapted/cross-validation.js";
+import { parseProjection, serializeProjection } from "../src/adapted/projection.file.js";
+import { adaptVector } from "../src/adapted/projection.js";
+import { suggestDefectType } from "../src/search/defect-suggestion.js";
+
+/** Deterministic pseudo-random numbers in [-0.5, 0.5). */
+function rng(seed: number) {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) & 0x7fffffff;
+    return s / 0x7fffffff - 0.5;
+  };
+}
+
+/**
+ * A labelled gallery of `perClass` vectors per class in `dim` dimensions: each class differs from the
+ * others by `signal` along its own axis; every vector carries nuisance noise of `noise` in all dimensions.
+ */
+function gallery({ classes, perClass, dim, signal, noise, seed, nuisance = 0 }: Record<string, number>) {
+  const r = rng(seed as number);
+  const n = (classes as number) * (perClass as number);
+  const vectors = new Float32Array(n * (dim as number));
+  const labels: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = i % (classes as number);
+    labels.push(`p/c${c}`);
+    const v = vectors.subarray(i * (dim as number), (i + 1) * (dim as number));
+    for (let d = 0; d < (dim as number); d++) v[d] = (noise as number) * r();
+    // Strong variation shared by every class (lighting, texture), in dims 8-15.
+    for (let d = 8; d < 16; d++) v[d] = (v[d] as number) + nuisance * r();
+    v[c] = (v[c] as number) + (signal as number);
+    // A shared offset, so cosine without centring sees every class alike.
+    v[(dim as number) - 1] = (v[(dim as number) - 1] as number) + 3;
+    let norm = 0;
+    for (const x of v) norm += x * x;
+    for (let d = 0; d < v.length; d++) v[d] = (v[d] as number) / Math.sqrt(norm);
+  }
+  return { vectors, labels, dim: dim as number };
+}
+
+const gate = { ...DEFAULT_GATE, pcaDims: 32, candidates: DEFAULT_GATE.candidates.slice(0, 2) };
+
+describe("cross-validation gate of the adapted space", () => {
+  it("refuses a projection on a gallery where raw is already right (nothing to gain)", () => {
+    // Classes far apart: raw cosine ranks every class perfectly, so no projection can beat it.
+    const g = gallery({ classes: 4, perClass: 30, dim: 24, signal: 3, noise: 0.2, seed: 1 });
+    const { decision, projection } = decideAdaptation({ ...g, settings: gate });
+    expect(decision.raw?.p10).toBe(1);
+    expect(decision.space).toBe("raw");
+    expect(projection).toBeNull();
+    expect(decision.reason).toMatch(/keeps raw/);
+  });
+
+  it("refuses a projection when the labels carry no information the embedding can learn", () => {
+    // Labels assigned at random: cross-validation shows no gain on held-out folds.
+    const g = gallery({ classes: 1, perClass: 120, dim: 24, signal: 0, noise: 1, seed: 2 });
+    const r = rng(3);
+    const labels = g.labels.map(() => `p/c${Math.floor((r() + 0.5) * 4)}`);
+    const { decision } = decideAdaptation({ vectors: g.vectors, dim: g.dim, labels, settings: gate });
+    expect(decision.space).toBe("raw");
+  });
+
+  it("keeps small galleries raw and says why", () => {
+    const g = gallery({ classes: 2, perClass: 10, dim: 8, signal: 1, noise: 1, seed: 4 });
+    const { decision } = decideAdaptation({ ...g, settings: gate });
+    expect(decision.space).toBe("raw");
+    expect(decision.reason).toMatch(/too small/);
+  });
+
+  it("accepts a projection when the classes differ along weak directions drowned by nuisance", () => {
+    // The class signal (0.5) is small next to the nuisance spread (6, in 8 dims shared by every class):
+    // raw cosine mixes the classes, whitening by the within-class covariance separates them.
+    const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
+    const { decision, projection } = decideAdaptation({ ...g, settings: gate });
+    expect(decision.space).toBe("adapted");
+    expect(decision.best?.p10 ?? 0).toBeGreaterThan((decision.raw?.p10 ?? 1) + 0.1);
+    expect(projection?.outDim).toBe(3);
+  });
+});
+
+describe("projection file", () => {
+  it("round-trips exactly: the reloaded projection maps a vector to the same bits", () => {
+    const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
+    const { projection } = decideAdaptation({ ...g, settings: gate });
+    if (!projection) throw new Error("expected a projection");
+    const again = parseProjection(serializeProjection(projection));
+    const x = g.vectors.subarray(0, g.dim);
+    expect(Array.from(adaptVector(again, x))).toEqual(Array.from(adaptVector(projection, x)));
+  });
+
+  it("rejects a file whose arrays do not match its dimensions", () => {
+    const text = JSON.stringify({
+      formatVersion: 1,
+      inDim: 4,
+      outDim: 2,
+      blend: 1,
+      shrinkage: 0.1,
+      scope: "all",
+      mean: Buffer.from(new Float32Array(4).buffer).toString("base64"),
+      matrix: Buffer.from(new Float32Array(3).buffer).toString("base64"),
+    });
+    expect(() => parseProjection(text)).toThrow(/do not match/);
+  });
+});
+
+describe("defect-type suggestion", () => {
+  const hit = (defectCode: string | null, score: number) => ({
+    productCode: "tile",
+    defectCode,
+    defectName: defectCode,
+    score,
+  });
+
+  it("weights votes by similarity: two close cracks outvote three distant blowholes", () => {
+    const s = suggestDefectType(
+      [
+        hit("crack", 0.9),
+        hit("crack", 0.85),
+        hit("blowhole", 0.3),
+        hit("blowhole", 0.3),
+        hit("blowhole", 0.3),
+      ],
+      5,
+    );
+    expect(s).toMatchObject({ defectCode: "crack", votes: 5 });
+    expect(s?.share).toBeCloseTo(1.75 / 2.65, 5);
+  });
+
+  it("counts only the top k hits, says normal with a null defect code, and is null without hits", () => {
+    const s = suggestDefectType([hit(null, 0.8), hit(null, 0.7), hit("crack", 0.9), hit("crack", 0.9)], 2);
+    expect(s).toMatchObject({ defectCode: null, votes: 2, share: 1 });
+    expect(suggestDefectType([], 10)).toBeNull();
+  });
+
+  it("breaks a tie by the better-ranked hit", () => {
+    expect(suggestDefectType([hit("fray", 0.5), hit("crack", 0.5)], 10)?.defectCode).toBe("fray");
+  });
+});
