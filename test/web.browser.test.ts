@@ -69,6 +69,17 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     // The page shows what the API ranks for the same image.
     const api = await apiSearch(query, 8);
     expect(shown.map((c) => c.defect)).toEqual(api?.hits.map((h) => h.defectName));
+    // With it, the likely defect type by the vote of the top hits.
+    const suggestion = (
+      await gql<{ searchSimilar: { suggestion: { defectName: string; share: number; votes: number } } }>(
+        web.graphqlUrl,
+        "query($input: SearchSimilarInput!) { searchSimilar(input: $input) { suggestion { defectName share votes } } }",
+        { input: { image: { base64: (await readFile(query)).toString("base64") }, topK: 8 } },
+      )
+    ).data?.searchSimilar.suggestion;
+    expect(await page.textContent("#suggestion")).toBe(
+      `Likely defect type: ${suggestion?.defectName} (${Math.round((suggestion?.share ?? 0) * 100)}% of the weighted vote of the top ${suggestion?.votes} hits)`,
+    );
     // Every thumbnail loaded from object storage, and no original was fetched.
     // (Predicates run as functions, not strings: the page's CSP forbids eval, which string predicates need.)
     await expect

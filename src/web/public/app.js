@@ -77,7 +77,8 @@ async function gqlUpload(query, variables, file, filePath, { admin = false } = {
 const HIT_FIELDS = `rank score imageId imageType productCode productName defectCode defectName filePath
   downloadUrl thumbnailUrl contentSha256`;
 const SEARCH = `query Search($input: SearchSimilarInput!) {
-  searchSimilar(input: $input) { version imageType indexSize tookMs hits { ${HIT_FIELDS} } }
+  searchSimilar(input: $input) { version imageType indexSize tookMs space
+    suggestion { productCode defectCode defectName share votes } hits { ${HIT_FIELDS} } }
 }`;
 
 /** "Too large", "not an image", "index not ready": the API's own words, with what to do. */
@@ -152,6 +153,9 @@ function setQueryFile(file) {
   $("crop-box").hidden = true;
   $("crop-info").textContent = "";
   $("search-query-note").textContent = "";
+  // Results of the previous query would read as answers to this one.
+  $("results").replaceChildren();
+  renderSuggestion(null);
   setStatus($("search-status"), `Query image: ${file.name ?? "pasted image"}. Press Search.`);
 }
 
@@ -251,6 +255,7 @@ function searchOptions() {
     imageType: $("image-type").value,
     topK: Number($("top-k").value) || 12,
   };
+  if ($("space").value) input.space = $("space").value;
   const minScore = $("min-score").value;
   if (minScore !== "") input.minScore = Number(minScore);
   const product = $("product-filter").value;
@@ -272,18 +277,33 @@ async function runSearch(describe, send) {
   try {
     const { searchSimilar: r } = await send();
     renderResults($("results"), r.hits);
+    renderSuggestion(r.suggestion);
     setStatus(
       status,
-      `${r.hits.length} similar ${r.imageType.toLowerCase()} images for ${describe}, from ${r.indexSize} (matcher ${r.version}, ${r.tookMs.toFixed(0)} ms).`,
+      `${r.hits.length} similar ${r.imageType.toLowerCase()} images for ${describe}, from ${r.indexSize} (matcher ${r.version}, ${r.space === "ADAPTED" ? "adapted space" : "raw embedding"}, ${r.tookMs.toFixed(0)} ms).`,
       "ok",
     );
   } catch (e) {
     $("results").replaceChildren();
+    renderSuggestion(null);
     setStatus(status, describeError(e), "error");
   } finally {
     button.disabled = false;
     $("results").removeAttribute("aria-busy");
   }
+}
+
+/** "What defect is this?": the similarity-weighted vote of the top hits, with its share. */
+function renderSuggestion(s) {
+  const node = $("suggestion");
+  node.hidden = !s;
+  if (!s) return;
+  const label = s.defectCode ? (s.defectName ?? s.defectCode) : "Normal (no defect)";
+  node.replaceChildren(
+    el("span", { text: "Likely defect type: " }),
+    el("strong", { text: label }),
+    el("span", { text: ` (${Math.round(s.share * 100)}% of the weighted vote of the top ${s.votes} hits)` }),
+  );
 }
 
 function labelOf(hit) {
@@ -450,7 +470,8 @@ function setupGallery() {
 // ---------------------------------------------------------------- admin page
 
 const STATUS = `{ status { activeVersion
-  indexes { version imageType ready count modelId factory builtAt source recallAt10 } } }`;
+  indexes { version imageType ready count modelId factory builtAt source recallAt10
+    adaptedSpace { served reason } } } }`;
 
 function showTokenState() {
   $("admin-token-state").textContent = sessionStorage.getItem(TOKEN_KEY)
@@ -479,6 +500,10 @@ async function refreshStatus() {
           el("td", { text: i.builtAt ? new Date(i.builtAt).toLocaleString() : "" }),
           el("td", { text: i.source ? i.source.toLowerCase() : "" }),
           el("td", { text: i.recallAt10 === null ? "exact" : i.recallAt10.toFixed(3) }),
+          el("td", {
+            text: i.adaptedSpace.served === "ADAPTED" ? "adapted" : "raw",
+            title: i.adaptedSpace.reason,
+          }),
         ),
       ),
     );
