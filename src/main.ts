@@ -29,7 +29,8 @@ try {
       `GraphQL endpoint:           ${server.graphqlUrl}`,
       ...(config.http.graphiql ? [`GraphiQL (offline IDE):     ${server.url}graphiql`] : []),
       `Health, readiness, metrics: ${server.url}healthz ${server.url}readyz ${server.url}metrics`,
-      sampleLine(app.sampleGallery),
+      ...sampleLine(app.sampleGallery),
+      "",
       "Try:",
       exampleQuery(server.graphqlUrl, app.sampleGallery?.exampleQueryImage),
       "",
@@ -49,8 +50,10 @@ try {
 }
 
 /** One line on the sample gallery, for the startup banner. */
-function sampleLine(sample: Awaited<ReturnType<typeof createApp>>["sampleGallery"]): string {
-  if (!sample) return "";
+function sampleLine(sample: Awaited<ReturnType<typeof createApp>>["sampleGallery"]): string[] {
+  if (!sample) return [];
   const { imported, skipped } = sample.summary;
-  return `Sample gallery: ${sample.images} images (imported ${imported} now, ${skipped} already there), indexed.\n`;
+  return [
+    `Sample gallery: ${sample.images} images (imported ${imported} now, ${skipped} already there), indexed.`,
+  ];
 }
