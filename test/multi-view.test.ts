@@ -101,11 +101,12 @@ describe("multi-view embeddings with the real model", () => {
     // Centre pixel of each tile, de-normalised back to 0..255 per channel.
     const rgb = (t: Float32Array) => {
       const i = 112 * 224 + 112;
+      // `+ 0` turns -0 into 0.
       return [
         Math.round(((t[i] as number) * s0 + m0) * 255),
         Math.round(((t[plane + i] as number) * s1 + m1) * 255),
         Math.round(((t[2 * plane + i] as number) * s2 + m2) * 255),
-      ];
+      ].map((x) => x + 0);
     };
     expect(views.slice(1).map((v) => rgb(v))).toEqual([
       [255, 0, 0],
