@@ -36,7 +36,9 @@ describe("multi-view tiling and pooling", () => {
   });
 
   it("refuses a tile size the grid cannot cover, at startup", () => {
-    expect(() => loadConfig({ MODELS_DIR, MULTI_VIEW_GRID: "2", MULTI_VIEW_SIZE: "500" })).toThrow(ConfigError);
+    expect(() => loadConfig({ MODELS_DIR, MULTI_VIEW_GRID: "2", MULTI_VIEW_SIZE: "500" })).toThrow(
+      ConfigError,
+    );
     expect(() => loadConfig({ MODELS_DIR, MULTI_VIEW_GRID: "2", MULTI_VIEW_SIZE: "200" })).toThrow(
       /MULTI_VIEW_SIZE/,
     );
@@ -65,7 +67,12 @@ describe("multi-view embeddings with the real model", () => {
   });
 
   it("gives multi-view settings their own model id, and leaves the single-view id as it was", async () => {
-    const gem = loadConfig({ MODELS_DIR, MULTI_VIEW_GRID: "2", MULTI_VIEW_SIZE: "448", MULTI_VIEW_POOL: "gem" });
+    const gem = loadConfig({
+      MODELS_DIR,
+      MULTI_VIEW_GRID: "2",
+      MULTI_VIEW_SIZE: "448",
+      MULTI_VIEW_POOL: "gem",
+    });
     const gemModel = await loadEmbeddingModel(gem.model, await sha256File(gem.model.path));
     await gemModel.close();
     // The single-view id of the shipped model before multi-view existed (docs/evaluation.md).

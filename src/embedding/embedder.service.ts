@@ -36,7 +36,8 @@ export function createEmbedder({
   const pooled = (vectors: readonly Float32Array[]): Float32Array => {
     if (perImage === 1 && vectors[0]) return vectors[0];
     const v = poolViews(vectors, views.pool);
-    if (!v) throw errors.featureExtractionFailed("The pooled multi-view embedding of this image is all zero.");
+    if (!v)
+      throw errors.featureExtractionFailed("The pooled multi-view embedding of this image is all zero.");
     return v;
   };
   // With multi-view a batch holds at most batchSize views (inference memory and time per run as without).

@@ -178,7 +178,12 @@ export async function preprocessViews(
     const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
       .rotate()
       .resize({ width, height, fit: "fill", kernel: model.resizeKernel })
-      .extract({ left: Math.round((width - size) / 2), top: Math.round((height - size) / 2), width: size, height: size })
+      .extract({
+        left: Math.round((width - size) / 2),
+        top: Math.round((height - size) / 2),
+        width: size,
+        height: size,
+      })
       .toColourspace("srgb")
       .removeAlpha()
       .raw()

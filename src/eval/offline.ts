@@ -11,13 +11,13 @@
  */
 import path from "node:path";
 import { Command } from "commander";
-import { decideAdaptation } from "../adapted/cross-validation.js";
+import { DEFAULT_GATE, decideAdaptation } from "../adapted/cross-validation.js";
 import { adaptVector, type Projection } from "../adapted/projection.js";
 import { loadConfig } from "../config/config.js";
 import { createEmbedder } from "../embedding/embedder.service.js";
 import { loadEmbeddingModel } from "../embedding/embedding.model.js";
-import { sha256File } from "../shared/hash.js";
 import { prepareKReciprocal, rerankKReciprocal } from "../search/k-reciprocal.js";
+import { sha256File } from "../shared/hash.js";
 import { type EvalDataset, type LoadedImage, loadEvalDataset } from "./dataset.js";
 import { meanMetrics } from "./metrics.js";
 import { type RankedQuery, scoreRankings } from "./ranking.js";
@@ -28,8 +28,20 @@ const opts = new Command()
   .requiredOption("--datasets <list>", "comma-separated dataset names")
   .option("--env <list>", "service variables, KEY=VALUE,KEY=VALUE (e.g. MULTI_VIEW_GRID=2)", "")
   .option("--krr <list>", "k-reciprocal settings to try, k1:k2:lambda;... (offline only)", "")
+  .option(
+    "--each-candidate",
+    "also score every candidate of the gate on the queries (a report, not a choice)",
+  )
+  .option("--show-class <label>", "per-query P@10, raw vs adapted, of one class (e.g. magnetic_tile/fray)")
   .parse()
-  .opts<{ datasetsDir: string; datasets: string; env: string; krr: string }>();
+  .opts<{
+    datasetsDir: string;
+    datasets: string;
+    env: string;
+    krr: string;
+    eachCandidate?: boolean;
+    showClass?: string;
+  }>();
 
 const overrides = Object.fromEntries(
   opts.env
@@ -130,6 +142,33 @@ for (const name of opts.datasets.split(",")) {
   const adaptedScores = scores(gallery, queries, isDefect, projection);
   const adaptedRanked = rank(dataset, adaptedScores);
   report("adapted (served)", dataset, adaptedRanked);
+  if (opts.showClass) {
+    const raw = scoreRankings(dataset.gallery, rank(dataset, rawScores));
+    const adapted = scoreRankings(dataset.gallery, adaptedRanked);
+    raw.forEach((r, i) => {
+      if (r.label !== opts.showClass) return;
+      const a = adapted[i];
+      console.log(`    ${r.relPath}: raw ${r.metrics.p10.toFixed(1)} adapted ${a?.metrics.p10.toFixed(1)}`);
+    });
+  }
+  if (opts.eachCandidate) {
+    for (const candidate of DEFAULT_GATE.candidates) {
+      // Forced through the gate (no gain or class condition) to get that candidate's final fit.
+      const forced = decideAdaptation({
+        vectors: packed,
+        dim,
+        labels: dataset.gallery.map(trainingLabel),
+        isDefect,
+        settings: { ...DEFAULT_GATE, candidates: [candidate], minGain: -1, classTolerance: 1 },
+      });
+      const cv = forced.decision.best;
+      report(
+        `s${candidate.shrinkage} b${candidate.blend} ${candidate.scope} (CV ${cv?.p10.toFixed(3)}, fray CV ${cv?.perClass.find((c) => c.label.endsWith("/fray"))?.p10.toFixed(3) ?? "-"})`,
+        dataset,
+        rank(dataset, scores(gallery, queries, isDefect, forced.projection)),
+      );
+    }
+  }
   for (const spec of opts.krr.split(";").filter(Boolean)) {
     const [k1, k2, lambda] = spec.split(":").map(Number) as [number, number, number];
     const gg = scores(gallery, gallery, isDefect, projection);

@@ -23,7 +23,9 @@ export interface KReciprocalGallery {
 const distance = (score: number) => Math.max(0, 2 - 2 * score);
 
 function topRows(scores: Float64Array, count: number): Int32Array {
-  const order = Array.from(scores.keys()).sort((a, b) => (scores[b] as number) - (scores[a] as number) || a - b);
+  const order = Array.from(scores.keys()).sort(
+    (a, b) => (scores[b] as number) - (scores[a] as number) || a - b,
+  );
   return Int32Array.from(order.slice(0, count));
 }
 
@@ -82,14 +84,20 @@ export function prepareKReciprocal({
   const n = galleryScores.length;
   const neighbours = galleryScores.map((s) => topRows(s, Math.min(n, k1 + 1)));
   const rank = neighbours.map((nb) => new Map(Array.from(nb, (r, i) => [r, i])));
-  const inTop = (row: number, self: number, k: number) => ((rank[row] as Map<number, number>).get(self) ?? k + 1) <= k;
+  const inTop = (row: number, self: number, k: number) =>
+    ((rank[row] as Map<number, number>).get(self) ?? k + 1) <= k;
   const kthScore = Float64Array.from(neighbours, (nb, i) => {
     const last = nb[Math.min(nb.length - 1, k1)] as number;
     return (galleryScores[i] as Float64Array)[last] as number;
   });
   const half = Math.max(1, Math.round(k1 / 2));
   const halfSets = neighbours.map((nb, i) => Int32Array.from(reciprocal(nb, half, (r, k) => inTop(r, i, k))));
-  const sets = neighbours.map((nb, i) => expand(reciprocal(nb, k1, (r, k) => inTop(r, i, k)), halfSets));
+  const sets = neighbours.map((nb, i) =>
+    expand(
+      reciprocal(nb, k1, (r, k) => inTop(r, i, k)),
+      halfSets,
+    ),
+  );
   const raw = sets.map((set, i) => encode(set, (r) => (galleryScores[i] as Float64Array)[r] as number));
   const encodings = neighbours.map((nb) => average(Array.from(nb.subarray(0, k2)), raw));
   return { k1, k2, neighbours, kthScore, halfSets, encodings };
