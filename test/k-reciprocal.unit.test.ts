@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { prepareKReciprocal, rerankKReciprocal } from "../src/search/k-reciprocal.js";
+import { prepareKReciprocal, rerankKReciprocal } from "../src/eval/k-reciprocal.js";
 
 /** Two tight gallery clusters, A (rows 0-3) and B (rows 4-7): 0.9 within a cluster, 0.1 across. */
 function twoClusters(): Float64Array[] {

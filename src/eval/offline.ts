@@ -16,7 +16,7 @@ import { adaptVector, type Projection } from "../adapted/projection.js";
 import { loadConfig } from "../config/config.js";
 import { createEmbedder } from "../embedding/embedder.service.js";
 import { loadEmbeddingModel } from "../embedding/embedding.model.js";
-import { prepareKReciprocal, rerankKReciprocal } from "../search/k-reciprocal.js";
+import { prepareKReciprocal, rerankKReciprocal } from "./k-reciprocal.js";
 import { sha256File } from "../shared/hash.js";
 import { type EvalDataset, type LoadedImage, loadEvalDataset } from "./dataset.js";
 import { meanMetrics } from "./metrics.js";
