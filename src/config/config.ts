@@ -101,7 +101,9 @@ export const envSchema = z.object({
   EMBEDDING_BATCH_SIZE: int(1)
     .max(256)
     .default(16)
-    .describe("Images per inference batch during ingestion and rebuilds."),
+    .describe(
+      "Images per inference batch during ingestion and rebuilds (with multi-view, views: each batch holds this many views).",
+    ),
   ORT_THREADS: int(1).max(64).default(2).describe("onnxruntime intra-op threads."),
   MULTI_VIEW_GRID: int(1)
     .max(4)
