@@ -101,8 +101,25 @@ export const envSchema = z.object({
   EMBEDDING_BATCH_SIZE: int(1)
     .max(256)
     .default(16)
-    .describe("Images per inference batch during ingestion and rebuilds."),
+    .describe(
+      "Images per inference batch during ingestion and rebuilds (with multi-view, views: each batch holds this many views).",
+    ),
   ORT_THREADS: int(1).max(64).default(2).describe("onnxruntime intra-op threads."),
+  MULTI_VIEW_GRID: int(1)
+    .max(4)
+    .default(1)
+    .describe(
+      "Multi-view embeddings: tiles per side cut from a MULTI_VIEW_SIZE resize, embedded with the whole image and pooled (2 = whole + 2x2 tiles); 1 = off (whole image only). Changes the model id: the gallery is re-embedded.",
+    ),
+  MULTI_VIEW_SIZE: int(8)
+    .default(448)
+    .describe(
+      "Multi-view: side (pixels) of the square resize the tiles (model input size each, evenly overlapping) are cut from.",
+    ),
+  MULTI_VIEW_POOL: z
+    .enum(["mean", "gem"])
+    .default("mean")
+    .describe("Multi-view: how view embeddings are pooled, mean or gem (generalised mean, p = 3)."),
   INDEX_CACHE_DIR: z.string().default("index-cache").describe("Where persisted FAISS indexes live."),
   INDEX_FACTORY: z
     .string()
@@ -266,6 +283,19 @@ export const envSchema = z.object({
 /** The raw, validated environment. */
 export type Env = z.infer<typeof envSchema>;
 
+/** How an image is cut into views for multi-view embeddings (`src/embedding/multi-view.ts`). */
+export interface ViewSettings {
+  /** Tiles per side (1 = off: the whole image only; 2 = whole image + 2 x 2 tiles; 3 = + 3 x 3). */
+  readonly grid: number;
+  /** Side (pixels) of the square resize the tiles are cut from; tiles are the model's input size each. */
+  readonly size: number;
+  /** How view embeddings are combined: `mean` of the unit vectors, or `gem` (generalised mean, p = 3). */
+  readonly pool: "mean" | "gem";
+}
+
+/** One view only (multi-view off): the whole image, as every model id before multi-view. */
+export const SINGLE_VIEW: ViewSettings = { grid: 1, size: 224, pool: "mean" };
+
 /** A fully resolved model configuration: a preset with overrides applied and a path. */
 export interface ModelConfig extends ModelPreset {
   /** Absolute path of the ONNX file. */
@@ -277,6 +307,8 @@ export interface ModelConfig extends ModelPreset {
   readonly sha256Source: "MODEL_SHA256" | "shipped" | undefined;
   readonly batchSize: number;
   readonly threads: number;
+  /** Multi-view settings; {@link SINGLE_VIEW} when off. */
+  readonly views: ViewSettings;
 }
 
 /** The service configuration, parsed once at startup and passed down. */
@@ -383,9 +415,19 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     issues.push("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
   }
   if (env.MODEL_URL && !env.MODEL_SHA256) issues.push("MODEL_SHA256 is required when MODEL_URL is set");
+  const preset0 = MODEL_PRESETS[env.MODEL_PRESET];
+  const inputSize = env.MODEL_INPUT_SIZE ?? preset0.inputSize;
+  if (
+    env.MULTI_VIEW_GRID > 1 &&
+    (env.MULTI_VIEW_SIZE < inputSize || env.MULTI_VIEW_GRID * inputSize < env.MULTI_VIEW_SIZE)
+  ) {
+    issues.push(
+      `MULTI_VIEW_SIZE ${env.MULTI_VIEW_SIZE} must lie between the input size ${inputSize} and MULTI_VIEW_GRID x input size ${env.MULTI_VIEW_GRID * inputSize}, so the tiles cover it`,
+    );
+  }
   if (issues.length > 0) throw new ConfigError(issues);
 
-  const preset = MODEL_PRESETS[env.MODEL_PRESET];
+  const preset = preset0;
   const modelPath = path.resolve(env.MODEL_PATH ?? path.join(env.MODELS_DIR, preset.name, "model.onnx"));
   // The shipped file's checksum holds for MODELS_DIR/<preset>/model.onnx; MODEL_PATH names another file.
   const shippedSha256 =
@@ -427,7 +469,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       inputName: env.MODEL_INPUT_NAME ?? preset.inputName,
       outputName: env.MODEL_OUTPUT_NAME ?? preset.outputName,
       dimension: env.MODEL_DIMENSION ?? preset.dimension,
-      inputSize: env.MODEL_INPUT_SIZE ?? preset.inputSize,
+      inputSize,
       resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
       mean: env.MODEL_MEAN ?? preset.mean,
       std: env.MODEL_STD ?? preset.std,
@@ -437,6 +479,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       sha256Source: env.MODEL_SHA256 ? "MODEL_SHA256" : shippedSha256 ? "shipped" : undefined,
       batchSize: env.EMBEDDING_BATCH_SIZE,
       threads: env.ORT_THREADS,
+      views:
+        env.MULTI_VIEW_GRID > 1
+          ? { grid: env.MULTI_VIEW_GRID, size: env.MULTI_VIEW_SIZE, pool: env.MULTI_VIEW_POOL }
+          : SINGLE_VIEW,
     },
     index: {
       cacheDir: path.resolve(env.INDEX_CACHE_DIR),

@@ -1,7 +1,8 @@
 import type { ModelConfig } from "../config/config.js";
-import { isDomainError } from "../shared/errors.js";
+import { errors, isDomainError } from "../shared/errors.js";
 import type { EmbeddingModel } from "./embedding.model.js";
-import { type ImageInfo, type ImageLimits, inspectImage, preprocessImage } from "./image.decoder.js";
+import { type ImageInfo, type ImageLimits, inspectImage, preprocessViews } from "./image.decoder.js";
+import { poolViews, viewCount } from "./multi-view.js";
 
 /** Timing of one query embedding (ms). */
 export interface EmbedTiming {
@@ -14,7 +15,7 @@ export type EmbedOutcome =
   | { ok: true; embedding: Float32Array; info: ImageInfo }
   | { ok: false; error: Error };
 
-type Prepared = { ok: true; info: ImageInfo; tensor: Float32Array } | { ok: false; error: Error };
+type Prepared = { ok: true; info: ImageInfo; tensors: Float32Array[] } | { ok: false; error: Error };
 
 /**
  * Image bytes in, embeddings out: validation, decoding, preprocessing and inference in one place, so
@@ -29,12 +30,27 @@ export function createEmbedder({
   modelConfig: ModelConfig;
   limits: ImageLimits;
 }) {
+  const views = modelConfig.views;
+  const perImage = viewCount(views);
+  /** One vector per image: the single view as is, several pooled (multi-view). */
+  const pooled = (vectors: readonly Float32Array[]): Float32Array => {
+    if (perImage === 1 && vectors[0]) return vectors[0];
+    const v = poolViews(vectors, views.pool);
+    if (!v)
+      throw errors.featureExtractionFailed("The pooled multi-view embedding of this image is all zero.");
+    return v;
+  };
+  // With multi-view a batch holds at most batchSize views (inference memory and time per run as without).
+  const imagesPerBatch = Math.max(1, Math.floor(modelConfig.batchSize / perImage));
   return {
     modelId: model.modelId,
     dimension: model.dimension,
 
+    /** Views embedded per image (1, or 1 + grid² with multi-view); inference cost scales with it. */
+    viewsPerImage: perImage,
+
     /**
-     * Embeds one query image.
+     * Embeds one query image (all its views in one inference run, pooled).
      * @returns an L2-normalised `Float32Array` of length `dimension`, with timings.
      * @throws DomainError IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT, FEATURE_EXTRACTION_FAILED.
      */
@@ -43,26 +59,28 @@ export function createEmbedder({
     ): Promise<{ embedding: Float32Array; info: ImageInfo; timing: EmbedTiming }> {
       const t0 = performance.now();
       const info = await inspectImage(bytes, limits);
-      const tensor = await preprocessImage(bytes, info, modelConfig);
+      const tensors = await preprocessViews(bytes, info, modelConfig);
       const t1 = performance.now();
-      const [embedding] = await model.embed([tensor]);
+      const vectors = await model.embed(tensors);
       const t2 = performance.now();
-      if (!embedding) throw new Error("model returned no embedding");
+      if (vectors.length !== perImage) throw new Error("model returned no embedding");
+      const embedding = pooled(vectors);
       return { embedding, info, timing: { decodeMs: t1 - t0, inferenceMs: t2 - t1 } };
     },
 
     /**
-     * Embeds many images in batches of the configured size; one bad image fails only itself.
+     * Embeds many images in batches of the configured size (counted in views with multi-view); one bad
+     * image fails only itself.
      * @returns one outcome per input, in order.
      */
     async embedMany(items: readonly Buffer[]): Promise<EmbedOutcome[]> {
       const outcomes: EmbedOutcome[] = new Array(items.length);
       const prepare = (start: number) =>
         Promise.all(
-          items.slice(start, start + modelConfig.batchSize).map(async (bytes): Promise<Prepared> => {
+          items.slice(start, start + imagesPerBatch).map(async (bytes): Promise<Prepared> => {
             try {
               const info = await inspectImage(bytes, limits);
-              return { ok: true, info, tensor: await preprocessImage(bytes, info, modelConfig) };
+              return { ok: true, info, tensors: await preprocessViews(bytes, info, modelConfig) };
             } catch (e) {
               return { ok: false, error: e as Error };
             }
@@ -70,15 +88,16 @@ export function createEmbedder({
         );
       // Decoding (sharp's threads) of the next batch overlaps inference (onnxruntime's threads) of this one.
       let next = items.length > 0 ? prepare(0) : undefined;
-      for (let start = 0; next; start += modelConfig.batchSize) {
+      for (let start = 0; next; start += imagesPerBatch) {
         const prepared = await next;
-        const following = start + modelConfig.batchSize;
+        const following = start + imagesPerBatch;
         next = following < items.length ? prepare(following) : undefined;
-        const ready = prepared.flatMap((p, i) => (p.ok ? [{ i, info: p.info, tensor: p.tensor }] : []));
+        const ready = prepared.flatMap((p, i) => (p.ok ? [{ i, info: p.info, tensors: p.tensors }] : []));
         let vectors: Float32Array[] = [];
         let batchError: Error | undefined;
         try {
-          vectors = await model.embed(ready.map((r) => r.tensor));
+          const all = await model.embed(ready.flatMap((r) => r.tensors));
+          vectors = ready.map((_, k) => pooled(all.slice(k * perImage, (k + 1) * perImage)));
         } catch (e) {
           if (!isDomainError(e)) throw e;
           batchError = e;

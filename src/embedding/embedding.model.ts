@@ -16,7 +16,8 @@ const WORKER_URL = siblingModule(import.meta.url, "inference.worker");
 export interface EmbeddingModel {
   /**
    * `<preset>@<first 12 hex of the model file's sha256>.<first 6 hex of the preprocessing's hash>`; keys
-   * stored embeddings, so another model file or another preprocessing never reuses old vectors.
+   * stored embeddings, so another model file or another preprocessing (multi-view settings included)
+   * never reuses old vectors.
    */
   readonly modelId: string;
   /** Embedding length. */
@@ -274,6 +275,8 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
     model.resizeKernel,
     model.mean,
     model.std,
+    // Only when on, so single-view ids (and the vectors stored under them) stay what they were.
+    ...(model.views.grid > 1 ? [["views", model.views.grid, model.views.size, model.views.pool]] : []),
   ]);
   const preprocessingHash = createHash("sha256").update(preprocessing).digest("hex").slice(0, 6);
   const modelId = `${model.name}@${sha256.slice(0, 12)}.${preprocessingHash}`;

@@ -1,6 +1,7 @@
 import sharp, { type Metadata } from "sharp";
 import type { ModelConfig } from "../config/config.js";
 import { errors } from "../shared/errors.js";
+import { tileOrigins } from "./multi-view.js";
 
 /** What the header of an accepted image says. */
 export interface ImageInfo {
@@ -124,14 +125,79 @@ export async function preprocessImage(
       e,
     );
   }
+  return toTensor(data, size, size, 0, 0, model);
+}
+
+/**
+ * Normalises a `size` x `size` window of an interleaved RGB buffer into a planar (CHW) float tensor.
+ * @param data - `width` pixels per row, 3 bytes per pixel.
+ */
+function toTensor(
+  data: Buffer,
+  width: number,
+  size: number,
+  left: number,
+  top: number,
+  model: ModelConfig,
+): Float32Array {
   const plane = size * size;
   const tensor = new Float32Array(3 * plane);
   const [m0, m1, m2] = model.mean;
   const [s0, s1, s2] = model.std;
-  for (let i = 0, p = 0; i < plane; i++, p += 3) {
-    tensor[i] = ((data[p] as number) / 255 - m0) / s0;
-    tensor[plane + i] = ((data[p + 1] as number) / 255 - m1) / s1;
-    tensor[2 * plane + i] = ((data[p + 2] as number) / 255 - m2) / s2;
+  for (let y = 0, i = 0; y < size; y++) {
+    for (let x = 0, p = ((top + y) * width + left) * 3; x < size; x++, i++, p += 3) {
+      tensor[i] = ((data[p] as number) / 255 - m0) / s0;
+      tensor[plane + i] = ((data[p + 1] as number) / 255 - m1) / s1;
+      tensor[2 * plane + i] = ((data[p + 2] as number) / 255 - m2) / s2;
+    }
   }
   return tensor;
+}
+
+/**
+ * The model inputs of one image under `model.views`: the whole image ({@link preprocessImage}), then,
+ * when the grid is larger than 1, `grid` x `grid` tiles of `inputSize` cut row by row from a
+ * `views.size` square (shorter side resized to it, centre-cropped), evenly overlapping ({@link tileOrigins}).
+ * @returns {@link viewCount} tensors, each as {@link preprocessImage} returns; the whole image first.
+ * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded.
+ */
+export async function preprocessViews(
+  bytes: Buffer,
+  info: ImageInfo,
+  model: ModelConfig,
+): Promise<Float32Array[]> {
+  const whole = await preprocessImage(bytes, info, model);
+  const { grid, size } = model.views;
+  if (grid < 2) return [whole];
+  const origins = tileOrigins({ grid, size, tile: model.inputSize });
+  const scale = size / Math.min(info.width, info.height);
+  const width = Math.max(size, Math.round(info.width * scale));
+  const height = Math.max(size, Math.round(info.height * scale));
+  let data: Buffer;
+  try {
+    const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
+      .rotate()
+      .resize({ width, height, fit: "fill", kernel: model.resizeKernel })
+      .extract({
+        left: Math.round((width - size) / 2),
+        top: Math.round((height - size) / 2),
+        width: size,
+        height: size,
+      })
+      .toColourspace("srgb")
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (out.info.channels !== 3) throw new Error(`expected 3 channels, got ${out.info.channels}`);
+    data = out.data;
+  } catch (e) {
+    throw errors.invalidImage(
+      `The image could not be decoded (${(e as Error).message}); it may be truncated or corrupt.`,
+      e,
+    );
+  }
+  const views = [whole];
+  for (const top of origins)
+    for (const left of origins) views.push(toTensor(data, size, model.inputSize, left, top, model));
+  return views;
 }

@@ -104,6 +104,7 @@ export async function evaluateDataset({
   preset,
   version,
   maxTopK,
+  overrides = {},
   log,
 }: {
   factory: ScratchFactory;
@@ -111,6 +112,8 @@ export async function evaluateDataset({
   preset: string;
   version: MatcherVersion;
   maxTopK: number;
+  /** Extra service variables (e.g. MULTI_VIEW_GRID), applied to the service under test. */
+  overrides?: Record<string, string>;
   log: (line: string) => void;
 }): Promise<DatasetEvaluation> {
   let directFeatures: DatasetFeatures | undefined;
@@ -123,6 +126,7 @@ export async function evaluateDataset({
     preset,
     version,
     maxTopK,
+    overrides,
     withApp: async (app) => {
       log(`${dataset.name}: embedding gallery and queries with the model directly`);
       directFeatures = await computeFeatures(dataset, modelFeaturizer(app.embedder));

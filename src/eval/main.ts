@@ -21,6 +21,7 @@ interface Options {
   databaseUrl?: string;
   maxTopK: string;
   keep?: boolean;
+  env: string;
 }
 
 /** Dataset folders: names under `dir`, explicit paths, or every subfolder of `dir` with a split.csv. */
@@ -61,6 +62,11 @@ const program = new Command()
   .option("--database-url <url>", "use this (named) database instead of a scratch one; one dataset only")
   .option("--max-top-k <n>", "MAX_TOP_K of the service under test (topK of each search)", "1000")
   .option("--keep", "keep scratch databases and folders")
+  .option(
+    "--env <list>",
+    "service variables for the service under test, KEY=VALUE,KEY=VALUE (e.g. MULTI_VIEW_GRID=2,MULTI_VIEW_SIZE=384)",
+    "",
+  )
   .showHelpAfterError();
 
 const opts = program.parse().opts<Options>();
@@ -93,6 +99,15 @@ try {
       preset: opts.model,
       version: opts.version,
       maxTopK: Number(opts.maxTopK),
+      overrides: Object.fromEntries(
+        opts.env
+          .split(",")
+          .filter(Boolean)
+          .map((kv) => {
+            const at = kv.indexOf("=");
+            return [kv.slice(0, at), kv.slice(at + 1)];
+          }),
+      ),
       log,
     });
     log(
