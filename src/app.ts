@@ -111,6 +111,7 @@ export async function createApp(
       bucket: config.storage.bucket,
       region: config.storage.region,
       requestTimeoutMs: config.limits.s3RequestTimeoutMs,
+      publicEndpoint: config.storage.publicEndpoint,
     });
     await blobStore
       .ensureBucket()
@@ -340,7 +341,7 @@ export async function createApp(
           port: config.http.port,
           maxImageBytes: config.limits.maxImageBytes,
           graphiql: config.http.graphiql,
-          imageOrigins: [new URL(infra.s3.endpoint).origin],
+          imageOrigins: [new URL(config.storage.publicEndpoint ?? infra.s3.endpoint).origin],
           logger,
         });
         cleanups.push(server.stop);

@@ -74,3 +74,30 @@ if (external) {
     close: async () => {},
   }));
 }
+
+describe("presigned URLs for clients that reach object storage under another name", () => {
+  it("names the public endpoint, and the URL downloads the object there", async () => {
+    const s3 = await startTestS3();
+    try {
+      // The same server under another host name: what a proxy or a public DNS name looks like to a browser.
+      const publicEndpoint = s3.endpoint.replace("127.0.0.1", "localhost");
+      expect(publicEndpoint).not.toBe(s3.endpoint);
+      const store = createMinioBlobStore({
+        ...s3,
+        bucket: "public-name",
+        region: "us-east-1",
+        publicEndpoint,
+      });
+      await store.ensureBucket();
+      const bytes = await sampleImage("held-back/steel_strip_xsdd/red_iron/2005.jpg");
+      await store.put("t/2005.jpg", bytes, "image/jpeg");
+      const url = await store.presignedGetUrl("t/2005.jpg", 60);
+      expect(new URL(url).origin).toBe(new URL(publicEndpoint).origin);
+      const res = await fetch(url);
+      expect(res.status).toBe(200);
+      expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
+    } finally {
+      await s3.stop();
+    }
+  });
+});

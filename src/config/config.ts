@@ -61,6 +61,13 @@ export const envSchema = z.object({
     .default("defect-lens")
     .describe("Bucket holding gallery images; created if missing. Alias: MINIO_BUCKET."),
   S3_REGION: z.string().default("us-east-1").describe("Bucket region (used for signing)."),
+  S3_PUBLIC_ENDPOINT: z
+    .string()
+    .url()
+    .optional()
+    .describe(
+      "Endpoint browsers use for presigned URLs (originals, thumbnails) when they reach object storage under another name than the service does, e.g. https://s3.plant.example. Unset: the service's own endpoint.",
+    ),
   PRESIGNED_URL_EXPIRY_SECONDS: int(1)
     .max(604800)
     .default(3600)
@@ -331,6 +338,8 @@ export interface AppConfig {
     readonly bucket: string;
     readonly region: string;
     readonly presignExpirySeconds: number;
+    /** Endpoint presigned URLs name, when browsers reach object storage under another name. */
+    readonly publicEndpoint: string | undefined;
   };
   readonly model: ModelConfig;
   readonly index: {
@@ -463,6 +472,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       bucket: env.S3_BUCKET,
       region: env.S3_REGION,
       presignExpirySeconds: env.PRESIGNED_URL_EXPIRY_SECONDS,
+      publicEndpoint: env.S3_PUBLIC_ENDPOINT,
     },
     model: {
       ...preset,

@@ -34,6 +34,11 @@ export interface S3Connection {
   region: string;
   /** Longest one request (stat, get including the body, put) may take before it fails (ms). */
   requestTimeoutMs?: number;
+  /**
+   * Endpoint that presigned URLs name, when clients reach the store under another name than `endpoint`
+   * (a proxy, a public host name). The signature covers the host, so the URL is signed for this one.
+   */
+  publicEndpoint?: string;
 }
 
 /** Thrown when object storage does not answer within {@link S3Connection.requestTimeoutMs}. */
@@ -51,17 +56,22 @@ const NOT_FOUND_CODES = new Set(["NoSuchKey", "NotFound", "NoSuchObject"]);
  * The region is fixed in the client so presigning never makes a network round trip.
  */
 export function createMinioBlobStore(conn: S3Connection): BlobStore {
-  const url = new URL(conn.endpoint);
-  const useSSL = url.protocol === "https:";
-  const client = new Minio.Client({
-    endPoint: url.hostname,
-    port: url.port ? Number(url.port) : useSSL ? 443 : 80,
-    useSSL,
-    accessKey: conn.accessKey,
-    secretKey: conn.secretKey,
-    region: conn.region,
-    pathStyle: true,
-  });
+  const clientFor = (endpoint: string) => {
+    const url = new URL(endpoint);
+    const useSSL = url.protocol === "https:";
+    return new Minio.Client({
+      endPoint: url.hostname,
+      port: url.port ? Number(url.port) : useSSL ? 443 : 80,
+      useSSL,
+      accessKey: conn.accessKey,
+      secretKey: conn.secretKey,
+      region: conn.region,
+      pathStyle: true,
+    });
+  };
+  const client = clientFor(conn.endpoint);
+  // Presigning is computed locally (the region is fixed), so this client never opens a connection.
+  const presigner = conn.publicEndpoint ? clientFor(conn.publicEndpoint) : client;
   const prefix = `s3://${conn.bucket}/`;
   const ms = conn.requestTimeoutMs ?? 15_000;
   // The minio client has no request timeout of its own; a frozen server would hang the caller.
@@ -106,7 +116,7 @@ export function createMinioBlobStore(conn: S3Connection): BlobStore {
         throw e;
       }
     },
-    presignedGetUrl: (key, expirySeconds) => client.presignedGetObject(conn.bucket, key, expirySeconds),
+    presignedGetUrl: (key, expirySeconds) => presigner.presignedGetObject(conn.bucket, key, expirySeconds),
     storageUrl: (key) => `${prefix}${key}`,
     keyFromStorageUrl: (u) => (u.startsWith(prefix) ? u.slice(prefix.length) : undefined),
   };
