@@ -182,14 +182,14 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
     );
   });
 
-  it("serves presigned WebP thumbnails of at most 256 pixels a side, not the originals", async () => {
+  it("serves presigned JPEG thumbnails of at most 256 pixels a side, not the originals", async () => {
     const r = await uploadSearch(web.graphqlUrl, await query(), { topK: 3 });
     const hit = r.body.data?.searchSimilar.hits[0];
     expect(hit?.thumbnailUrl).toContain(thumbnailKey(hit?.contentSha256 ?? ""));
     const res = await fetch(hit?.thumbnailUrl ?? "");
     expect(res.status).toBe(200);
     const meta = await sharp(Buffer.from(await res.arrayBuffer())).metadata();
-    expect(meta.format).toBe("webp");
+    expect(meta.format).toBe("jpeg");
     expect(Math.max(meta.width ?? 0, meta.height ?? 0)).toBeLessThanOrEqual(256);
   });
 

@@ -94,7 +94,7 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
       .toBe(true);
     const sources = await page.$$eval("#results img.thumb", (imgs) => imgs.map((i) => i.getAttribute("src")));
     expect(sources).toHaveLength(8);
-    for (const src of sources) expect(src).toMatch(/\/thumbnails\/[0-9a-f]{2}\/[0-9a-f]{64}\.webp\?/);
+    for (const src of sources) expect(src).toMatch(/\/thumbnails\/[0-9a-f]{2}\/[0-9a-f]{64}\.jpg\?/);
     await shot("search-results");
   });
 

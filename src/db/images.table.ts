@@ -18,7 +18,7 @@ export const images = pgTable(
     filePath: text("file_path"),
     /** `s3://<bucket>/<key>` of the original in object storage. */
     storageUrl: text("storage_url"),
-    /** Object key of the thumbnail (WebP, at most 256 pixels a side); null until one is made. */
+    /** Object key of the thumbnail (JPEG, at most 256 pixels a side); null until one is made. */
     thumbnailKey: text("thumbnail_key"),
     contentSha256: text("content_sha256").notNull().unique(),
     contentType: text("content_type"),

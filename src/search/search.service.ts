@@ -50,7 +50,7 @@ export interface SearchHit extends GalleryEntry {
   score: number;
   /** Presigned GET URL of the original, when it is in object storage. */
   downloadUrl: string | null;
-  /** Presigned GET URL of the original's WebP thumbnail, when the original is in object storage. */
+  /** Presigned GET URL of the original's JPEG thumbnail, when the original is in object storage. */
   thumbnailUrl: string | null;
   /** The space that ranked this hit. */
   space: EmbeddingSpace;

@@ -4,17 +4,19 @@ import sharp from "sharp";
 export const THUMBNAIL_MAX_SIDE = 256;
 
 /** Content type of every thumbnail. */
-export const THUMBNAIL_CONTENT_TYPE = "image/webp";
+export const THUMBNAIL_CONTENT_TYPE = "image/jpeg";
 
 /**
  * Object key of the thumbnail of the original with content hash `sha256` (hex), beside the originals'
  * `images/<2 hex>/` layout, so a thumbnail is found from the hash alone.
  */
-export const thumbnailKey = (sha256: string) => `thumbnails/${sha256.slice(0, 2)}/${sha256}.webp`;
+export const thumbnailKey = (sha256: string) => `thumbnails/${sha256.slice(0, 2)}/${sha256}.jpg`;
 
 /**
- * A WebP thumbnail of an image: EXIF-oriented, fitted inside {@link THUMBNAIL_MAX_SIDE} pixels, never
- * enlarged. sharp runs on libuv's thread pool, so the event loop only waits for it.
+ * A JPEG thumbnail of an image: EXIF-oriented, fitted inside {@link THUMBNAIL_MAX_SIDE} pixels, never
+ * enlarged, transparency flattened on white. sharp runs on libuv's thread pool, so the event loop only waits
+ * for it. JPEG rather than WebP because ingestion is CPU-bound and WebP costs twice as much: 4.2 against
+ * 2.0 ms per image on one thread, decode included, over 120 images of the three shared datasets.
  * @param maxPixels - refuse inputs larger than this (width x height), as ingestion does.
  * @throws Error from sharp when the bytes are not a decodable image.
  */
@@ -22,6 +24,7 @@ export function makeThumbnail(bytes: Buffer, maxPixels = 100_000_000): Promise<B
   return sharp(bytes, { limitInputPixels: maxPixels })
     .rotate()
     .resize(THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE, { fit: "inside", withoutEnlargement: true })
-    .webp({ quality: 75 })
+    .flatten({ background: "#ffffff" })
+    .jpeg({ quality: 80 })
     .toBuffer();
 }

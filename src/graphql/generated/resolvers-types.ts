@@ -101,7 +101,7 @@ export type GalleryImage = {
   imageType: ImageType;
   productCode: Scalars['String']['output'];
   productName: Scalars['String']['output'];
-  /** Presigned URL of the WebP thumbnail; null until the thumbnail is made. */
+  /** Presigned URL of the JPEG thumbnail; null until the thumbnail is made. */
   thumbnailUrl?: Maybe<Scalars['String']['output']>;
   width: Scalars['Int']['output'];
 };
@@ -347,7 +347,7 @@ export type SearchHit = {
   space: EmbeddingSpace;
   /** Stable s3://bucket/key URL of the original (V2). */
   storageUrl?: Maybe<Scalars['String']['output']>;
-  /** Presigned HTTP GET URL of a WebP thumbnail, at most 256 pixels a side (V2). */
+  /** Presigned HTTP GET URL of a JPEG thumbnail, at most 256 pixels a side (V2). */
   thumbnailUrl?: Maybe<Scalars['String']['output']>;
 };
 
