@@ -20,7 +20,6 @@ import { loadSampleGallery, type SampleGalleryResult } from "./ingest/sample-gal
 import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
 import { startIndexes } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
-import { backfillThumbnails } from "./jobs/thumbnail-backfill.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
 import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
@@ -31,6 +30,7 @@ import { isDomainError } from "./shared/errors.js";
 import { IMAGE_TYPES, MATCHER_VERSIONS, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
+import { backfillThumbnails } from "./thumbnails/thumbnail-backfill.js";
 
 /** The object graph of a running service. */
 export interface App {

@@ -60,10 +60,13 @@ describe("ingestion of a dataset folder", () => {
     expect(images).toHaveLength(7);
     const first = await app.ingest.ingest(images);
     expect(first).toMatchObject({ total: 7, imported: 6, skipped: 0, failed: 1 });
+    // Then a thumbnail for each imported image, once.
+    expect(first.thumbnails).toMatchObject({ made: 6, failed: 0 });
     expect(first.failures[0]?.file).toMatch(/corrupt\.jpg$/);
     expect(first.failures[0]?.reason.length).toBeGreaterThan(10);
     const again = await app.ingest.ingest(images);
     expect(again).toMatchObject({ imported: 0, skipped: 6, failed: 1 });
+    expect(again.thumbnails).toMatchObject({ made: 0, failed: 0 });
     expect(await app.repository.countGallery("normal", app.embedder.modelId)).toEqual({
       total: 3,
       missing: 0,

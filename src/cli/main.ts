@@ -57,7 +57,11 @@ program
       console.log(
         `imported ${summary.imported}, skipped ${summary.skipped} (already imported), ` +
           `${summary.repaired > 0 ? `repaired ${summary.repaired} (embedding was missing), ` : ""}failed ${summary.failed} ` +
-          `in ${(summary.durationMs / 1000).toFixed(1)} s (${summary.imagesPerSecond.toFixed(1)} images/s)`,
+          `in ${(summary.durationMs / 1000).toFixed(1)} s (${summary.imagesPerSecond.toFixed(1)} images/s); ` +
+          `then ${summary.thumbnails.made} thumbnails in ${(summary.thumbnails.durationMs / 1000).toFixed(1)} s` +
+          (summary.thumbnails.failed > 0
+            ? ` (${summary.thumbnails.failed} failed; made at the next server start)`
+            : ""),
       );
       for (const f of summary.failures) console.log(`  failed: ${f.file}: ${f.reason}`);
       if (summary.imported > 0)

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { BlobStore } from "../storage/blob-store.js";
-import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "../thumbnails/thumbnail.js";
+import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "./thumbnail.js";
 
 /** What a backfill run did. */
 export interface ThumbnailBackfillSummary {
