@@ -45,20 +45,24 @@ function embedding(r: EmbeddingResult[]): string[] {
         "dim",
         "batch (inference / ingest step)",
         "images",
-        "ingest img/s (target)",
+        "ingest img/s, searchable (target)",
+        "then thumbnails s (img/s of both)",
         "decode+preprocess p50 / p99 ms",
         "inference p50 / p99 ms",
         "embedOne total p50 / p99 ms",
       ],
       r.map((e) =>
         e.notRun
-          ? [e.preset, "", "", "", e.notRun, "", "", ""]
+          ? [e.preset, "", "", "", e.notRun, "", "", "", ""]
           : [
               e.preset,
               e.dimension ?? "",
               `${e.batchSize} / ${e.ingestStep}`,
               e.images ?? "",
               againstMin(e.ingestImagesPerSecond ?? Number.NaN, TARGETS.ingestImagesPerSecond, 1),
+              e.thumbnailSeconds === undefined
+                ? ""
+                : `${fmt(e.thumbnailSeconds, 1)} (${fmt(e.withThumbnailsImagesPerSecond ?? Number.NaN, 1)})`,
               `${ms(e.decodeMs?.p50)} / ${ms(e.decodeMs?.p99)}`,
               `${ms(e.inferenceMs?.p50)} / ${ms(e.inferenceMs?.p99)}`,
               `${ms(e.totalMs?.p50)} / ${ms(e.totalMs?.p99)}`,

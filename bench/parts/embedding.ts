@@ -19,6 +19,9 @@ export interface EmbeddingResult {
   /** End-to-end ingestion: read, hash, decode, preprocess, inference, object upload, DB writes. */
   ingestImagesPerSecond?: number;
   ingestSeconds?: number;
+  /** The thumbnail pass that follows ingestion: seconds, and images per second of the whole run. */
+  thumbnailSeconds?: number;
+  withThumbnailsImagesPerSecond?: number;
   /** One query image at a time through `embedder.embedOne` (ms). */
   decodeMs?: Distribution;
   inferenceMs?: Distribution;
@@ -71,6 +74,9 @@ export async function benchEmbedding(ctx: BenchContext): Promise<EmbeddingResult
         images: summary.imported,
         ingestImagesPerSecond: summary.imagesPerSecond,
         ingestSeconds: summary.durationMs / 1000,
+        thumbnailSeconds: summary.thumbnails.durationMs / 1000,
+        withThumbnailsImagesPerSecond:
+          summary.imported / ((summary.durationMs + summary.thumbnails.durationMs) / 1000),
         decodeMs: distribution(decode),
         inferenceMs: distribution(inference),
         totalMs: distribution(total),
