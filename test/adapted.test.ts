@@ -7,6 +7,7 @@ import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
 import type { DatasetImage } from "../src/ingest/dataset.reader.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
+import { firstPerClass } from "./support/images.js";
 import {
   SAMPLE_DIR,
   scratchDir,
@@ -15,17 +16,6 @@ import {
   testConfig,
   testLogger,
 } from "./support/services.js";
-
-/** The first `n` images of each class of a split, in file order. */
-function perClass(images: readonly DatasetImage[], n: number): DatasetImage[] {
-  const taken = new Map<string, number>();
-  return images.filter((i) => {
-    const key = `${i.productCode}/${i.defectCode ?? "good"}`;
-    const k = taken.get(key) ?? 0;
-    taken.set(key, k + 1);
-    return k < n;
-  });
-}
 
 describe("adapted space: learned from the gallery's labels, persisted, reloaded, invalidated", () => {
   let db: Awaited<ReturnType<typeof startTestDatabase>>;
@@ -45,8 +35,8 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
     config = testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") });
     // 7 classes x 25 real steel-strip images of the shipped X-SDD sample (runs with or without ../shared):
     // big enough to cross-validate, small enough to ingest fast.
-    const gallery = perClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }), 25);
-    queries = perClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 1);
+    const gallery = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }), 25);
+    queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 1);
     app = await createApp(config, testLogger, { initialiseIndexes: false });
     await app.ingest.ingest(gallery);
     const task = app.jobs.start({

@@ -99,10 +99,26 @@ export async function preprocessImage(
   model: ModelConfig,
 ): Promise<Float32Array> {
   const size = model.inputSize;
-  const scale = model.resizeShorterSide / Math.min(info.width, info.height);
-  const width = Math.max(model.resizeShorterSide, Math.round(info.width * scale));
-  const height = Math.max(model.resizeShorterSide, Math.round(info.height * scale));
-  let data: Buffer;
+  const data = await decodeCentreSquare(bytes, info, model.resizeShorterSide, size, model);
+  return toTensor(data, size, size, 0, 0, model);
+}
+
+/**
+ * Decodes an image to interleaved 8-bit sRGB: EXIF auto-orient, shorter side resized to `shorterSide`
+ * (aspect kept, with `model.resizeKernel`), centre-cropped to a `size` x `size` square.
+ * @returns `size` x `size` x 3 bytes, row-major.
+ * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
+ */
+async function decodeCentreSquare(
+  bytes: Buffer,
+  info: ImageInfo,
+  shorterSide: number,
+  size: number,
+  model: ModelConfig,
+): Promise<Buffer> {
+  const scale = shorterSide / Math.min(info.width, info.height);
+  const width = Math.max(shorterSide, Math.round(info.width * scale));
+  const height = Math.max(shorterSide, Math.round(info.height * scale));
   try {
     const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
       .rotate()
@@ -118,14 +134,13 @@ export async function preprocessImage(
       .raw()
       .toBuffer({ resolveWithObject: true });
     if (out.info.channels !== 3) throw new Error(`expected 3 channels, got ${out.info.channels}`);
-    data = out.data;
+    return out.data;
   } catch (e) {
     throw errors.invalidImage(
       `The image could not be decoded (${(e as Error).message}); it may be truncated or corrupt.`,
       e,
     );
   }
-  return toTensor(data, size, size, 0, 0, model);
 }
 
 /**
@@ -170,32 +185,7 @@ export async function preprocessViews(
   const { grid, size } = model.views;
   if (grid < 2) return [whole];
   const origins = tileOrigins({ grid, size, tile: model.inputSize });
-  const scale = size / Math.min(info.width, info.height);
-  const width = Math.max(size, Math.round(info.width * scale));
-  const height = Math.max(size, Math.round(info.height * scale));
-  let data: Buffer;
-  try {
-    const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
-      .rotate()
-      .resize({ width, height, fit: "fill", kernel: model.resizeKernel })
-      .extract({
-        left: Math.round((width - size) / 2),
-        top: Math.round((height - size) / 2),
-        width: size,
-        height: size,
-      })
-      .toColourspace("srgb")
-      .removeAlpha()
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    if (out.info.channels !== 3) throw new Error(`expected 3 channels, got ${out.info.channels}`);
-    data = out.data;
-  } catch (e) {
-    throw errors.invalidImage(
-      `The image could not be decoded (${(e as Error).message}); it may be truncated or corrupt.`,
-      e,
-    );
-  }
+  const data = await decodeCentreSquare(bytes, info, size, size, model);
   const views = [whole];
   for (const top of origins)
     for (const left of origins) views.push(toTensor(data, size, model.inputSize, left, top, model));

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { deflateSync } from "node:zlib";
+import type { DatasetImage } from "../../src/ingest/dataset.reader.js";
 import { SAMPLE_DIR } from "./services.js";
 
 /**
@@ -43,4 +44,15 @@ export function pngBomb(width = 50_000, height = 50_000): Buffer {
     chunk("IDAT", deflateSync(Buffer.alloc(1024))),
     chunk("IEND", Buffer.alloc(0)),
   ]);
+}
+
+/** The first `perClass` images of each class (product and defect type), in order: a real gallery that ingests in seconds. */
+export function firstPerClass(images: readonly DatasetImage[], perClass: number): DatasetImage[] {
+  const taken = new Map<string, number>();
+  return images.filter((img) => {
+    const key = `${img.productCode}/${img.defectCode ?? "good"}`;
+    const n = taken.get(key) ?? 0;
+    taken.set(key, n + 1);
+    return n < perClass;
+  });
 }

@@ -5,6 +5,7 @@ import type { HttpServer } from "../../src/http/http.server.js";
 import { type DatasetImage, listDatasetImages } from "../../src/ingest/dataset.reader.js";
 import { exportV1Gallery } from "../../src/ingest/v1-gallery.export.js";
 import { rebuildAndWait } from "./graphql-client.js";
+import { firstPerClass } from "./images.js";
 import {
   SAMPLE_DIR,
   scratchDir,
@@ -16,17 +17,6 @@ import {
 
 /** The admin token of {@link startWebGallery}'s service. */
 export const WEB_ADMIN_TOKEN = "web-admin-token-0123456789";
-
-/** The first `perClass` images of each defect type, so a real gallery ingests in seconds. */
-function firstPerClass(images: readonly DatasetImage[], perClass: number): DatasetImage[] {
-  const taken = new Map<string, number>();
-  return images.filter((img) => {
-    const key = `${img.productCode}/${img.defectCode ?? "good"}`;
-    const n = taken.get(key) ?? 0;
-    taken.set(key, n + 1);
-    return n < perClass;
-  });
-}
 
 /** A running service over real X-SDD images (the shipped sample), V1 and V2 indexes built, on real servers. */
 export interface WebGallery {
