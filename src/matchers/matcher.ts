@@ -8,7 +8,12 @@ import { filteredSearch, type PlanLimits } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { IndexManifest, IndexStore, LoadedIndex } from "../index/index.store.js";
-import { IndexUnavailableError, type VectorIndex, type VectorIndexBackend } from "../index/vector-index.js";
+import {
+  type BuiltIndex,
+  IndexUnavailableError,
+  type VectorIndex,
+  type VectorIndexBackend,
+} from "../index/vector-index.js";
 import { errors } from "../shared/errors.js";
 import { sha256 } from "../shared/hash.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
@@ -302,6 +307,34 @@ export function createMatcher({
     };
   }
 
+  /** The manifest fields of a freshly built index, the raw and the adapted one alike. */
+  function builtManifest(
+    imageType: ImageType,
+    dimension: number,
+    factory: string,
+    built: BuiltIndex,
+    galleryFingerprint: string,
+  ) {
+    const { index, recall } = built;
+    return {
+      formatVersion: 2 as const,
+      matcherVersion: version,
+      imageType,
+      modelId,
+      dimension,
+      count: index.count,
+      configuredFactory: settings.factory,
+      factory,
+      params: index.params,
+      recall: recall
+        ? { recallAt10: recall.recallAt10, queries: recall.queries, floor: settings.recallFloor }
+        : null,
+      buildMs: built.buildMs,
+      galleryFingerprint,
+      builtAt: new Date().toISOString(),
+    };
+  }
+
   /** Builds and persists the adapted index of `imageType` (projected, re-normalised gallery vectors). */
   async function buildAdapted(
     imageType: ImageType,
@@ -334,21 +367,7 @@ export function createMatcher({
         columns,
         extraFiles: { [PROJECTION_FILE]: text },
         manifest: {
-          formatVersion: 2,
-          matcherVersion: version,
-          imageType,
-          modelId,
-          dimension: width,
-          count: index.count,
-          configuredFactory: settings.factory,
-          factory,
-          params: index.params,
-          recall: recall
-            ? { recallAt10: recall.recallAt10, queries: recall.queries, floor: settings.recallFloor }
-            : null,
-          buildMs: built.buildMs,
-          galleryFingerprint,
-          builtAt: new Date().toISOString(),
+          ...builtManifest(imageType, width, factory, built, galleryFingerprint),
           space: "adapted",
           projection: {
             file: PROJECTION_FILE,
@@ -584,21 +603,7 @@ export function createMatcher({
           index,
           columns,
           manifest: {
-            formatVersion: 2,
-            matcherVersion: version,
-            imageType,
-            modelId,
-            dimension,
-            count: index.count,
-            configuredFactory: settings.factory,
-            factory,
-            params: index.params,
-            recall: recall
-              ? { recallAt10: recall.recallAt10, queries: recall.queries, floor: settings.recallFloor }
-              : null,
-            buildMs: built.buildMs,
-            galleryFingerprint,
-            builtAt: new Date().toISOString(),
+            ...builtManifest(imageType, dimension, factory, built, galleryFingerprint),
             adaptation: decided
               ? {
                   space: adapted ? "adapted" : "raw",
