@@ -52,10 +52,29 @@ const PREFLIGHT_HEADERS = ["apollo-require-preflight", "x-apollo-operation-name"
 /** Room for the GraphQL document and variables around the image, in a JSON body (bytes). */
 const JSON_OVERHEAD_BYTES = 256 * 1024;
 
-/** A GraphQL-shaped error body, so GraphQL clients read refusals made before Apollo the same way. */
-const graphqlError = (message: string, code: string, extra: Record<string, unknown> = {}) => ({
-  errors: [{ message, extensions: { code, ...extra } }],
-});
+/** The parts of a Fastify reply {@link sendGraphQLError} uses, whatever the route's reply type. */
+interface ReplyLike<R> {
+  code(statusCode: number): R;
+  type(contentType: string): R;
+  send(payload: string): R;
+}
+
+/**
+ * Answers with a GraphQL-shaped error body, so GraphQL clients read refusals made before Apollo (body
+ * limits, CSRF, malformed multipart) the way they read Apollo's own.
+ */
+function sendGraphQLError<R extends ReplyLike<R>>(
+  reply: R,
+  status: number,
+  message: string,
+  code: string,
+  extra: Record<string, unknown> = {},
+): R {
+  return reply
+    .code(status)
+    .type("application/json")
+    .send(JSON.stringify({ errors: [{ message, extensions: { code, ...extra } }] }));
+}
 
 /**
  * The service's HTTP server, on Fastify 5 with Apollo's official integration (@as-integrations/fastify):
@@ -110,18 +129,16 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     const status = error.statusCode ?? 500;
     if (status >= 500) request.log.error({ err: error }, "request failed");
     if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE")
-      return reply
-        .code(413)
-        .send(
-          graphqlError(
-            `The request body is over the limit of ${bodyLimit} bytes. Send the image as a multipart upload, or a smaller image.`,
-            "IMAGE_TOO_LARGE",
-            { maxBytes: bodyLimit },
-          ),
-        );
+      return sendGraphQLError(
+        reply,
+        413,
+        `The request body is over the limit of ${bodyLimit} bytes. Send the image as a multipart upload, or a smaller image.`,
+        "IMAGE_TOO_LARGE",
+        { maxBytes: bodyLimit },
+      );
     if (status < 500)
-      return reply.code(status).send(graphqlError(error.message, "BAD_REQUEST", { httpStatus: status }));
-    return reply.code(500).send(graphqlError("Internal server error.", "INTERNAL_SERVER_ERROR"));
+      return sendGraphQLError(reply, status, error.message, "BAD_REQUEST", { httpStatus: status });
+    return sendGraphQLError(reply, 500, "Internal server error.", "INTERNAL_SERVER_ERROR");
   });
 
   // GraphQL multipart requests: Fastify leaves the body stream alone, graphql-upload reads it in
@@ -138,17 +155,12 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
       preValidation: async (request, reply) => {
         if (!request.headers["content-type"]?.startsWith("multipart/form-data")) return;
         if (!PREFLIGHT_HEADERS.some((h) => request.headers[h])) {
-          return reply
-            .code(400)
-            .type("application/json")
-            .send(
-              JSON.stringify(
-                graphqlError(
-                  "This multipart request has been blocked as a potential Cross-Site Request Forgery (CSRF). Send it with the header 'Apollo-Require-Preflight: true'.",
-                  "BAD_REQUEST",
-                ),
-              ),
-            );
+          return sendGraphQLError(
+            reply,
+            400,
+            "This multipart request has been blocked as a potential Cross-Site Request Forgery (CSRF). Send it with the header 'Apollo-Require-Preflight: true'.",
+            "BAD_REQUEST",
+          );
         }
         try {
           request.body = await processRequest(request.raw, reply.raw, {
@@ -158,18 +170,12 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
           });
         } catch (e) {
           const err = e as Error & { status?: number };
-          const tooLarge = err.status === 413;
-          return reply
-            .code(err.status ?? 400)
-            .type("application/json")
-            .send(
-              JSON.stringify(
-                graphqlError(
-                  `Invalid multipart request: ${err.message}`,
-                  tooLarge ? "IMAGE_TOO_LARGE" : "BAD_USER_INPUT",
-                ),
-              ),
-            );
+          return sendGraphQLError(
+            reply,
+            err.status ?? 400,
+            `Invalid multipart request: ${err.message}`,
+            err.status === 413 ? "IMAGE_TOO_LARGE" : "BAD_USER_INPUT",
+          );
         }
       },
     });
