@@ -310,24 +310,30 @@ function labelOf(hit) {
   return hit.defectCode ? (hit.defectName ?? hit.defectCode) : "Normal";
 }
 
+/** A grid cell's picture: the presigned thumbnail, or a placeholder until the thumbnail exists. */
+function thumbnailOf(item, product) {
+  if (!item.thumbnailUrl)
+    return el("div", {
+      className: "thumb placeholder",
+      text: "no thumbnail yet",
+      role: "img",
+      "aria-label": "No thumbnail yet",
+    });
+  const img = el("img", {
+    src: item.thumbnailUrl,
+    alt: `${product}, ${labelOf(item)}`,
+    loading: "lazy",
+    className: "thumb",
+  });
+  img.addEventListener("error", () => img.classList.add("broken"));
+  return img;
+}
+
 function renderResults(list, hits) {
   list.replaceChildren(
     ...hits.map((h) => {
       const product = h.productName ?? h.productCode;
-      const thumb = h.thumbnailUrl
-        ? el("img", {
-            src: h.thumbnailUrl,
-            alt: `${product}, ${labelOf(h)}`,
-            loading: "lazy",
-            className: "thumb",
-          })
-        : el("div", {
-            className: "thumb placeholder",
-            text: "no thumbnail",
-            role: "img",
-            "aria-label": "No thumbnail",
-          });
-      if (thumb.tagName === "IMG") thumb.addEventListener("error", () => thumb.classList.add("broken"));
+      const thumb = thumbnailOf(h, product);
       const actions = el("div", { className: "actions" });
       if (h.imageId)
         actions.append(
@@ -415,19 +421,7 @@ async function loadGallery(reset) {
     );
     for (const img of page.images) {
       const product = img.productName ?? img.productCode;
-      const thumb = img.thumbnailUrl
-        ? el("img", {
-            src: img.thumbnailUrl,
-            alt: `${product}, ${labelOf(img)}`,
-            loading: "lazy",
-            className: "thumb",
-          })
-        : el("div", {
-            className: "thumb placeholder",
-            text: "thumbnail pending",
-            role: "img",
-            "aria-label": "No thumbnail yet",
-          });
+      const thumb = thumbnailOf(img, product);
       grid.append(
         el(
           "li",
