@@ -27,7 +27,7 @@ import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, type SearchService } from "./search/search.service.js";
 import { isDomainError } from "./shared/errors.js";
-import { IMAGE_TYPES, MATCHER_VERSIONS, type MatcherVersion } from "./shared/types.js";
+import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
 import { backfillThumbnails } from "./thumbnails/thumbnail-backfill.js";
@@ -125,9 +125,10 @@ export async function createApp(
       maxPixels: config.limits.maxImagePixels,
       minSide: config.limits.minImageSide,
     };
-    const matcherList: Matcher[] = [];
+    // Filled below, once the embedder the matchers need exists; the metrics read it at each scrape.
+    const matchers = new Map<MatcherVersion, Matcher>();
     const metrics = createMetrics({
-      indexStates: () => matcherList.flatMap((m) => IMAGE_TYPES.map((t) => m.state(t))),
+      indexStates: () => [...matchers.values()].flatMap((m) => IMAGE_TYPES.map((t) => m.state(t))),
     });
     const embedder = countEmbeddings(createEmbedder({ model, modelConfig: config.model, limits }), metrics);
     logger.info(
@@ -166,7 +167,6 @@ export async function createApp(
       index: config.index,
       logger,
     };
-    const matchers = new Map<MatcherVersion, Matcher>();
     matchers.set(
       "v2",
       createMatcher({
@@ -184,10 +184,6 @@ export async function createApp(
           source: createV1GallerySource({ dir: config.matcher.v1GalleryDir, embedder, logger }),
         }),
       );
-    }
-    for (const v of MATCHER_VERSIONS) {
-      const m = matchers.get(v);
-      if (m) matcherList.push(m);
     }
     cleanups.push(async () => {
       for (const m of matchers.values()) await m.close();
@@ -237,6 +233,7 @@ export async function createApp(
       logger,
     });
     const search: SearchService = {
+      ...searchService,
       async search(req) {
         try {
           const result = await searchService.search(req);

@@ -82,6 +82,8 @@ export const resolvers: Resolvers = {
   },
   SearchHit: {
     imageId: (h) => (h.imageId === null ? null : String(h.imageId)),
+    downloadUrl: (h, _, ctx) => ctx.search.downloadUrl(h),
+    thumbnailUrl: (h, _, ctx) => ctx.search.thumbnailUrl(h),
     // Server paths are for operators; everyone else gets the file name.
     filePath: (h, _, ctx) => (h.filePath === null || isAdmin(ctx) ? h.filePath : path.basename(h.filePath)),
   },

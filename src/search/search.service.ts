@@ -48,10 +48,6 @@ export interface SearchHit extends GalleryEntry {
   rank: number;
   /** Cosine similarity of the query and gallery embeddings, in [-1, 1]. */
   score: number;
-  /** Presigned GET URL of the original, when it is in object storage. */
-  downloadUrl: string | null;
-  /** Presigned GET URL of the original's JPEG thumbnail, when the original is in object storage. */
-  thumbnailUrl: string | null;
   /** The space that ranked this hit. */
   space: EmbeddingSpace;
 }
@@ -171,6 +167,10 @@ export function createSearchService({
     return bytes;
   }
 
+  /** Object key of an entry's original, when it is in the service's bucket. */
+  const originalKeyOf = (entry: GalleryEntry) =>
+    entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
+
   /**
    * Runs the fetch stage (PostgreSQL, object storage): an outage or a timeout there is SERVICE_UNAVAILABLE,
    * which a client may retry, rather than an internal error.
@@ -241,6 +241,22 @@ export function createSearchService({
      * @throws DomainError OVERLOADED at once when the wait list is full (retryable), BAD_USER_INPUT,
      *   NOT_FOUND, IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT, FEATURE_EXTRACTION_FAILED, INDEX_NOT_READY.
      */
+    /** Presigned GET URL of a hit's original, when it is in object storage; null otherwise (V1). */
+    downloadUrl(entry: GalleryEntry): Promise<string | null> {
+      const key = originalKeyOf(entry);
+      return key ? blobStore.presignedGetUrl(key, presignExpirySeconds) : Promise.resolve(null);
+    },
+
+    /**
+     * Presigned GET URL of a hit's thumbnail, when its original is in object storage; null otherwise (V1).
+     * Thumbnails are content-addressed like originals, so no lookup is needed to name one.
+     */
+    thumbnailUrl(entry: GalleryEntry): Promise<string | null> {
+      return originalKeyOf(entry) && entry.contentSha256
+        ? blobStore.presignedGetUrl(thumbnailKey(entry.contentSha256), presignExpirySeconds)
+        : Promise.resolve(null);
+    },
+
     async search(req: SearchRequest): Promise<SearchResult> {
       if (admission.size >= admissionLimits.queueLimit) {
         throw errors.overloaded(
@@ -297,18 +313,10 @@ export function createSearchService({
       matches.map((m) => ({ ...m.entry, score: m.score })),
       suggestionTopK,
     );
-    const hits = await Promise.all(
-      matches.slice(0, req.topK).map(async ({ entry, score }, i) => {
-        const key = entry.storageUrl ? blobStore.keyFromStorageUrl(entry.storageUrl) : undefined;
-        const downloadUrl = key ? await blobStore.presignedGetUrl(key, presignExpirySeconds) : null;
-        // Thumbnails are content-addressed like originals, so no lookup is needed to name one.
-        const thumbnailUrl =
-          key && entry.contentSha256
-            ? await blobStore.presignedGetUrl(thumbnailKey(entry.contentSha256), presignExpirySeconds)
-            : null;
-        return { ...entry, rank: i + 1, score, downloadUrl, thumbnailUrl, space };
-      }),
-    );
+    // Download and thumbnail URLs are presigned only when a client asks for them (downloadUrl, thumbnailUrl).
+    const hits = matches
+      .slice(0, req.topK)
+      .map(({ entry, score }, i) => ({ ...entry, rank: i + 1, score, space }));
     timing.totalMs = performance.now() - start;
     logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
     return {
