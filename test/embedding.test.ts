@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/config.js";
 import { createEmbedder, type Embedder } from "../src/embedding/embedder.service.js";
@@ -78,6 +79,45 @@ describe.each(PRESETS)("embedding with the real %s model", (preset, dimension) =
     const single = await embedder.embedOne(bytes);
     if (!batched?.ok) throw new Error("embedding failed");
     expect(cosine(batched.embedding, single.embedding)).toBeCloseTo(1, 4);
+  });
+});
+
+describe("making an elongated image square", () => {
+  // 300 x 100, mid grey, with a 30 px red band at the left edge: where a defect at the part's border sits.
+  const elongated = () =>
+    sharp({ create: { width: 300, height: 100, channels: 3, background: { r: 128, g: 128, b: 128 } } })
+      .composite([
+        {
+          input: { create: { width: 30, height: 100, channels: 3, background: { r: 255, g: 0, b: 0 } } },
+          left: 0,
+          top: 0,
+        },
+      ])
+      .png()
+      .toBuffer();
+  /** Share of the model input's pixels whose red value is far above grey (red after normalisation). */
+  async function redShare(mode: "crop" | "fill" | "pad"): Promise<number> {
+    const { model } = loadConfig({ MODELS_DIR, MODEL_RESIZE_MODE: mode });
+    const bytes = await elongated();
+    const tensor = await preprocessImage(
+      bytes,
+      await inspectImage(bytes, { maxBytes: 1e6, maxPixels: 1e6 }),
+      model,
+    );
+    const plane = model.inputSize * model.inputSize;
+    let red = 0;
+    for (let i = 0; i < plane; i++)
+      if ((tensor[i] as number) > 1.5 && (tensor[plane + i] as number) < -1) red++;
+    return red / plane;
+  }
+
+  it("keeps the border with fill (the default) and pad, and loses it with crop", async () => {
+    expect(loadConfig({ MODELS_DIR }).model.resizeMode).toBe("fill");
+    // fill: the band is 30 of 300 columns, so a tenth of the square; pad: a tenth of the 224 x 75 letterbox.
+    expect(await redShare("fill")).toBeCloseTo(0.1, 2);
+    expect(await redShare("pad")).toBeGreaterThan(0.025);
+    expect(await redShare("pad")).toBeLessThan(0.04);
+    expect(await redShare("crop")).toBe(0);
   });
 });
 

@@ -66,7 +66,7 @@ describe("multi-view embeddings with the real model", () => {
     await multiModel?.close();
   });
 
-  it("gives multi-view settings their own model id, and leaves the single-view id as it was", async () => {
+  it("gives multi-view settings and resize modes their own model id, and leaves the crop id as it was", async () => {
     const gem = loadConfig({
       MODELS_DIR,
       MULTI_VIEW_GRID: "2",
@@ -75,8 +75,13 @@ describe("multi-view embeddings with the real model", () => {
     });
     const gemModel = await loadEmbeddingModel(gem.model, await sha256File(gem.model.path));
     await gemModel.close();
-    // The single-view id of the shipped model before multi-view existed (docs/evaluation.md).
-    expect(singleModel.modelId).toBe("mobilenetv2-12-int8@025ec4d51a07.e5fa50");
+    const crop = loadConfig({ MODELS_DIR, MODEL_RESIZE_MODE: "crop" });
+    const cropModel = await loadEmbeddingModel(crop.model, await sha256File(crop.model.path));
+    await cropModel.close();
+    // The single-view id of the shipped model before multi-view and resize modes existed
+    // (docs/evaluation.md): the crop preprocessing keeps it; fill, the default now, has its own.
+    expect(cropModel.modelId).toBe("mobilenetv2-12-int8@025ec4d51a07.e5fa50");
+    expect(singleModel.modelId).not.toBe(cropModel.modelId);
     expect(multiModel.modelId).not.toBe(singleModel.modelId);
     expect(gemModel.modelId).not.toBe(multiModel.modelId);
     expect(multiModel.modelId.startsWith("mobilenetv2-12-int8@025ec4d51a07.")).toBe(true);

@@ -103,6 +103,12 @@ export const envSchema = z.object({
   MODEL_RESIZE_SIZE: int(8)
     .optional()
     .describe("Override the preset's shorter-side resize before the crop (pixels)."),
+  MODEL_RESIZE_MODE: z
+    .enum(["crop", "fill", "pad"])
+    .optional()
+    .describe(
+      "How a non-square image becomes the square model input: crop (shorter side resized, centre cut), fill (whole image resized to the square, aspect not kept) or pad (whole image letterboxed). Unset: the preset's (fill for the ImageNet presets). Changes the model id: the gallery is re-embedded.",
+    ),
   MODEL_MEAN: triple.optional().describe("Override the preset's RGB mean, e.g. 0.485,0.456,0.406."),
   MODEL_STD: triple.optional().describe("Override the preset's RGB std, e.g. 0.229,0.224,0.225."),
   EMBEDDING_BATCH_SIZE: int(1)
@@ -481,6 +487,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       dimension: env.MODEL_DIMENSION ?? preset.dimension,
       inputSize,
       resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
+      resizeMode: env.MODEL_RESIZE_MODE ?? (preset as ModelPreset).resizeMode ?? "crop",
       mean: env.MODEL_MEAN ?? preset.mean,
       std: env.MODEL_STD ?? preset.std,
       path: modelPath,

@@ -276,6 +276,7 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
     model.mean,
     model.std,
     // Only when on, so single-view ids (and the vectors stored under them) stay what they were.
+    ...(model.resizeMode !== "crop" ? [[model.resizeMode]] : []),
     ...(model.views.grid > 1 ? [["views", model.views.grid, model.views.size, model.views.pool]] : []),
   ]);
   const preprocessingHash = createHash("sha256").update(preprocessing).digest("hex").slice(0, 6);

@@ -86,9 +86,10 @@ export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<
 }
 
 /**
- * Decodes and preprocesses one image for the model: EXIF auto-orient, sRGB 3 channels, resize the shorter
- * side to `resizeShorterSide`, centre-crop `inputSize` square, scale to [0,1], subtract mean, divide by
- * std, planar (CHW). The torchvision `Resize` + `CenterCrop` convention.
+ * Decodes and preprocesses one image for the model: EXIF auto-orient, sRGB 3 channels, made square by
+ * `model.resizeMode` (`crop`: shorter side to `resizeShorterSide`, centre `inputSize` square, the torchvision
+ * `Resize` + `CenterCrop` convention; `fill`: the whole image resized to the square; `pad`: the whole image
+ * letterboxed on the ImageNet mean colour), scale to [0,1], subtract mean, divide by std, planar (CHW).
  * @param info - the result of {@link inspectImage} on the same bytes.
  * @returns `Float32Array` of length 3 x inputSize x inputSize, channel-major (R plane, G plane, B plane).
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
@@ -103,9 +104,14 @@ export async function preprocessImage(
   return toTensor(data, size, size, 0, 0, model);
 }
 
+/** The ImageNet mean, 0.485 / 0.456 / 0.406 x 255: zero after normalisation, so padding carries no signal. */
+const PAD_COLOUR = { r: 124, g: 116, b: 104 };
+
 /**
- * Decodes an image to interleaved 8-bit sRGB: EXIF auto-orient, shorter side resized to `shorterSide`
- * (aspect kept, with `model.resizeKernel`), centre-cropped to a `size` x `size` square.
+ * Decodes an image to interleaved 8-bit sRGB `size` x `size` square, EXIF auto-oriented and resized with
+ * `model.resizeKernel`: with `model.resizeMode` `crop`, shorter side resized to `shorterSide` (aspect kept)
+ * and the centre square cut; with `fill`, the whole image resized to the square; with `pad`, the whole image
+ * fitted inside the square on the ImageNet mean colour (124, 116, 104).
  * @returns `size` x `size` x 3 bytes, row-major.
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
  */
@@ -116,13 +122,18 @@ async function decodeCentreSquare(
   size: number,
   model: ModelConfig,
 ): Promise<Buffer> {
+  const fill = model.resizeMode !== "crop";
   const scale = shorterSide / Math.min(info.width, info.height);
-  const width = Math.max(shorterSide, Math.round(info.width * scale));
-  const height = Math.max(shorterSide, Math.round(info.height * scale));
+  const width = fill ? size : Math.max(shorterSide, Math.round(info.width * scale));
+  const height = fill ? size : Math.max(shorterSide, Math.round(info.height * scale));
   try {
     const out = await sharp(bytes, { limitInputPixels: false, failOn: "error" })
       .rotate()
-      .resize({ width, height, fit: "fill", kernel: model.resizeKernel })
+      .resize(
+        model.resizeMode === "pad"
+          ? { width: size, height: size, fit: "contain", background: PAD_COLOUR, kernel: model.resizeKernel }
+          : { width, height, fit: "fill", kernel: model.resizeKernel },
+      )
       .extract({
         left: Math.round((width - size) / 2),
         top: Math.round((height - size) / 2),

@@ -32,6 +32,7 @@ const opts = new Command()
     "--each-candidate",
     "also score every candidate of the gate on the queries (a report, not a choice)",
   )
+  .option("--dump <dir>", "write the gallery and query embeddings (float32) and labels there")
   .option("--show-class <label>", "per-query P@10, raw vs adapted, of one class (e.g. magnetic_tile/fray)")
   .parse()
   .opts<{
@@ -41,6 +42,7 @@ const opts = new Command()
     krr: string;
     eachCandidate?: boolean;
     showClass?: string;
+    dump?: string;
   }>();
 
 const overrides = Object.fromEntries(
@@ -125,6 +127,24 @@ for (const name of opts.datasets.split(",")) {
     packed.set(v, i * dim);
   });
   const isDefect = dataset.gallery.map((g) => g.imageType === "defect");
+  if (opts.dump) {
+    const { mkdir, writeFile } = await import("node:fs/promises");
+    await mkdir(opts.dump, { recursive: true });
+    const qPacked = new Float32Array(queries.length * dim);
+    queries.forEach((v, i) => {
+      qPacked.set(v, i * dim);
+    });
+    await writeFile(path.join(opts.dump, `${name}.gallery.f32`), Buffer.from(packed.buffer));
+    await writeFile(path.join(opts.dump, `${name}.query.f32`), Buffer.from(qPacked.buffer));
+    await writeFile(
+      path.join(opts.dump, `${name}.json`),
+      JSON.stringify({
+        dim,
+        gallery: dataset.gallery.map((g) => ({ label: g.label, type: g.imageType, path: g.relPath })),
+        query: dataset.queries.map((g) => ({ label: g.label, type: g.imageType, path: g.relPath })),
+      }),
+    );
+  }
   const { decision, projection } = decideAdaptation({
     vectors: packed,
     dim,
@@ -137,6 +157,19 @@ for (const name of opts.datasets.split(",")) {
       `query inference p50 ${inf.p50.toFixed(1)} ms p99 ${inf.p99.toFixed(1)} ms`,
   );
   console.log(`  gate: ${decision.space} — ${decision.reason}`);
+  if (opts.dump && projection) {
+    const { writeFile } = await import("node:fs/promises");
+    const pack = (vs: Float32Array[]) => {
+      const d = projection.inDim + projection.outDim;
+      const out = new Float32Array(vs.length * d);
+      vs.forEach((v, i) => {
+        out.set(adaptVector(projection, v), i * d);
+      });
+      return Buffer.from(out.buffer);
+    };
+    await writeFile(path.join(opts.dump, `${name}.gallery.adapted.f32`), pack(gallery));
+    await writeFile(path.join(opts.dump, `${name}.query.adapted.f32`), pack(queries));
+  }
   const rawScores = scores(gallery, queries, isDefect, null);
   report("raw", dataset, rank(dataset, rawScores));
   const adaptedScores = scores(gallery, queries, isDefect, projection);
