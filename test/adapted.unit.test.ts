@@ -2,7 +2,10 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_GATE, decideAdaptation } from "../src/adapted/cross-validation.js";
 import { parseProjection, serializeProjection } from "../src/adapted/projection.file.js";
 import { adaptVector } from "../src/adapted/projection.js";
+import { type TypePrior, typeLean } from "../src/adapted/type-prior.js";
+import type { GalleryEntry } from "../src/index/gallery-entry.js";
 import { suggestDefectType } from "../src/search/defect-suggestion.js";
+import { mergeByType } from "../src/search/search.service.js";
 
 /** Deterministic pseudo-random numbers in [-0.5, 0.5). */
 function rng(seed: number) {
@@ -135,5 +138,153 @@ describe("defect-type suggestion", () => {
 
   it("breaks a tie by the better-ranked hit", () => {
     expect(suggestDefectType([hit("fray", 0.5), hit("crack", 0.5)], 10)?.defectCode).toBe("fray");
+  });
+});
+
+/**
+ * A gallery of normal images and two defect types where the embedding cannot tell a defect from a normal
+ * image (each normal image looks like one of the defect types, as a tile looks like its cracked twin), while
+ * the defect types differ from each other along a weak direction drowned by nuisance. `typeSignal` is how
+ * strongly the separate texture descriptor tells defect from normal (0: not at all).
+ */
+function mixedGallery(typeSignal: number, seed: number) {
+  const r = rng(seed);
+  const dim = 24;
+  const tdim = 12;
+  const n = 240;
+  const vectors = new Float32Array(n * dim);
+  const textures = new Float32Array(n * tdim);
+  const labels: string[] = [];
+  const isDefect: boolean[] = [];
+  const unit = (v: Float32Array) => {
+    let norm = 0;
+    for (const x of v) norm += x * x;
+    for (let d = 0; d < v.length; d++) v[d] = (v[d] as number) / Math.sqrt(norm);
+  };
+  for (let i = 0; i < n; i++) {
+    // 160 normal, 40 + 40 defect; normal image i looks like defect type i mod 2.
+    const defect = i >= 160;
+    const look = i % 2;
+    labels.push(defect ? `p/d${look}` : "p/normal");
+    isDefect.push(defect);
+    const v = vectors.subarray(i * dim, (i + 1) * dim);
+    for (let d = 0; d < dim; d++) v[d] = 0.3 * r();
+    for (let d = 8; d < 16; d++) v[d] = (v[d] as number) + 6 * r();
+    v[look] = (v[look] as number) + 0.5;
+    v[dim - 1] = (v[dim - 1] as number) + 3;
+    unit(v);
+    const t = textures.subarray(i * tdim, (i + 1) * tdim);
+    for (let d = 0; d < tdim; d++) t[d] = r();
+    t[0] = (t[0] as number) + (defect ? typeSignal : 0);
+    t[tdim - 1] = (t[tdim - 1] as number) + 2;
+    unit(t);
+  }
+  return { vectors, dim, labels, isDefect, textures: { vectors: textures, dim: tdim } };
+}
+
+const priorGate = { ...gate, candidates: [{ shrinkage: 0.05, blend: 1, scope: "all" as const }] };
+
+describe("type prior for searches of both image types", () => {
+  it("is chosen from the texture descriptor when only the texture tells defect from normal", () => {
+    const g = mixedGallery(1.5, 7);
+    const { decision, projection } = decideAdaptation({ ...g, settings: priorGate });
+    expect(decision.space).toBe("adapted");
+    expect(decision.typePrior?.descriptor).toBe("texture");
+    expect(decision.typePrior?.p10 ?? 0).toBeGreaterThan((decision.best?.p10 ?? 1) + 0.05);
+    expect(decision.typePriorReason).toMatch(/raises merged P@10/);
+    const prior = projection?.typePrior;
+    if (!prior) throw new Error("expected a type prior");
+    // It leans a defect image's texture towards defect and a normal one's towards normal.
+    const lean = (i: number) =>
+      typeLean(prior, g.textures.vectors.subarray(i * g.textures.dim, (i + 1) * g.textures.dim));
+    const defects = Array.from({ length: 80 }, (_, k) => lean(160 + k));
+    const normals = Array.from({ length: 160 }, (_, k) => lean(k));
+    expect(defects.filter((x) => x > 0).length).toBeGreaterThan(70);
+    expect(normals.filter((x) => x < 0).length).toBeGreaterThan(140);
+    // It survives the projection file, bit for bit.
+    const again = parseProjection(serializeProjection(projection));
+    expect(again.typePrior && lean(0) === typeLean(again.typePrior, g.textures.vectors.subarray(0, 12))).toBe(
+      true,
+    );
+  });
+
+  it("is refused when neither descriptor tells defect from normal, and says what it tried", () => {
+    // The same embeddings as above (same seed); only the texture lost its type signal.
+    const g = mixedGallery(0, 7);
+    const { decision, projection } = decideAdaptation({ ...g, settings: priorGate });
+    expect(decision.typePrior).toBeNull();
+    expect(projection?.typePrior).toBeUndefined();
+    expect(decision.typePriorReason).toMatch(/no type prior .*texture 0\.1/);
+  });
+
+  it("is not tried on a gallery of one image type", () => {
+    const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
+    const { decision } = decideAdaptation({ ...g, settings: gate });
+    expect(decision.space).toBe("adapted");
+    expect(decision.typePriorReason).toMatch(/both image types/);
+  });
+});
+
+describe("one ranking of both image types", () => {
+  const match = (imageId: number, score: number) => ({
+    entry: { imageId } as GalleryEntry,
+    score,
+  });
+  const prior: TypePrior = {
+    descriptor: "embedding",
+    inDim: 2,
+    mean: new Float32Array([0, 0]),
+    weights: new Float32Array([1, 0]),
+    bias: 0,
+    scale: 0.1,
+    beta: 0.2,
+  };
+  const searched = [
+    {
+      imageType: "defect" as const,
+      matches: [match(1, 0.7), match(2, 0.6)],
+      indexSize: 2,
+      space: "adapted" as const,
+    },
+    {
+      imageType: "normal" as const,
+      matches: [match(3, 0.8), match(4, 0.75)],
+      indexSize: 2,
+      space: "raw" as const,
+    },
+  ];
+
+  it("merges by similarity without a prior", () => {
+    const r = mergeByType(searched, null, { embedding: new Float32Array([1, 0]), texture: null }, 4);
+    expect(r.matches.map((m) => m.entry.imageId)).toEqual([3, 4, 1, 2]);
+    expect(r.indexSize).toBe(4);
+    expect(r.space).toBe("adapted");
+  });
+
+  it("ranks the type the query leans to first, and reports the similarities unchanged", () => {
+    const towardsDefect = mergeByType(
+      searched,
+      prior,
+      { embedding: new Float32Array([1, 0]), texture: null },
+      3,
+    );
+    expect(towardsDefect.matches.map((m) => m.entry.imageId)).toEqual([1, 2, 3]);
+    expect(towardsDefect.matches.map((m) => m.score)).toEqual([0.7, 0.6, 0.8]);
+    expect(towardsDefect.matches.map((m) => m.space)).toEqual(["adapted", "adapted", "raw"]);
+    const towardsNormal = mergeByType(
+      searched,
+      prior,
+      { embedding: new Float32Array([-1, 0]), texture: null },
+      4,
+    );
+    expect(towardsNormal.matches.map((m) => m.entry.imageId)).toEqual([3, 4, 1, 2]);
+    // A texture prior without the query's texture (a model without one) leaves the merge by similarity.
+    const noTexture = mergeByType(
+      searched,
+      { ...prior, descriptor: "texture" },
+      { embedding: new Float32Array([1, 0]), texture: null },
+      4,
+    );
+    expect(noTexture.matches.map((m) => m.entry.imageId)).toEqual([3, 4, 1, 2]);
   });
 });

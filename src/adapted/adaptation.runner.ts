@@ -10,6 +10,7 @@ export type AdaptationRequest =
       dim: number;
       labels: readonly string[];
       isDefect?: readonly boolean[] | undefined;
+      textures?: { vectors: Float32Array; dim: number } | undefined;
       settings?: GateSettings | undefined;
     }
   | { kind: "adapt"; projection: Projection; vectors: Float32Array };
@@ -32,14 +33,17 @@ function inWorker<T>(req: AdaptationRequest, transfer: ArrayBuffer[]): Promise<T
 
 /**
  * {@link decideAdaptation} in a worker thread, so the event loop keeps serving searches meanwhile.
- * `vectors` is transferred (detached here).
+ * `vectors` and the textures' vectors are transferred (detached here).
  */
 export function decideAdaptationOffThread(
   args: Omit<Extract<AdaptationRequest, { kind: "decide" }>, "kind">,
 ) {
   return inWorker<{ decision: AdaptationDecision; projection: Projection | null }>(
     { kind: "decide", ...args },
-    [args.vectors.buffer as ArrayBuffer],
+    [
+      args.vectors.buffer as ArrayBuffer,
+      ...(args.textures ? [args.textures.vectors.buffer as ArrayBuffer] : []),
+    ],
   );
 }
 

@@ -7,6 +7,13 @@ import {
   type Projection,
   toPca,
 } from "./projection.js";
+import {
+  fitDiscriminant,
+  foldTypePrior,
+  type SubspaceDiscriminant,
+  subspaceLean,
+  type TypePrior,
+} from "./type-prior.js";
 
 /** Settings of the cross-validation gate. */
 export interface GateSettings {
@@ -31,6 +38,12 @@ export interface GateSettings {
   nearDuplicateCos: number;
   /** Hyper-parameters tried; the best one that passes the gate is chosen. */
   candidates: readonly FitParams[];
+  /**
+   * The type prior (`type-prior.ts`), tried once a projection is chosen, on galleries with both image
+   * types: each descriptor x each beta; kept when it raises the merged P@10 by `minGain` with the class
+   * condition against raw. Empty `betas`: never.
+   */
+  typePrior: { betas: readonly number[]; shrinkage: number };
 }
 
 /** Images the final projection is fitted on at most. */
@@ -49,6 +62,9 @@ export const DEFAULT_GATE: GateSettings = {
   candidates: [0.05, 0.3].flatMap((shrinkage) =>
     [0.5, 1].flatMap((blend) => (["all", "defect"] as const).map((scope) => ({ shrinkage, blend, scope }))),
   ),
+  // Shifts of 0.1-0.4 cosine: small enough that a confident, clearly similar hit of the other type still
+  // ranks, large enough to reorder the near-ties a small defect makes. Chosen per gallery by the folds.
+  typePrior: { betas: [0.1, 0.2, 0.4], shrinkage: 0.05 },
 };
 
 /** Cross-validated P@10, overall and per class. */
@@ -66,6 +82,12 @@ export interface AdaptationDecision {
   raw: CvScore | null;
   /** Best candidate's P@10, whether chosen or not; null when no cross-validation ran. */
   best: (CvScore & { params: FitParams }) | null;
+  /**
+   * The type prior cross-validation chose for searches of both image types (merged P@10 with it), or
+   * null; `typePriorReason` says why not when null.
+   */
+  typePrior: (CvScore & { descriptor: TypePrior["descriptor"]; beta: number }) | null;
+  typePriorReason: string;
   /** Milliseconds the decision and the final fit took. */
   fitMs: number;
 }
@@ -82,11 +104,14 @@ export function decideAdaptation({
   dim,
   labels,
   isDefect,
+  textures,
   settings = DEFAULT_GATE,
 }: {
   vectors: Float32Array;
   dim: number;
   labels: readonly string[];
+  /** Texture descriptors (`src/embedding/texture.ts`), one row per row of `vectors`; a type prior candidate. */
+  textures?: { vectors: Float32Array; dim: number } | undefined;
   /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
   isDefect?: readonly boolean[];
   settings?: GateSettings;
@@ -96,7 +121,15 @@ export function decideAdaptation({
   const counts = new Map<string, number>();
   for (const l of labels) counts.set(l, (counts.get(l) ?? 0) + 1);
   const raw = (reason: string, rawScore: CvScore | null = null, best: AdaptationDecision["best"] = null) => ({
-    decision: { space: "raw" as const, reason, raw: rawScore, best, fitMs: performance.now() - t0 },
+    decision: {
+      space: "raw" as const,
+      reason,
+      raw: rawScore,
+      best,
+      typePrior: null,
+      typePriorReason: "no adapted space",
+      fitMs: performance.now() - t0,
+    },
     projection: null,
   });
   if (n < settings.minGallery) {
@@ -156,7 +189,8 @@ export function decideAdaptation({
   }
   const defectRow = rows.map((r) => isDefect?.[r] ?? true);
   const m = rows.length;
-  const scored = settings.candidates.map((params) => {
+  /** Merged scores of every query row against every gallery row under one candidate. */
+  const blendedGram = (params: FitParams) => {
     const adaptedCos = adaptedByFit.get(fitKey(params)) as Float64Array;
     const blended = new Float64Array(rawGram.length);
     for (let i = 0; i < m; i++)
@@ -167,7 +201,10 @@ export function decideAdaptation({
           ? (1 - params.blend) * (rawGram[k] as number) + params.blend * (adaptedCos[k] as number)
           : (rawGram[k] as number);
       }
-    const sc = score(blended, null, classOf, foldOf, classNames, settings.folds);
+    return blended;
+  };
+  const scored = settings.candidates.map((params) => {
+    const sc = score(blendedGram(params), null, classOf, foldOf, classNames, settings.folds);
     return { params, ...sc };
   });
   const passes = (s: CvScore) =>
@@ -199,16 +236,151 @@ export function decideAdaptation({
     fitRows.map((r) => allClasses.indexOf(labels[r] as string)),
     chosen.params,
   );
+  const prior = chooseTypePrior({
+    settings,
+    merged: blendedGram(chosen.params),
+    baseline: chosen,
+    passes,
+    classOf,
+    foldOf,
+    classNames,
+    defectRow,
+    descriptors: [
+      { name: "embedding", basis, z },
+      ...(textures && textures.vectors.length === n * textures.dim
+        ? [texturePca(textures.vectors, textures.dim, rows, settings.pcaDims)]
+        : []),
+    ],
+  });
+  let typePrior: TypePrior | undefined;
+  if (prior.chosen) {
+    const d = prior.chosen.descriptor === "texture" && textures ? textures : { vectors, dim };
+    const basisOf = prior.chosen.basis;
+    const fitted = fitDiscriminant(
+      toPca(basisOf, d.vectors, fitRows),
+      fitRows.map((r) => isDefect?.[r] ?? true),
+      settings.typePrior.shrinkage,
+    );
+    if (fitted) typePrior = foldTypePrior(basisOf, fitted, prior.chosen.descriptor, prior.chosen.beta);
+  }
   return {
     decision: {
       space: "adapted",
+      typePrior:
+        prior.chosen && typePrior
+          ? { descriptor: prior.chosen.descriptor, beta: prior.chosen.beta, ...prior.chosen.score }
+          : null,
+      typePriorReason: prior.reason,
       reason: `cross-validation (${settings.folds}-fold, near-duplicates kept in one fold) raises P@10 from ${rawScore.p10.toFixed(3)} to ${chosen.p10.toFixed(3)} with no class worse by more than ${settings.classTolerance} (shrinkage ${chosen.params.shrinkage}, blend ${chosen.params.blend}, ${chosen.params.scope === "defect" ? "defect index only" : "both indexes"})`,
       raw: rawScore,
       best: chosen,
       fitMs: performance.now() - t0,
     },
-    projection,
+    projection: typePrior ? { ...projection, typePrior } : projection,
   };
+}
+
+/** A type prior candidate's descriptor: its label-free PCA basis and every sample row's coordinates. */
+interface PriorDescriptor {
+  name: TypePrior["descriptor"];
+  basis: PcaBasis;
+  z: Float64Array[];
+}
+
+function texturePca(
+  vectors: Float32Array,
+  dim: number,
+  rows: readonly number[],
+  pcaDims: number,
+): PriorDescriptor {
+  const sample = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => {
+    sample.set(vectors.subarray(r * dim, (r + 1) * dim), i * dim);
+  });
+  const basis = fitPca(sample, dim, pcaDims);
+  return {
+    name: "texture",
+    basis,
+    z: toPca(
+      basis,
+      sample,
+      rows.map((_, i) => i),
+    ),
+  };
+}
+
+/**
+ * Cross-validates the type prior on top of the chosen projection's merged scores: per fold a discriminant
+ * learned on the other folds leans each held-out row towards defect or normal, and the gallery rows of
+ * each type are shifted by `beta * lean` before P@10 is counted.
+ */
+function chooseTypePrior({
+  settings,
+  merged,
+  baseline,
+  passes,
+  classOf,
+  foldOf,
+  classNames,
+  defectRow,
+  descriptors,
+}: {
+  settings: GateSettings;
+  merged: Float64Array;
+  baseline: CvScore;
+  passes: (s: CvScore) => boolean;
+  classOf: readonly number[];
+  foldOf: readonly number[];
+  classNames: readonly string[];
+  defectRow: readonly boolean[];
+  descriptors: PriorDescriptor[];
+}): {
+  chosen: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null;
+  reason: string;
+} {
+  const m = classOf.length;
+  const defects = defectRow.filter(Boolean).length;
+  if (settings.typePrior.betas.length === 0) return { chosen: null, reason: "the type prior is off" };
+  if (defects < settings.folds || m - defects < settings.folds)
+    return { chosen: null, reason: "the gallery does not hold both image types" };
+  let best: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null =
+    null;
+  const tried: string[] = [];
+  for (const desc of descriptors) {
+    const lean = new Float64Array(m);
+    for (let f = 0; f < settings.folds; f++) {
+      const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
+      const d: SubspaceDiscriminant | null = fitDiscriminant(
+        train.map((i) => desc.z[i] as Float64Array),
+        train.map((i) => defectRow[i] as boolean),
+        settings.typePrior.shrinkage,
+      );
+      for (let i = 0; i < m; i++)
+        if (foldOf[i] === f) lean[i] = d ? subspaceLean(d, desc.z[i] as Float64Array) : 0;
+    }
+    for (const beta of settings.typePrior.betas) {
+      const shifted = new Float64Array(merged.length);
+      for (let i = 0; i < m; i++) {
+        const shift = beta * (lean[i] as number);
+        for (let j = 0; j < m; j++)
+          shifted[i * m + j] = (merged[i * m + j] as number) + (defectRow[j] ? shift : -shift);
+      }
+      const sc = score(shifted, null, classOf, foldOf, classNames, settings.folds);
+      tried.push(`${desc.name} ${beta}: ${sc.p10.toFixed(3)}`);
+      if (!passes(sc) || sc.p10 < baseline.p10 + settings.minGain) continue;
+      if (!best || sc.p10 > best.score.p10)
+        best = { descriptor: desc.name, beta, basis: desc.basis, score: sc };
+    }
+  }
+  return best
+    ? {
+        chosen: best,
+        reason: `cross-validation raises merged P@10 from ${baseline.p10.toFixed(3)} to ${best.score.p10.toFixed(3)} (${best.descriptor}, beta ${best.beta})`,
+      }
+    : {
+        chosen: null,
+        reason: `cross-validation found no type prior beating ${baseline.p10.toFixed(3)} by ${settings.minGain} (${tried.join(", ")})`,
+      };
 }
 
 /**

@@ -19,6 +19,17 @@ export const projectionFileSchema = z.object({
   scope: z.enum(["all", "defect"]),
   mean: floats,
   matrix: floats,
+  typePrior: z
+    .object({
+      descriptor: z.enum(["embedding", "texture"]),
+      inDim: z.number().int().positive(),
+      mean: floats,
+      weights: floats,
+      bias: z.number(),
+      scale: z.number().positive(),
+      beta: z.number().min(0),
+    })
+    .optional(),
 });
 
 /** Serialises a projection to JSON (exact: float32 bytes, not decimal text). */
@@ -33,6 +44,9 @@ export function serializeProjection(p: Projection): string {
     scope: p.scope,
     mean: b64(p.mean),
     matrix: b64(p.matrix),
+    typePrior: p.typePrior
+      ? { ...p.typePrior, mean: b64(p.typePrior.mean), weights: b64(p.typePrior.weights) }
+      : undefined,
   });
 }
 
@@ -44,6 +58,9 @@ export function parseProjection(text: string): Projection {
   const p = projectionFileSchema.parse(JSON.parse(text));
   if (p.mean.length !== p.inDim || p.matrix.length !== p.inDim * p.outDim)
     throw new Error(`projection arrays do not match ${p.outDim} x ${p.inDim}`);
+  const t = p.typePrior;
+  if (t && (t.mean.length !== t.inDim || t.weights.length !== t.inDim))
+    throw new Error(`type prior arrays do not match its ${t.inDim} dimensions`);
   return {
     inDim: p.inDim,
     outDim: p.outDim,
@@ -52,5 +69,6 @@ export function parseProjection(text: string): Projection {
     shrinkage: p.shrinkage,
     mean: p.mean,
     matrix: p.matrix,
+    ...(t ? { typePrior: t } : {}),
   };
 }

@@ -1,4 +1,5 @@
 import { EigenvalueDecomposition, Matrix } from "ml-matrix";
+import type { TypePrior } from "./type-prior.js";
 
 /**
  * A supervised linear map of the raw embedding, learned from the labelled gallery.
@@ -25,6 +26,8 @@ export interface Projection {
   shrinkage: number;
   /** Indexes searched in this space: `all`, or `defect` only (the normal index stays raw). */
   scope: "all" | "defect";
+  /** Learned defect-vs-normal lean for searches of both image types; absent when the gate chose none. */
+  typePrior?: TypePrior | undefined;
 }
 
 /** Hyper-parameters of one fit. */

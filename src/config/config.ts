@@ -109,6 +109,12 @@ export const envSchema = z.object({
     .describe(
       "How a non-square image becomes the square model input: crop (shorter side resized, centre cut), fill (whole image resized to the square, aspect not kept) or pad (whole image letterboxed). Unset: the preset's (fill for the ImageNet presets). Changes the model id: the gallery is re-embedded.",
     ),
+  MODEL_TEXTURE_TENSOR: z
+    .string()
+    .optional()
+    .describe(
+      "Override the preset's texture tensor (a 4-D tensor inside the ONNX graph whose channel statistics tell defect from normal images); 'none' turns it off.",
+    ),
   MODEL_MEAN: triple.optional().describe("Override the preset's RGB mean, e.g. 0.485,0.456,0.406."),
   MODEL_STD: triple.optional().describe("Override the preset's RGB std, e.g. 0.229,0.224,0.225."),
   EMBEDDING_BATCH_SIZE: int(1)
@@ -313,6 +319,8 @@ export const SINGLE_VIEW: ViewSettings = { grid: 1, size: 224, pool: "mean" };
 export interface ModelConfig extends ModelPreset {
   /** Absolute path of the ONNX file. */
   readonly path: string;
+  /** The texture tensor was set explicitly (MODEL_TEXTURE_TENSOR): loading fails when it is missing. */
+  readonly textureRequired: boolean;
   readonly downloadUrl: string | undefined;
   /** Expected sha256 (hex) of the file: MODEL_SHA256, else the shipped file's when loaded from MODELS_DIR. */
   readonly sha256: string | undefined;
@@ -487,6 +495,11 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       dimension: env.MODEL_DIMENSION ?? preset.dimension,
       inputSize,
       resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
+      textureTensor:
+        env.MODEL_TEXTURE_TENSOR === "none"
+          ? undefined
+          : (env.MODEL_TEXTURE_TENSOR ?? (preset as ModelPreset).textureTensor),
+      textureRequired: env.MODEL_TEXTURE_TENSOR !== undefined && env.MODEL_TEXTURE_TENSOR !== "none",
       resizeMode: env.MODEL_RESIZE_MODE ?? (preset as ModelPreset).resizeMode ?? "crop",
       mean: env.MODEL_MEAN ?? preset.mean,
       std: env.MODEL_STD ?? preset.std,

@@ -22,6 +22,11 @@ export interface ModelPreset {
    * `pad` fits the whole image inside the square (letterbox). Unset: `crop`.
    */
   readonly resizeMode?: "crop" | "fill" | "pad";
+  /**
+   * A 4-D tensor inside the model's graph whose channel statistics are the texture descriptor
+   * (`src/embedding/texture.ts`), used to tell defect from normal images; unset: none.
+   */
+  readonly textureTensor?: string;
   /** Resampling kernel used for the resize (sharp kernel name). */
   readonly resizeKernel: "linear" | "cubic" | "lanczos3";
   /** Per-channel RGB mean, applied after scaling pixels to [0, 1]. */
@@ -72,6 +77,10 @@ export const MODEL_PRESETS = {
     std: IMAGENET_STD,
     source:
       "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`; shipped in models/mobilenetv2-12-int8/",
+    // The 576-channel 14 x 14 expansion of the 13th inverted-residual block (stride 16, before the last
+    // downsampling): chosen over the 96-channel block output (`426_quantized`) and the 1280-channel 7 x 7
+    // map by cross-validation on the magnetic_tile gallery (docs/evaluation.md, "Type prior").
+    textureTensor: "591_quantized",
     // The file in models/mobilenetv2-12-int8/ (provenance in its SOURCE.md).
     shippedSha256: "025ec4d51a076d16eea96f055c502396baa8ea1ca874b88983725e0609f4a678",
   },

@@ -12,7 +12,13 @@ export interface EmbedTiming {
 
 /** The per-image outcome of a batch embedding: a vector, or the error that image caused. */
 export type EmbedOutcome =
-  | { ok: true; embedding: Float32Array; info: ImageInfo }
+  | {
+      ok: true;
+      embedding: Float32Array;
+      /** Texture descriptor of the whole image (`texture.ts`), when the model has a texture tensor. */
+      texture: Float32Array | null;
+      info: ImageInfo;
+    }
   | { ok: false; error: Error };
 
 type Prepared = { ok: true; info: ImageInfo; tensors: Float32Array[] } | { ok: false; error: Error };
@@ -45,27 +51,40 @@ export function createEmbedder({
   return {
     modelId: model.modelId,
     dimension: model.dimension,
+    /** Key of stored texture descriptors; null when the model has no texture tensor. */
+    textureModelId: model.textureModelId,
+    /** Texture descriptor length; 0 when the model has no texture tensor. */
+    textureDimension: model.textureDimension,
 
     /** Views embedded per image (1, or 1 + grid² with multi-view); inference cost scales with it. */
     viewsPerImage: perImage,
 
     /**
      * Embeds one query image (all its views in one inference run, pooled).
-     * @returns an L2-normalised `Float32Array` of length `dimension`, with timings.
+     * @returns an L2-normalised `Float32Array` of length `dimension`, the whole image's texture descriptor
+     *   (null without a texture tensor), with timings.
      * @throws DomainError IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT, FEATURE_EXTRACTION_FAILED.
      */
-    async embedOne(
-      bytes: Buffer,
-    ): Promise<{ embedding: Float32Array; info: ImageInfo; timing: EmbedTiming }> {
+    async embedOne(bytes: Buffer): Promise<{
+      embedding: Float32Array;
+      texture: Float32Array | null;
+      info: ImageInfo;
+      timing: EmbedTiming;
+    }> {
       const t0 = performance.now();
       const info = await inspectImage(bytes, limits);
       const tensors = await preprocessViews(bytes, info, modelConfig);
       const t1 = performance.now();
-      const vectors = await model.embed(tensors);
+      const { embeddings: vectors, textures } = await model.embedDetailed(tensors);
       const t2 = performance.now();
       if (vectors.length !== perImage) throw new Error("model returned no embedding");
       const embedding = pooled(vectors);
-      return { embedding, info, timing: { decodeMs: t1 - t0, inferenceMs: t2 - t1 } };
+      return {
+        embedding,
+        texture: textures?.[0] ?? null,
+        info,
+        timing: { decodeMs: t1 - t0, inferenceMs: t2 - t1 },
+      };
     },
 
     /**
@@ -94,10 +113,13 @@ export function createEmbedder({
         next = following < items.length ? prepare(following) : undefined;
         const ready = prepared.flatMap((p, i) => (p.ok ? [{ i, info: p.info, tensors: p.tensors }] : []));
         let vectors: Float32Array[] = [];
+        let textures: (Float32Array | null)[] = [];
         let batchError: Error | undefined;
         try {
-          const all = await model.embed(ready.flatMap((r) => r.tensors));
-          vectors = ready.map((_, k) => pooled(all.slice(k * perImage, (k + 1) * perImage)));
+          const all = await model.embedDetailed(ready.flatMap((r) => r.tensors));
+          vectors = ready.map((_, k) => pooled(all.embeddings.slice(k * perImage, (k + 1) * perImage)));
+          // The whole image is each image's first view.
+          textures = ready.map((_, k) => all.textures?.[k * perImage] ?? null);
         } catch (e) {
           if (!isDomainError(e)) throw e;
           batchError = e;
@@ -109,7 +131,7 @@ export function createEmbedder({
           const v = vectors[k];
           outcomes[start + r.i] =
             v && !batchError
-              ? { ok: true, embedding: v, info: r.info }
+              ? { ok: true, embedding: v, texture: textures[k] ?? null, info: r.info }
               : { ok: false, error: batchError ?? new Error("no embedding") };
         });
       }

@@ -31,6 +31,21 @@ export interface EmbeddingModel {
    *   new worker).
    */
   embed(inputs: readonly Float32Array[]): Promise<Float32Array[]>;
+  /**
+   * `<modelId>#texture@<tensor>`: keys stored texture descriptors; null when the model has no texture
+   * tensor configured (MODEL_TEXTURE_TENSOR).
+   */
+  readonly textureModelId: string | null;
+  /** Texture descriptor length (2 x the tensor's channels); 0 without a texture tensor. */
+  readonly textureDimension: number;
+  /**
+   * {@link embed}, plus each input's texture descriptor (`texture.ts`: unit-length `Float32Array` of
+   * {@link textureDimension}) from the same inference run; `textures` is null without a texture tensor.
+   * @throws as {@link embed}.
+   */
+  embedDetailed(
+    inputs: readonly Float32Array[],
+  ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }>;
   /** Ends the inference worker; calls still waiting for it fail with FEATURE_EXTRACTION_FAILED. */
   close(): Promise<void>;
 }
@@ -51,19 +66,22 @@ export function l2NormalizeInPlace(v: Float32Array): boolean {
 const stoppedError = (why: string) =>
   errors.featureExtractionFailed(`The inference worker stopped (${why}); the request can be retried.`);
 
+/** What one run hands back: the embedding tensor, the batch buffer to reuse, texture descriptors if any. */
+type RunOutput = { data: Float32Array; batch: Float32Array; texture: Float32Array | undefined };
+
 /** One inference worker (one onnxruntime session) and its request bookkeeping. */
 class InferenceChannel {
   private readonly worker: Worker;
   private nextId = 1;
   private readonly pending = new Map<
     number,
-    { resolve: (out: { data: Float32Array; batch: Float32Array }) => void; reject: (e: Error) => void }
+    { resolve: (out: RunOutput) => void; reject: (e: Error) => void }
   >();
   /** Why the worker stopped or is being stopped; replies that arrive after that are dropped. */
   private stopped: string | undefined;
   private loaded = false;
-  /** Resolves once the session exists; rejects with the worker's load error. */
-  readonly ready: Promise<void>;
+  /** Resolves once the session exists, with the texture descriptor length; rejects with the load error. */
+  readonly ready: Promise<number>;
   private readonly exited: Promise<void>;
 
   constructor(workerData: InferenceWorkerData) {
@@ -78,7 +96,7 @@ class InferenceChannel {
         if (this.stopped !== undefined) return;
         if (msg.type === "ready") {
           this.loaded = true;
-          resolve();
+          resolve(msg.textureDimension);
           this.unrefWhenIdle();
         } else if (msg.type === "init-error") {
           reject(new Error(msg.message));
@@ -112,7 +130,7 @@ class InferenceChannel {
    * @returns the raw output tensor data, and the batch's buffer back when the run succeeded.
    * @throws DomainError FEATURE_EXTRACTION_FAILED when the worker stops first; Error when the run fails.
    */
-  run(batch: Float32Array, n: number): Promise<{ data: Float32Array; batch: Float32Array }> {
+  run(batch: Float32Array, n: number): Promise<RunOutput> {
     if (this.stopped !== undefined) return Promise.reject(stoppedError(this.stopped));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -142,7 +160,7 @@ class InferenceChannel {
     const p = this.pending.get(reply.id);
     if (!p) return;
     this.pending.delete(reply.id);
-    if (reply.ok) p.resolve({ data: reply.data, batch: reply.batch });
+    if (reply.ok) p.resolve({ data: reply.data, batch: reply.batch, texture: reply.texture });
     else p.reject(new Error(reply.message));
     this.unrefWhenIdle();
   }
@@ -170,6 +188,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
 
   constructor(
     readonly modelId: string,
+    readonly textureDimension: number,
     private readonly model: ModelConfig,
     private readonly workerData: InferenceWorkerData,
     private channel: InferenceChannel,
@@ -177,6 +196,10 @@ class WorkerEmbeddingModel implements EmbeddingModel {
 
   get dimension() {
     return this.model.dimension;
+  }
+
+  get textureModelId(): string | null {
+    return this.textureDimension > 0 ? `${this.modelId}#texture@${this.model.textureTensor}` : null;
   }
 
   /** The current worker, or a new one (with a new session) when the last one died. */
@@ -195,8 +218,13 @@ class WorkerEmbeddingModel implements EmbeddingModel {
   }
 
   // Arrow properties, as the object literal this replaced had: callers pass `model.close` around unbound.
-  readonly embed = async (inputs: readonly Float32Array[]): Promise<Float32Array[]> => {
-    if (inputs.length === 0) return [];
+  readonly embed = async (inputs: readonly Float32Array[]): Promise<Float32Array[]> =>
+    (await this.embedDetailed(inputs)).embeddings;
+
+  readonly embedDetailed = async (
+    inputs: readonly Float32Array[],
+  ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }> => {
+    if (inputs.length === 0) return { embeddings: [], textures: this.textureDimension > 0 ? [] : null };
     if (this.closed) throw stoppedError("the embedding model was closed");
     // Without an await on the usual path, the batch is in the worker when embed returns its promise.
     const channel = this.channel.serving ? this.channel : await this.live();
@@ -211,9 +239,11 @@ class WorkerEmbeddingModel implements EmbeddingModel {
       batch.set(t, i * per);
     });
     let data: Float32Array;
+    let texture: Float32Array | undefined;
     try {
       const out = await channel.run(batch, inputs.length);
       data = out.data;
+      texture = out.texture;
       const back = out.batch.buffer as ArrayBuffer;
       if (!this.spare || back.byteLength > this.spare.byteLength) this.spare = back;
     } catch (e) {
@@ -229,7 +259,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
         `The model returned ${dim}-d embeddings but ${this.model.dimension} are configured; set MODEL_DIMENSION or pick the right preset.`,
       );
     }
-    return inputs.map((_, i) => {
+    const embeddings = inputs.map((_, i) => {
       const v = data.slice(i * dim, (i + 1) * dim);
       if (!l2NormalizeInPlace(v)) {
         throw errors.featureExtractionFailed(
@@ -238,6 +268,9 @@ class WorkerEmbeddingModel implements EmbeddingModel {
       }
       return v;
     });
+    const t = this.textureDimension;
+    const textures = texture && t > 0 ? inputs.map((_, i) => texture.slice(i * t, (i + 1) * t)) : null;
+    return { embeddings, textures };
   };
 
   readonly close = async (): Promise<void> => {
@@ -264,9 +297,11 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
     inputName: model.inputName,
     outputName: model.outputName,
     inputSize: model.inputSize,
+    textureTensor: model.textureTensor,
+    textureRequired: model.textureRequired,
   };
   const channel = new InferenceChannel(workerData);
-  await channel.ready;
+  const textureDimension = await channel.ready;
   const preprocessing = JSON.stringify([
     model.inputName,
     model.outputName,
@@ -281,7 +316,7 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
   ]);
   const preprocessingHash = createHash("sha256").update(preprocessing).digest("hex").slice(0, 6);
   const modelId = `${model.name}@${sha256.slice(0, 12)}.${preprocessingHash}`;
-  return new WorkerEmbeddingModel(modelId, model, workerData, channel);
+  return new WorkerEmbeddingModel(modelId, textureDimension, model, workerData, channel);
 }
 
 /**

@@ -7,8 +7,11 @@
  * answers each {@link InferenceRequest} with one {@link InferenceReply} carrying the raw output tensor.
  * Checking and normalising the embeddings is the main thread's job (`embedding.model.ts`).
  */
+
+import { readFile } from "node:fs/promises";
 import { parentPort, workerData } from "node:worker_threads";
 import * as ort from "onnxruntime-node";
+import { exposeTextureTensor, TEXTURE_OUTPUT, textureDescriptors } from "./texture.js";
 
 /** What the worker is started with (`workerData`). */
 export interface InferenceWorkerData {
@@ -20,10 +23,19 @@ export interface InferenceWorkerData {
   outputName: string;
   /** Side of the square input (pixels); inputs are float32 NCHW `[n, 3, inputSize, inputSize]`. */
   inputSize: number;
+  /** A 4-D tensor inside the graph to describe as texture (`texture.ts`); unset: no texture output. */
+  textureTensor?: string | undefined;
+  /** Fail to load when the texture tensor is missing (it was configured explicitly), else go without. */
+  textureRequired?: boolean;
 }
 
-/** The worker's first message: the session is ready, or could not be created (`message` says why). */
-export type InferenceWorkerStatus = { type: "ready" } | { type: "init-error"; message: string };
+/**
+ * The worker's first message: the session is ready (with the texture descriptor's length, 0 without a
+ * texture tensor), or could not be created (`message` says why).
+ */
+export type InferenceWorkerStatus =
+  | { type: "ready"; textureDimension: number }
+  | { type: "init-error"; message: string };
 
 /**
  * A request: `run` a batch of `n` preprocessed images, concatenated (its buffer is transferred), or
@@ -36,17 +48,37 @@ export type InferenceRequest = { type: "run"; id: number; batch: Float32Array; n
  * hands the request's batch back, for the next request to reuse; both buffers are transferred.
  */
 export type InferenceReply =
-  | { type: "reply"; id: number; ok: true; data: Float32Array; batch: Float32Array }
+  | {
+      type: "reply";
+      id: number;
+      ok: true;
+      data: Float32Array;
+      batch: Float32Array;
+      /** `n` x textureDimension texture descriptors, when a texture tensor is configured. */
+      texture?: Float32Array;
+    }
   | { type: "reply"; id: number; ok: false; message: string };
 
 async function createSession(config: InferenceWorkerData): Promise<ort.InferenceSession> {
-  const session = await ort.InferenceSession.create(config.path, {
+  const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: config.threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     // Idle intra-op threads would otherwise spin, taking the cores sharp needs to decode the next batch.
     extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-  });
+  };
+  let withTexture: Uint8Array | undefined;
+  if (config.textureTensor) {
+    try {
+      withTexture = exposeTextureTensor(await readFile(config.path), config.textureTensor);
+    } catch (e) {
+      // A preset's tensor missing from another file of that model: run without texture descriptors.
+      if (config.textureRequired) throw e;
+    }
+  }
+  const session = withTexture
+    ? await ort.InferenceSession.create(withTexture, options)
+    : await ort.InferenceSession.create(config.path, options);
   if (!session.inputNames.includes(config.inputName)) {
     throw new Error(
       `Model ${config.path} has no input '${config.inputName}' (it has ${session.inputNames.join(", ")}); set MODEL_INPUT_NAME.`,
@@ -68,13 +100,38 @@ async function run(
   try {
     const size = config.inputSize;
     const input = new ort.Tensor("float32", req.batch, [req.n, 3, size, size]);
-    const result = await session.run({ [config.inputName]: input }, [config.outputName]);
+    const outputs = session.outputNames.includes(TEXTURE_OUTPUT)
+      ? [config.outputName, TEXTURE_OUTPUT]
+      : [config.outputName];
+    const result = await session.run({ [config.inputName]: input }, outputs);
     const out = result[config.outputName];
     if (!out) return { type: "reply", id: req.id, ok: false, message: `no '${config.outputName}' output` };
-    return { type: "reply", id: req.id, ok: true, data: out.data as Float32Array, batch: req.batch };
+    const map = result[TEXTURE_OUTPUT];
+    const texture = map ? describeTexture(map, req.n) : undefined;
+    return { type: "reply", id: req.id, ok: true, data: out.data as Float32Array, batch: req.batch, texture };
   } catch (e) {
     return { type: "reply", id: req.id, ok: false, message: (e as Error).message };
   }
+}
+
+/** Texture descriptors of a `[n, channels, height, width]` map (computed here, off the main thread). */
+function describeTexture(map: ort.Tensor, n: number): Float32Array {
+  if (map.dims.length !== 4 || map.dims[0] !== n) {
+    throw new Error(
+      `the texture tensor has shape [${map.dims.join(", ")}], not [batch, channels, height, width]`,
+    );
+  }
+  return textureDescriptors(map.data as Float32Array, n, map.dims[1] as number);
+}
+
+/** Length of the texture descriptor: one run on a blank image (0 without a texture tensor). */
+async function textureDimension(session: ort.InferenceSession, config: InferenceWorkerData): Promise<number> {
+  if (!session.outputNames.includes(TEXTURE_OUTPUT)) return 0;
+  const size = config.inputSize;
+  const blank = new ort.Tensor("float32", new Float32Array(3 * size * size), [1, 3, size, size]);
+  const map = (await session.run({ [config.inputName]: blank }, [TEXTURE_OUTPUT]))[TEXTURE_OUTPUT];
+  if (!map) throw new Error(`the model gave no '${TEXTURE_OUTPUT}' output`);
+  return describeTexture(map, 1).length;
 }
 
 if (!parentPort) throw new Error("inference.worker.ts must run in a worker thread");
@@ -96,7 +153,13 @@ async function handle(req: InferenceRequest): Promise<void> {
   try {
     port.postMessage(
       reply,
-      reply.ok ? [reply.data.buffer as ArrayBuffer, reply.batch.buffer as ArrayBuffer] : [],
+      reply.ok
+        ? [
+            reply.data.buffer as ArrayBuffer,
+            reply.batch.buffer as ArrayBuffer,
+            ...(reply.texture ? [reply.texture.buffer as ArrayBuffer] : []),
+          ]
+        : [],
     );
   } catch {
     // A buffer onnxruntime does not let go of is copied instead.
@@ -105,15 +168,17 @@ async function handle(req: InferenceRequest): Promise<void> {
 }
 
 // One request at a time, in arrival order, the first after the session is created (or failed to be).
-let queue: Promise<void> = createSession(config).then(
-  (s) => {
-    session = s;
-    port.postMessage({ type: "ready" } satisfies InferenceWorkerStatus);
-  },
-  (e: Error) => {
-    port.postMessage({ type: "init-error", message: e.message } satisfies InferenceWorkerStatus);
-  },
-);
+let queue: Promise<void> = createSession(config)
+  .then(async (s) => ({ s, textureDimension: await textureDimension(s, config) }))
+  .then(
+    ({ s, textureDimension }) => {
+      session = s;
+      port.postMessage({ type: "ready", textureDimension } satisfies InferenceWorkerStatus);
+    },
+    (e: Error) => {
+      port.postMessage({ type: "init-error", message: e.message } satisfies InferenceWorkerStatus);
+    },
+  );
 port.on("message", (req: InferenceRequest) => {
   queue = queue
     .then(() => handle(req))

@@ -58,6 +58,9 @@ const embedder = createEmbedder({
   modelConfig: config.model,
   limits: { maxBytes: 1e9, maxPixels: 1e9, minSide: 1 },
 });
+
+import { typeLean, typeShift } from "../adapted/type-prior.js";
+
 const trainingLabel = (g: LoadedImage) => `${g.productCode}/${g.defectCode ?? "normal"}`;
 const dot = (a: Float32Array, b: Float32Array) => {
   let s = 0;
@@ -71,13 +74,23 @@ function scores(
   queries: Float32Array[],
   isDefect: boolean[],
   projection: Projection | null,
+  /** With the projection's type prior (a search of both image types): each query's texture descriptor. */
+  prior?: { textures: (Float32Array | null)[] },
 ): Float64Array[] {
   const adapt = (v: Float32Array) => (projection ? adaptVector(projection, v) : v);
   const inSpace = (defect: boolean) => projection !== null && (projection.scope === "all" || defect);
   const g = gallery.map((v, i) => (inSpace(isDefect[i] as boolean) ? adapt(v) : v));
-  return queries.map((q) => {
+  const tp = prior ? projection?.typePrior : undefined;
+  return queries.map((q, qi) => {
     const qa = adapt(q);
-    return Float64Array.from(g, (v, i) => dot(inSpace(isDefect[i] as boolean) ? qa : q, v));
+    const d = tp?.descriptor === "texture" ? prior?.textures[qi] : q;
+    const lean = tp && d ? typeLean(tp, d) : 0;
+    return Float64Array.from(
+      g,
+      (v, i) =>
+        dot(inSpace(isDefect[i] as boolean) ? qa : q, v) +
+        (tp ? typeShift(tp, lean, isDefect[i] as boolean) : 0),
+    );
   });
 }
 
@@ -114,12 +127,15 @@ for (const name of opts.datasets.split(",")) {
     if (!o.ok) throw o.error;
     return o.embedding;
   });
+  const galleryTextures = outcomes.map((o) => (o.ok ? o.texture : null));
+  const queryTextures: (Float32Array | null)[] = [];
   const inference: number[] = [];
   const queries: Float32Array[] = [];
   for (const q of dataset.queries) {
     const r = await embedder.embedOne(q.bytes);
     inference.push(r.timing.inferenceMs);
     queries.push(r.embedding);
+    queryTextures.push(r.texture);
   }
   const dim = embedder.dimension;
   const packed = new Float32Array(gallery.length * dim);
@@ -145,11 +161,20 @@ for (const name of opts.datasets.split(",")) {
       }),
     );
   }
+  const td = embedder.textureDimension;
+  const textures =
+    td > 0 && galleryTextures.every((t) => t !== null)
+      ? {
+          vectors: Float32Array.from(galleryTextures.flatMap((t) => Array.from(t as Float32Array))),
+          dim: td,
+        }
+      : undefined;
   const { decision, projection } = decideAdaptation({
     vectors: packed,
     dim,
     labels: dataset.gallery.map(trainingLabel),
     isDefect,
+    textures,
   });
   const inf = distribution(inference);
   console.log(
@@ -157,6 +182,7 @@ for (const name of opts.datasets.split(",")) {
       `query inference p50 ${inf.p50.toFixed(1)} ms p99 ${inf.p99.toFixed(1)} ms`,
   );
   console.log(`  gate: ${decision.space} — ${decision.reason}`);
+  console.log(`  type prior: ${decision.typePriorReason} (${(decision.fitMs / 1000).toFixed(1)} s in all)`);
   if (opts.dump && projection) {
     const { writeFile } = await import("node:fs/promises");
     const pack = (vs: Float32Array[]) => {
@@ -175,6 +201,13 @@ for (const name of opts.datasets.split(",")) {
   const adaptedScores = scores(gallery, queries, isDefect, projection);
   const adaptedRanked = rank(dataset, adaptedScores);
   report("adapted (served)", dataset, adaptedRanked);
+  if (projection?.typePrior) {
+    report(
+      "adapted + type prior (ANY)",
+      dataset,
+      rank(dataset, scores(gallery, queries, isDefect, projection, { textures: queryTextures })),
+    );
+  }
   if (opts.showClass) {
     const raw = scoreRankings(dataset.gallery, rank(dataset, rawScores));
     const adapted = scoreRankings(dataset.gallery, adaptedRanked);

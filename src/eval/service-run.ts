@@ -5,7 +5,7 @@ import type { App } from "../app.js";
 import type { IngestSummary } from "../ingest/ingest.service.js";
 import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
 import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
-import { suggestDefectType } from "../search/defect-suggestion.js";
+import { type DefectSuggestion, suggestDefectType } from "../search/defect-suggestion.js";
 import type { SearchHit } from "../search/search.service.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import type { EvalDataset } from "./dataset.js";
@@ -120,10 +120,28 @@ export async function runThroughService({
           byType.set(imageType, result.hits);
           if (imageType === query.imageType && result.suggestion) own = labelOfHit(result.suggestion);
         }
-        const merged = [...byType.values()].flat().sort((a, b) => b.score - a.score);
+        // Both image types ranked together. Adapted: by the service (imageType ALL: the learned type prior
+        // where the gallery's cross-validation chose one). Raw: ALL merges by score alone, which is this
+        // merge of the full per-type lists; kept client-side so no list is cut at MAX_TOP_K and the raw
+        // ranking stays comparable, query by query, with the model used directly.
+        let merged: SearchHit[];
+        let vote: DefectSuggestion | null;
+        if (space === "adapted") {
+          const all = await app.search.search({
+            image: { base64 },
+            imageType: "all",
+            topK: Math.min(maxTopK, indexSizes.defect + indexSizes.normal),
+            version,
+            space,
+          });
+          merged = all.hits;
+          vote = all.suggestion;
+        } else {
+          merged = [...byType.values()].flat().sort((a, b) => b.score - a.score);
+          vote = suggestDefectType(merged, 10);
+        }
         run.pooled.push(toRanked(query, merged));
         run.ownType.push(toRanked(query, byType.get(query.imageType) ?? []));
-        const vote = suggestDefectType(merged, 10);
         run.suggestions.push({ ownType: own, merged: vote ? labelOfHit(vote) : null });
       }
     }

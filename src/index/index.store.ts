@@ -91,6 +91,8 @@ export const manifestSchema = z.object({
       trainingFingerprint: z.string(),
       cvRawP10: z.number().nullable(),
       cvAdaptedP10: z.number().nullable(),
+      /** The type prior chosen for searches of both image types, or why none (older manifests: absent). */
+      typePrior: z.string().optional(),
       fitMs: z.number(),
     })
     .nullable()

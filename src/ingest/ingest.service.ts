@@ -105,6 +105,12 @@ export function createIngestService({
       await blobStore.ensureBucket();
       let pendingWrites: Promise<void> = Promise.resolve();
 
+      /** The stored row of an image's texture descriptor, when the model gives one. */
+      const textureRow = (imageId: number, texture: Float32Array | null) =>
+        texture && embedder.textureModelId
+          ? [{ imageId, modelId: embedder.textureModelId, embedding: texture }]
+          : [];
+
       /** Uploads originals, then inserts their rows and embeddings in one statement each. */
       async function write(
         items: {
@@ -112,6 +118,7 @@ export function createIngestService({
           bytes: Buffer;
           sha256: string;
           embedding: Float32Array;
+          texture: Float32Array | null;
           info: ImageInfo;
           /** Set when the row exists already and only its embedding is missing. */
           imageId?: number;
@@ -122,8 +129,11 @@ export function createIngestService({
             ? []
             : [{ imageId: i.imageId, modelId: embedder.modelId, embedding: i.embedding }],
         );
+        const repairedTextures = items.flatMap((i) =>
+          i.imageId === undefined ? [] : textureRow(i.imageId, i.texture),
+        );
         try {
-          await repository.saveEmbeddings(repairs);
+          await repository.saveEmbeddings([...repairs, ...repairedTextures]);
           progress.repaired += repairs.length;
         } catch (e) {
           for (const i of items.filter((x) => x.imageId !== undefined))
@@ -164,6 +174,13 @@ export function createIngestService({
           );
           const ids = await repository.insertImagesWithEmbeddings(rows, embedder.modelId);
           progress.imported += ids.size;
+          // After the rows: a texture missing after a crash is computed by the next rebuild that needs it.
+          await repository.saveEmbeddings(
+            uploaded.flatMap((u) => {
+              const imageId = ids.get(u.sha256);
+              return imageId === undefined ? [] : textureRow(imageId, u.texture);
+            }),
+          );
           // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
           progress.skipped += uploaded.length - ids.size;
         } catch (e) {
@@ -202,7 +219,7 @@ export function createIngestService({
         const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
         const embedded = fresh.flatMap((f, i) => {
           const o = outcomes[i];
-          if (o?.ok) return [{ ...f, embedding: o.embedding, info: o.info }];
+          if (o?.ok) return [{ ...f, embedding: o.embedding, texture: o.texture, info: o.info }];
           fail(f.img.path, o?.error.message ?? "not embedded");
           return [];
         });

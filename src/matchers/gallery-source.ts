@@ -33,6 +33,13 @@ export interface GallerySource {
    */
   collect(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<CollectedGallery>;
   /**
+   * As {@link collect}, with each image's texture descriptor (`src/embedding/texture.ts`) as its vector;
+   * absent when the source or the model has none.
+   */
+  collectTextures?:
+    | ((imageType: ImageType, onProgress: (p: GalleryProgress) => void) => Promise<CollectedGallery>)
+    | undefined;
+  /**
    * A cheap summary of the gallery's content (e.g. count and newest id) that changes when images are
    * added or removed; a persisted index built from another fingerprint is stale.
    */

@@ -3,6 +3,7 @@ import { adaptVectorsOffThread, decideAdaptationOffThread } from "../adapted/ada
 import type { AdaptationDecision, GateSettings } from "../adapted/cross-validation.js";
 import { PROJECTION_FILE, parseProjection, serializeProjection } from "../adapted/projection.file.js";
 import { adaptVector, type Projection } from "../adapted/projection.js";
+import type { TypePrior } from "../adapted/type-prior.js";
 import { type AutoFactoryPolicy, isExactFactory, resolveFactory } from "../index/factory.js";
 import { filteredSearch, type PlanLimits } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
@@ -34,6 +35,8 @@ export interface AdaptedSpaceState {
   /** Cross-validated P@10 on the gallery: raw, and the best projection tried. */
   cvRawP10: number | null;
   cvAdaptedP10: number | null;
+  /** The type prior for searches of both image types (descriptor, beta, cross-validated P@10), or why none. */
+  typePrior: string | null;
   trainingFingerprint: string | null;
   /** Projection file beside the adapted index, and its size. */
   projectionFile: string | null;
@@ -120,6 +123,11 @@ export interface Matcher {
     query: Float32Array,
     options: MatchOptions,
   ): Promise<{ matches: Match[]; indexSize: number; space: EmbeddingSpace }>;
+  /**
+   * The served type prior (`src/adapted/type-prior.ts`) for searches of both image types in `space`, or
+   * null when the adapted space is not served, not asked for, or has no type prior.
+   */
+  typePrior(space: EmbeddingSpace | undefined): TypePrior | null;
   /**
    * Loads the persisted index if its manifest matches the configured model and index type and, with
    * `checkGallery`, the gallery's current fingerprint. Checksums are verified in the background once it
@@ -268,11 +276,13 @@ export function createMatcher({
       }
       at += p.entries.length;
     }
+    const textures = await trainingTextures(parts.flatMap((p) => p.entries));
     const { decision, projection } = await decideAdaptationOffThread({
       vectors,
       dim: dimension,
       labels,
       isDefect,
+      textures,
       settings: adaptation?.gate,
     });
     log.info(
@@ -281,11 +291,45 @@ export function createMatcher({
         reason: decision.reason,
         fitMs: Math.round(decision.fitMs),
         images: count,
+        typePrior: decision.typePriorReason,
       },
       "adapted space decided",
     );
     lastTraining = { fingerprint, decision, projection };
     return lastTraining;
+  }
+
+  /**
+   * Texture descriptors of the training rows, in their order; undefined when the source or model has
+   * none, or when an image has none (the type prior then learns from the embedding alone).
+   */
+  async function trainingTextures(
+    entries: readonly GalleryEntry[],
+  ): Promise<{ vectors: Float32Array; dim: number } | undefined> {
+    if (!source.collectTextures) return undefined;
+    // V2 entries always carry their image id (V1 folder galleries have no texture source).
+    const byId = new Map<number | null, Float32Array>();
+    let dim = 0;
+    for (const t of IMAGE_TYPES) {
+      const c = await source.collectTextures(t, () => {});
+      const width = c.entries.length > 0 ? c.vectors.length / c.entries.length : 0;
+      c.entries.forEach((e, i) => {
+        byId.set(e.imageId, c.vectors.subarray(i * width, (i + 1) * width));
+      });
+      dim ||= width;
+    }
+    if (dim === 0 || entries.some((e) => !byId.has(e.imageId))) {
+      log.warn(
+        { missing: entries.filter((e) => !byId.has(e.imageId)).length },
+        "texture descriptors missing",
+      );
+      return undefined;
+    }
+    const vectors = new Float32Array(entries.length * dim);
+    entries.forEach((e, i) => {
+      vectors.set(byId.get(e.imageId) as Float32Array, i * dim);
+    });
+    return { vectors, dim };
   }
 
   function adaptedState(s: Serving | undefined): AdaptedSpaceState {
@@ -300,6 +344,7 @@ export function createMatcher({
         : (a?.reason ?? "no rebuild has decided yet"),
       cvRawP10: a?.cvRawP10 ?? null,
       cvAdaptedP10: a?.cvAdaptedP10 ?? null,
+      typePrior: a?.typePrior ?? null,
       trainingFingerprint: a?.trainingFingerprint ?? null,
       projectionFile: p?.loaded.manifest.projection?.file ?? null,
       outDim: p?.projection.outDim ?? null,
@@ -474,6 +519,16 @@ export function createMatcher({
       }
     },
 
+    typePrior(space) {
+      const wanted = space ?? adaptation?.defaultSpace ?? "raw";
+      if (wanted !== "adapted") return null;
+      for (const t of IMAGE_TYPES) {
+        const prior = serving.get(t)?.adapted?.projection.typePrior;
+        if (prior) return prior;
+      }
+      return null;
+    },
+
     async loadPersisted(imageType, how, checkGallery) {
       await store.recover(version, imageType);
       const manifest = await store.readManifest(version, imageType);
@@ -616,6 +671,7 @@ export function createMatcher({
                   trainingFingerprint: decided.fingerprint,
                   cvRawP10: decided.decision.raw?.p10 ?? null,
                   cvAdaptedP10: decided.decision.best?.p10 ?? null,
+                  typePrior: decided.decision.typePriorReason,
                   fitMs: decided.decision.fitMs,
                 }
               : null,

@@ -5,7 +5,15 @@ import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { ImageType } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
-import { type CollectedGallery, type GallerySource, packVectors } from "./gallery-source.js";
+import {
+  type CollectedGallery,
+  type GalleryProgress,
+  type GallerySource,
+  packVectors,
+} from "./gallery-source.js";
+
+/** What a collection needs of an embedder: the embeddings of one model id. */
+type VectorSource = Pick<Embedder, "modelId" | "dimension" | "embedMany">;
 
 /** Rows per database page; bounds memory and keeps progress moving. */
 const PAGE = 2000;
@@ -28,6 +36,25 @@ export function createV2GallerySource({
   embedder: Embedder;
   logger: Logger;
 }): GallerySource {
+  /** Texture descriptors stored and computed like embeddings, under the texture model id. */
+  const textureId = embedder.textureModelId;
+  const textureEmbedder: VectorSource | undefined = textureId
+    ? {
+        modelId: textureId,
+        dimension: embedder.textureDimension,
+        async embedMany(items) {
+          const outcomes = await embedder.embedMany(items);
+          return outcomes.map((o) =>
+            o.ok && o.texture
+              ? { ...o, embedding: o.texture }
+              : o.ok
+                ? { ok: false, error: new Error("the model gave no texture descriptor") }
+                : o,
+          );
+        },
+      }
+    : undefined;
+
   async function fetchBytes(row: GalleryRow): Promise<Buffer> {
     const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
     if (key) {
@@ -47,80 +74,89 @@ export function createV2GallerySource({
       const { count, maxImageId, labelsMd5 } = await repository.galleryFingerprint(imageType);
       return `count=${count};maxImageId=${maxImageId};labels=${labelsMd5.slice(0, 16)}`;
     },
-    async collect(imageType: ImageType, onProgress) {
-      const { total } = await repository.countGallery(imageType, embedder.modelId);
-      const progress = { total, processed: 0, newlyEmbedded: 0, failed: 0 };
-      onProgress({ ...progress });
-      const entries: GalleryEntry[] = [];
-      const vectors: Float32Array[] = [];
-      const failures: CollectedGallery["failures"] = [];
-      let after = 0;
-      for (;;) {
-        const page = await repository.listGalleryPage({
-          imageType,
-          modelId: embedder.modelId,
-          afterImageId: after,
-          limit: PAGE,
-        });
-        if (page.length === 0) break;
-        after = page[page.length - 1]?.imageId ?? after;
-        const missing = page.filter((r) => r.embedding === null);
-        for (let i = 0; i < missing.length; i += EMBED_STEP) {
-          const step = missing.slice(i, i + EMBED_STEP);
-          const fetched = await Promise.all(
-            step.map(async (row) => {
-              try {
-                return await fetchBytes(row);
-              } catch (e) {
-                return e as Error;
-              }
-            }),
-          );
-          const readable = step.flatMap((row, k) => {
-            const f = fetched[k];
-            if (f instanceof Buffer) return [{ row, bytes: f }];
-            failures.push({
-              item: `image ${row.imageId}`,
-              reason: (f as Error | undefined)?.message ?? "unreadable",
-            });
-            return [];
-          });
-          const outcomes = await embedder.embedMany(readable.map((r) => r.bytes));
-          const toSave = readable.flatMap(({ row }, k) => {
-            const o = outcomes[k];
-            if (o?.ok) {
-              row.embedding = o.embedding;
-              return [{ imageId: row.imageId, modelId: embedder.modelId, embedding: o.embedding }];
+    collect: (imageType, onProgress) => collectWith(embedder, imageType, onProgress),
+    collectTextures: textureEmbedder
+      ? (imageType, onProgress) => collectWith(textureEmbedder, imageType, onProgress)
+      : undefined,
+  };
+
+  async function collectWith(
+    embedder: VectorSource,
+    imageType: ImageType,
+    onProgress: (p: GalleryProgress) => void,
+  ): Promise<CollectedGallery> {
+    const { total } = await repository.countGallery(imageType, embedder.modelId);
+    const progress = { total, processed: 0, newlyEmbedded: 0, failed: 0 };
+    onProgress({ ...progress });
+    const entries: GalleryEntry[] = [];
+    const vectors: Float32Array[] = [];
+    const failures: CollectedGallery["failures"] = [];
+    let after = 0;
+    for (;;) {
+      const page = await repository.listGalleryPage({
+        imageType,
+        modelId: embedder.modelId,
+        afterImageId: after,
+        limit: PAGE,
+      });
+      if (page.length === 0) break;
+      after = page[page.length - 1]?.imageId ?? after;
+      const missing = page.filter((r) => r.embedding === null);
+      for (let i = 0; i < missing.length; i += EMBED_STEP) {
+        const step = missing.slice(i, i + EMBED_STEP);
+        const fetched = await Promise.all(
+          step.map(async (row) => {
+            try {
+              return await fetchBytes(row);
+            } catch (e) {
+              return e as Error;
             }
-            failures.push({ item: `image ${row.imageId}`, reason: o?.error.message ?? "not embedded" });
-            return [];
+          }),
+        );
+        const readable = step.flatMap((row, k) => {
+          const f = fetched[k];
+          if (f instanceof Buffer) return [{ row, bytes: f }];
+          failures.push({
+            item: `image ${row.imageId}`,
+            reason: (f as Error | undefined)?.message ?? "unreadable",
           });
-          await repository.saveEmbeddings(toSave);
-          progress.newlyEmbedded += toSave.length;
-          progress.failed = failures.length;
-          progress.processed += step.length;
-          onProgress({ ...progress });
-        }
-        for (const row of page) {
-          if (row.embedding === null) continue;
-          if (row.embedding.length !== embedder.dimension) {
-            failures.push({
-              item: `image ${row.imageId}`,
-              reason: `stored embedding has ${row.embedding.length} dims`,
-            });
-            continue;
+          return [];
+        });
+        const outcomes = await embedder.embedMany(readable.map((r) => r.bytes));
+        const toSave = readable.flatMap(({ row }, k) => {
+          const o = outcomes[k];
+          if (o?.ok) {
+            row.embedding = o.embedding;
+            return [{ imageId: row.imageId, modelId: embedder.modelId, embedding: o.embedding }];
           }
-          vectors.push(row.embedding);
-          const { embedding: _vector, ...meta } = row;
-          entries.push(meta);
-        }
-        progress.processed += page.length - missing.length;
+          failures.push({ item: `image ${row.imageId}`, reason: o?.error.message ?? "not embedded" });
+          return [];
+        });
+        await repository.saveEmbeddings(toSave);
+        progress.newlyEmbedded += toSave.length;
         progress.failed = failures.length;
+        progress.processed += step.length;
         onProgress({ ...progress });
       }
-      if (failures.length > 0)
-        logger.warn({ failures: failures.slice(0, 20), count: failures.length }, "V2 gallery images skipped");
-      return { entries, vectors: packVectors(vectors, embedder.dimension), failures };
-    },
-  };
+      for (const row of page) {
+        if (row.embedding === null) continue;
+        if (row.embedding.length !== embedder.dimension) {
+          failures.push({
+            item: `image ${row.imageId}`,
+            reason: `stored embedding has ${row.embedding.length} dims`,
+          });
+          continue;
+        }
+        vectors.push(row.embedding);
+        const { embedding: _vector, ...meta } = row;
+        entries.push(meta);
+      }
+      progress.processed += page.length - missing.length;
+      progress.failed = failures.length;
+      onProgress({ ...progress });
+    }
+    if (failures.length > 0)
+      logger.warn({ failures: failures.slice(0, 20), count: failures.length }, "V2 gallery images skipped");
+    return { entries, vectors: packVectors(vectors, embedder.dimension), failures };
+  }
 }

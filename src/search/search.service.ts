@@ -1,12 +1,13 @@
 import PQueue from "p-queue";
 import pTimeout from "p-timeout";
 import type { Logger } from "pino";
+import { type TypePrior, typeLean, typeShift } from "../adapted/type-prior.js";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
-import type { EmbeddingSpace, Matcher } from "../matchers/matcher.js";
+import type { EmbeddingSpace, Match, Matcher } from "../matchers/matcher.js";
 import { errors, isDomainError } from "../shared/errors.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { isCallerReadableKey } from "../storage/original-key.js";
 import { thumbnailKey } from "../thumbnails/thumbnail.js";
@@ -28,7 +29,11 @@ export interface QueryImage {
 /** A validated search request. */
 export interface SearchRequest {
   image: QueryImage;
-  imageType: ImageType;
+  /**
+   * The gallery to search: `defect`, `normal`, or `all` (both, merged into one ranking; in the adapted
+   * space with the learned type prior, when one is served).
+   */
+  imageType: ImageType | "all";
   topK: number;
   minScore?: number | null;
   productCodes?: readonly string[] | null;
@@ -64,7 +69,7 @@ export interface SearchTiming {
 /** The answer to one search. */
 export interface SearchResult {
   version: MatcherVersion;
-  imageType: ImageType;
+  imageType: ImageType | "all";
   modelId: string;
   indexSize: number;
   hits: SearchHit[];
@@ -207,9 +212,11 @@ export function createSearchService({
       if (!row) throw errors.notFound(`No gallery image with id ${id}.`, { galleryImageId: id });
       exclude = row.contentSha256;
       const stored = await fetching(() => repository.getEmbedding(id, embedder.modelId));
-      if (stored) {
+      const textureId = embedder.textureModelId;
+      const storedTexture = textureId ? await fetching(() => repository.getEmbedding(id, textureId)) : null;
+      if (stored && (storedTexture || !textureId)) {
         timing.fetchMs = performance.now() - t0;
-        return { embedding: stored, exclude };
+        return { embedding: stored, texture: storedTexture ?? null, exclude };
       }
       const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
       if (!key) throw errors.notFound(`Gallery image ${id} has no original in object storage to embed.`);
@@ -228,10 +235,10 @@ export function createSearchService({
       bytes = decodeBase64(image.base64 ?? "");
     }
     timing.fetchMs = performance.now() - t0;
-    const { embedding, timing: t } = await embedder.embedOne(bytes);
+    const { embedding, texture, timing: t } = await embedder.embedOne(bytes);
     timing.decodeMs = t.decodeMs;
     timing.inferenceMs = t.inferenceMs;
-    return { embedding, exclude };
+    return { embedding, texture, exclude };
   }
 
   return {
@@ -293,13 +300,14 @@ export function createSearchService({
         `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`,
       );
     }
-    // Fail before the costly embedding when the index cannot answer anyway.
-    matcher.assertReady(req.imageType);
+    const types = req.imageType === "all" ? IMAGE_TYPES : [req.imageType];
+    // Fail before the costly embedding when an index cannot answer anyway.
+    for (const t of types) matcher.assertReady(t);
 
     const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
-    const { embedding, exclude } = await queryEmbedding(req.image, timing);
+    const { embedding, texture, exclude } = await queryEmbedding(req.image, timing);
     const t0 = performance.now();
-    const { matches, indexSize, space } = await matcher.search(req.imageType, embedding, {
+    const options = {
       // The vote may need more neighbours than the caller wants hits.
       topK: Math.max(req.topK, suggestionTopK),
       space: req.space ?? undefined,
@@ -307,7 +315,18 @@ export function createSearchService({
       productCodes: req.productCodes ?? undefined,
       defectCodes: req.defectCodes ?? undefined,
       excludeContentSha256: exclude,
-    });
+    };
+    const searched = await Promise.all(
+      types
+        .filter((t) => types.length === 1 || matcher.state(t).count > 0)
+        .map(async (t) => ({ imageType: t, ...(await matcher.search(t, embedding, options)) })),
+    );
+    const { matches, indexSize, space } = mergeByType(
+      searched,
+      req.imageType === "all" ? matcher.typePrior(options.space) : null,
+      { embedding, texture },
+      options.topK,
+    );
     timing.searchMs = performance.now() - t0;
     const suggestion = suggestDefectType(
       matches.map((m) => ({ ...m.entry, score: m.score })),
@@ -316,7 +335,7 @@ export function createSearchService({
     // Download and thumbnail URLs are presigned only when a client asks for them (downloadUrl, thumbnailUrl).
     const hits = matches
       .slice(0, req.topK)
-      .map(({ entry, score }, i) => ({ ...entry, rank: i + 1, score, space }));
+      .map(({ entry, score, space: ranked }, i) => ({ ...entry, rank: i + 1, score, space: ranked }));
     timing.totalMs = performance.now() - start;
     logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
     return {
@@ -330,6 +349,47 @@ export function createSearchService({
       timing,
     };
   }
+}
+
+/**
+ * One ranking from the searches of one or both image types. With a type prior, each hit is ranked by its
+ * similarity shifted by `typeShift` (towards the type the query leans to); the reported score stays the
+ * similarity. Without one, hits are merged by similarity.
+ */
+export function mergeByType(
+  searched: readonly {
+    imageType: ImageType;
+    matches: Match[];
+    indexSize: number;
+    space: EmbeddingSpace;
+  }[],
+  prior: TypePrior | null,
+  query: { embedding: Float32Array; texture: Float32Array | null },
+  topK: number,
+): { matches: (Match & { space: EmbeddingSpace })[]; indexSize: number; space: EmbeddingSpace } {
+  const first = searched[0];
+  if (searched.length === 1 && first) {
+    return {
+      matches: first.matches.map((m) => ({ ...m, space: first.space })),
+      indexSize: first.indexSize,
+      space: first.space,
+    };
+  }
+  const descriptor = prior?.descriptor === "texture" ? query.texture : query.embedding;
+  const lean = prior && descriptor?.length === prior.inDim ? typeLean(prior, descriptor) : 0;
+  const ranked = searched.flatMap((s) =>
+    s.matches.map((m) => ({
+      ...m,
+      space: s.space,
+      rankScore: m.score + (prior ? typeShift(prior, lean, s.imageType === "defect") : 0),
+    })),
+  );
+  ranked.sort((a, b) => b.rankScore - a.rankScore);
+  return {
+    matches: ranked.slice(0, topK).map(({ rankScore: _r, ...m }) => m),
+    indexSize: searched.reduce((n, s) => n + s.indexSize, 0),
+    space: searched.some((s) => s.space === "adapted") ? "adapted" : "raw",
+  };
 }
 
 /** The search service's type, derived from its factory. */

@@ -48,6 +48,8 @@ export type AdaptedSpaceStatus = {
   served: EmbeddingSpace;
   /** Fingerprint of the labelled gallery (both image types) the decision was taken on. */
   trainingFingerprint?: Maybe<Scalars['String']['output']>;
+  /** The type prior for imageType ALL searches (descriptor, beta, cross-validated merged P@10), or why none. */
+  typePrior?: Maybe<Scalars['String']['output']>;
 };
 
 /** The likely defect type of the query image: a similarity-weighted vote of the top-K hits. */
@@ -122,7 +124,10 @@ export enum ImageType {
   Normal = 'normal'
 }
 
-/** Which indexes a rebuild covers. */
+/**
+ * Which indexes a rebuild covers, or a search ranks: ALL searches the defect and the normal gallery as one
+ * ranking (in the adapted space with the learned type prior, when the gallery's cross-validation chose one).
+ */
 export enum ImageTypeSelector {
   All = 'all',
   Defect = 'defect',
@@ -354,8 +359,8 @@ export type SearchHit = {
 export type SearchResult = {
   __typename?: 'SearchResult';
   hits: Array<SearchHit>;
-  imageType: ImageType;
-  /** Images in the searched index. */
+  imageType: ImageTypeSelector;
+  /** Images in the searched index (both, for ALL). */
   indexSize: Scalars['Int']['output'];
   modelId: Scalars['String']['output'];
   /** The space the hits were ranked in. */
@@ -371,8 +376,8 @@ export type SearchResult = {
 export type SearchSimilarInput = {
   filter?: InputMaybe<SearchFilter>;
   image: QueryImageInput;
-  /** Which gallery to search. */
-  imageType?: InputMaybe<ImageType>;
+  /** Which gallery to search; ALL: both, ranked together (for a query that may or may not show a defect). */
+  imageType?: InputMaybe<ImageTypeSelector>;
   /** Leave out hits whose cosine similarity is below this. */
   minScore?: InputMaybe<Scalars['Float']['input']>;
   /** Space to rank in; default SEARCH_DEFAULT_SPACE. ADAPTED falls back to RAW where no adapted space is served. */
@@ -561,6 +566,7 @@ export type AdaptedSpaceStatusResolvers<ContextType = GraphQLContext, ParentType
   reason?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   served?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
   trainingFingerprint?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  typePrior?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
 };
 
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
@@ -718,7 +724,7 @@ export type SearchHitResolvers<ContextType = GraphQLContext, ParentType extends 
 
 export type SearchResultResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['SearchResult'] = ResolversParentTypes['SearchResult']> = {
   hits?: Resolver<Array<ResolversTypes['SearchHit']>, ParentType, ContextType>;
-  imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  imageType?: Resolver<ResolversTypes['ImageTypeSelector'], ParentType, ContextType>;
   indexSize?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   space?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;

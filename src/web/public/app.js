@@ -280,7 +280,7 @@ async function runSearch(describe, send) {
     renderSuggestion(r.suggestion);
     setStatus(
       status,
-      `${r.hits.length} similar ${r.imageType.toLowerCase()} images for ${describe}, from ${r.indexSize} (matcher ${r.version}, ${r.space === "ADAPTED" ? "adapted space" : "raw embedding"}, ${r.tookMs.toFixed(0)} ms).`,
+      `${r.hits.length} similar ${r.imageType === "ALL" ? "defect and normal" : r.imageType.toLowerCase()} images for ${describe}, from ${r.indexSize} (matcher ${r.version}, ${r.space === "ADAPTED" ? "adapted space" : "raw embedding"}, ${r.tookMs.toFixed(0)} ms).`,
       "ok",
     );
   } catch (e) {

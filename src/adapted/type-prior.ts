@@ -1,0 +1,162 @@
+import { Matrix, solve } from "ml-matrix";
+import type { PcaBasis } from "./projection.js";
+
+/**
+ * The type prior: a learned answer to "does this query show a defect at all?", used when one search ranks
+ * defect and normal images together (`imageType: ANY`). On a gallery where most images are normal and the
+ * defects are small (magnetic_tile: 71% normal), the nearest images of a small defect are mostly normal
+ * ones of the same tile; the prior moves defect-index hits up and normal-index hits down by
+ * `beta * t(query)`, or the other way, before the two lists are merged.
+ *
+ * `t(q) = tanh(s(q) / scale)` with `s` Fisher's linear discriminant of defect vs normal (Fisher 1936; with
+ * a shrunk within-class covariance, Ledoit & Wolf 2004), fitted in a label-free PCA subspace of the
+ * descriptor, and `scale` the standard deviation of `s` over the training images, so `t` is in (-1, 1)
+ * whatever the descriptor's units. The descriptor is the embedding or the model's texture descriptor
+ * (`src/embedding/texture.ts`), whichever cross-validation on the gallery prefers.
+ */
+export interface TypePrior {
+  /** What `weights` apply to: the query's embedding, or its texture descriptor. */
+  descriptor: "embedding" | "texture";
+  /** Descriptor length. */
+  inDim: number;
+  /** Descriptor mean over the training images, `inDim` values. */
+  mean: Float32Array;
+  /** Discriminant direction in descriptor space (the PCA folded in), `inDim` values. */
+  weights: Float32Array;
+  /** `s(q) = (q - mean) . weights + bias`; positive leans defect. */
+  bias: number;
+  /** Standard deviation of `s` over the training images. */
+  scale: number;
+  /** Largest score shift (cosine units) the prior applies to a hit. */
+  beta: number;
+}
+
+/** A discriminant in a PCA subspace, before it is folded into descriptor space. */
+export interface SubspaceDiscriminant {
+  /** `dims` values: direction in the PCA coordinates. */
+  w: Float64Array;
+  bias: number;
+  scale: number;
+}
+
+/**
+ * Fits Fisher's discriminant of defect vs normal on PCA coordinates.
+ * @param z - PCA coordinates of the training images (same length each).
+ * @param isDefect - per row of `z`.
+ * @param shrinkage - in [0, 1]: within-class covariance shrunk towards its mean variance times identity.
+ * @returns null when either type has no image.
+ */
+export function fitDiscriminant(
+  z: readonly Float64Array[],
+  isDefect: readonly boolean[],
+  shrinkage: number,
+): SubspaceDiscriminant | null {
+  const dims = z[0]?.length ?? 0;
+  const m1 = new Float64Array(dims);
+  const m0 = new Float64Array(dims);
+  let n1 = 0;
+  let n0 = 0;
+  z.forEach((row, i) => {
+    const m = isDefect[i] ? m1 : m0;
+    for (let d = 0; d < dims; d++) m[d] = (m[d] as number) + (row[d] as number);
+    if (isDefect[i]) n1++;
+    else n0++;
+  });
+  if (n1 === 0 || n0 === 0 || dims === 0) return null;
+  for (let d = 0; d < dims; d++) {
+    m1[d] = (m1[d] as number) / n1;
+    m0[d] = (m0[d] as number) / n0;
+  }
+  const sw = Matrix.zeros(dims, dims);
+  const c = new Float64Array(dims);
+  z.forEach((row, i) => {
+    const m = isDefect[i] ? m1 : m0;
+    for (let d = 0; d < dims; d++) c[d] = (row[d] as number) - (m[d] as number);
+    for (let a = 0; a < dims; a++) {
+      const ca = c[a] as number;
+      if (ca === 0) continue;
+      for (let b = a; b < dims; b++) sw.set(a, b, sw.get(a, b) + ca * (c[b] as number));
+    }
+  });
+  let trace = 0;
+  for (let a = 0; a < dims; a++) trace += sw.get(a, a) / z.length;
+  const ridge = (shrinkage * trace) / dims;
+  for (let a = 0; a < dims; a++) {
+    for (let b = a; b < dims; b++) {
+      const v = ((1 - shrinkage) * sw.get(a, b)) / z.length + (a === b ? ridge : 0);
+      sw.set(a, b, v);
+      sw.set(b, a, v);
+    }
+  }
+  const diff = Matrix.columnVector(Array.from(m1, (v, d) => v - (m0[d] as number)));
+  const w = Float64Array.from(solve(sw, diff).getColumn(0));
+  let mid = 0;
+  for (let d = 0; d < dims; d++) mid += (w[d] as number) * (((m1[d] as number) + (m0[d] as number)) / 2);
+  const bias = -mid;
+  // Spread of s over the training rows.
+  let s1 = 0;
+  let s2 = 0;
+  for (const row of z) {
+    let s = bias;
+    for (let d = 0; d < dims; d++) s += (w[d] as number) * (row[d] as number);
+    s1 += s;
+    s2 += s * s;
+  }
+  const mean = s1 / z.length;
+  const scale = Math.sqrt(Math.max(s2 / z.length - mean * mean, 1e-12));
+  return { w, bias, scale };
+}
+
+/** `tanh(s / scale)` of PCA coordinates under a subspace discriminant. */
+export function subspaceLean(d: SubspaceDiscriminant, z: Float64Array): number {
+  let s = d.bias;
+  for (let k = 0; k < d.w.length; k++) s += (d.w[k] as number) * (z[k] as number);
+  return Math.tanh(s / d.scale);
+}
+
+/** Folds the PCA basis into a discriminant: weights in descriptor space, for one dot product per query. */
+export function foldTypePrior(
+  basis: PcaBasis,
+  d: SubspaceDiscriminant,
+  descriptor: TypePrior["descriptor"],
+  beta: number,
+): TypePrior {
+  const weights = new Float32Array(basis.inDim);
+  for (let k = 0; k < basis.dims; k++) {
+    const wk = d.w[k] as number;
+    const off = k * basis.inDim;
+    for (let j = 0; j < basis.inDim; j++)
+      weights[j] = (weights[j] as number) + wk * (basis.components[off + j] as number);
+  }
+  return {
+    descriptor,
+    inDim: basis.inDim,
+    mean: Float32Array.from(basis.mean),
+    weights,
+    bias: d.bias,
+    scale: d.scale,
+    beta,
+  };
+}
+
+/**
+ * How much the query leans towards defect: `tanh(s(q) / scale)`, in (-1, 1).
+ * @param descriptor - the query's embedding or texture descriptor (as `prior.descriptor` says), `inDim` values.
+ * @throws Error when the descriptor's length is not `prior.inDim`.
+ */
+export function typeLean(prior: TypePrior, descriptor: Float32Array): number {
+  if (descriptor.length !== prior.inDim)
+    throw new Error(`type prior expects ${prior.inDim} values, got ${descriptor.length}`);
+  let s = prior.bias;
+  for (let j = 0; j < prior.inDim; j++)
+    s += ((descriptor[j] as number) - (prior.mean[j] as number)) * (prior.weights[j] as number);
+  return Math.tanh(s / prior.scale);
+}
+
+/**
+ * Shift of a hit's ranking score under the prior: `+beta * lean` for a defect image, `-beta * lean` for a
+ * normal one (the reported score stays the similarity).
+ */
+export function typeShift(prior: Pick<TypePrior, "beta">, lean: number, hitIsDefect: boolean): number {
+  return (hitIsDefect ? 1 : -1) * prior.beta * lean;
+}
