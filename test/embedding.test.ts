@@ -264,5 +264,44 @@ describe("the inference worker", () => {
     await expect(load({ MODEL_PATH: "package.json" })).rejects.toThrow(
       /^Load model from .*package\.json failed/,
     );
+    // A texture tensor set explicitly must exist; the preset's is dropped quietly only for another file.
+    await expect(load({ MODEL_TEXTURE_TENSOR: "no_such_tensor" })).rejects.toThrow(
+      "no node of the model produces 'no_such_tensor' (MODEL_TEXTURE_TENSOR)",
+    );
+  });
+
+  it("gives each image a unit-length texture descriptor from the same run, and none when turned off", async () => {
+    const model = await loadEmbeddingModel(config.model, await sha256File(config.model.path));
+    const off = loadConfig({ MODELS_DIR, MODEL_TEXTURE_TENSOR: "none" });
+    const plain = await loadEmbeddingModel(off.model, await sha256File(off.model.path));
+    try {
+      const embedder = createEmbedder({
+        model,
+        modelConfig: config.model,
+        limits: { maxBytes: 1e7, maxPixels: 4e7 },
+      });
+      const a = await sampleImage("gallery/steel_strip_xsdd/iron_sheet_ash/3001.jpg");
+      const one = await embedder.embedOne(a);
+      const [many] = await embedder.embedMany([a]);
+      expect(model.textureDimension).toBe(2 * 576);
+      expect(one.texture?.length).toBe(1152);
+      // Channel means and standard deviations, each half of unit length over sqrt(2).
+      const norm = (v: Float32Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+      expect(norm(one.texture?.subarray(0, 576) as Float32Array)).toBeCloseTo(Math.SQRT1_2, 5);
+      expect(norm(one.texture?.subarray(576) as Float32Array)).toBeCloseTo(Math.SQRT1_2, 5);
+      expect(many?.ok && Array.from(many.texture ?? [])).toEqual(Array.from(one.texture ?? []));
+      // The embedding is the same with or without the texture output in the graph.
+      const without = createEmbedder({
+        model: plain,
+        modelConfig: off.model,
+        limits: { maxBytes: 1e7, maxPixels: 4e7 },
+      });
+      const bare = await without.embedOne(a);
+      expect(bare.texture).toBeNull();
+      expect(without.textureModelId).toBeNull();
+      expect(Array.from(bare.embedding)).toEqual(Array.from(one.embedding));
+    } finally {
+      await Promise.all([model.close(), plain.close()]);
+    }
   });
 });

@@ -100,9 +100,7 @@ async function run(
   try {
     const size = config.inputSize;
     const input = new ort.Tensor("float32", req.batch, [req.n, 3, size, size]);
-    const outputs = session.outputNames.includes(TEXTURE_OUTPUT)
-      ? [config.outputName, TEXTURE_OUTPUT]
-      : [config.outputName];
+    const outputs = textureOn ? [config.outputName, TEXTURE_OUTPUT] : [config.outputName];
     const result = await session.run({ [config.inputName]: input }, outputs);
     const out = result[config.outputName];
     if (!out) return { type: "reply", id: req.id, ok: false, message: `no '${config.outputName}' output` };
@@ -124,20 +122,33 @@ function describeTexture(map: ort.Tensor, n: number): Float32Array {
   return textureDescriptors(map.data as Float32Array, n, map.dims[1] as number);
 }
 
-/** Length of the texture descriptor: one run on a blank image (0 without a texture tensor). */
+/**
+ * Length of the texture descriptor: one run on a blank image (0 without a texture tensor). A run that
+ * fails (e.g. an input size the model cannot take) turns texture descriptors off, unless they were asked
+ * for explicitly; embedding runs then report the problem as they would without them.
+ */
 async function textureDimension(session: ort.InferenceSession, config: InferenceWorkerData): Promise<number> {
   if (!session.outputNames.includes(TEXTURE_OUTPUT)) return 0;
   const size = config.inputSize;
-  const blank = new ort.Tensor("float32", new Float32Array(3 * size * size), [1, 3, size, size]);
-  const map = (await session.run({ [config.inputName]: blank }, [TEXTURE_OUTPUT]))[TEXTURE_OUTPUT];
-  if (!map) throw new Error(`the model gave no '${TEXTURE_OUTPUT}' output`);
-  return describeTexture(map, 1).length;
+  try {
+    const blank = new ort.Tensor("float32", new Float32Array(3 * size * size), [1, 3, size, size]);
+    const map = (await session.run({ [config.inputName]: blank }, [TEXTURE_OUTPUT]))[TEXTURE_OUTPUT];
+    if (!map) throw new Error(`the model gave no '${TEXTURE_OUTPUT}' output`);
+    const length = describeTexture(map, 1).length;
+    textureOn = true;
+    return length;
+  } catch (e) {
+    if (config.textureRequired) throw e;
+    return 0;
+  }
 }
 
 if (!parentPort) throw new Error("inference.worker.ts must run in a worker thread");
 const port = parentPort;
 const config = workerData as InferenceWorkerData;
 let session: ort.InferenceSession | undefined;
+/** Whether runs also fetch the texture map (set once the texture output proved usable). */
+let textureOn = false;
 
 async function handle(req: InferenceRequest): Promise<void> {
   if (req.type === "exit") {
