@@ -1,12 +1,13 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { MODEL_PRESET_NAMES } from "../../src/config/model-presets.js";
+import { MODEL_PRESET_NAMES, MODEL_PRESETS, type ModelPreset } from "../../src/config/model-presets.js";
 import { type Distribution, distribution } from "../../src/eval/stats.js";
 import { type BenchContext, realImages } from "../context.js";
 
 /** Embedding throughput and latency of one model preset. */
 export interface EmbeddingResult {
+  /** The preset, and "(texture off)" for the run of a texture preset without its texture descriptors. */
   preset: string;
   /** Why the preset was not measured, when it was not. */
   notRun?: string;
@@ -41,14 +42,26 @@ export async function benchEmbedding(ctx: BenchContext): Promise<EmbeddingResult
   const queries = await realImages(opts.datasetsDir, "query", opts.latencySamples);
   const queryBytes = await Promise.all(queries.map((q) => readFile(q.path)));
   const results: EmbeddingResult[] = [];
-  for (const preset of MODEL_PRESET_NAMES) {
-    const file = path.resolve(opts.modelsDir, preset, "model.onnx");
+  // A preset with a texture tensor runs twice: with it (the default) and without, for its cost.
+  const runs = MODEL_PRESET_NAMES.flatMap((name) =>
+    (MODEL_PRESETS[name] as ModelPreset).textureTensor
+      ? [
+          { name, label: name, vars: {} as Record<string, string> },
+          { name, label: `${name} (texture off)`, vars: { MODEL_TEXTURE_TENSOR: "none" } },
+        ]
+      : [{ name, label: name, vars: {} as Record<string, string> }],
+  );
+  for (const { name, label: preset, vars } of runs) {
+    const file = path.resolve(opts.modelsDir, name, "model.onnx");
     if (!existsSync(file)) {
       results.push({ preset, notRun: `no model file at ${file}` });
       continue;
     }
     ctx.log(`embedding: ${preset}: ingesting ${gallery.length} images`);
-    const env = await ctx.factory.create(`bench_embed_${preset}`, { MODEL_PRESET: preset });
+    const env = await ctx.factory.create(`bench_embed_${name}${vars.MODEL_TEXTURE_TENSOR ? "_notex" : ""}`, {
+      MODEL_PRESET: name,
+      ...vars,
+    });
     const app = await env.createApp();
     try {
       // Warm-up: the first inference allocates onnxruntime's buffers.

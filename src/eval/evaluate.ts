@@ -70,6 +70,8 @@ export interface SpaceSummary {
   /** Server-side time per search call (ms) and its FAISS stage, projection included. */
   searchMs: Distribution;
   indexMs: Distribution;
+  /** Index stage of the `imageType: ALL` searches (both indexes, merge and type prior included), ms. */
+  allIndexMs: Distribution;
   /** Share of queries whose suggested (product, defect type) is theirs: the own-type search's, and a vote of the merged top 10. */
   suggestionAccuracy: { ownType: number; merged: number };
 }
@@ -198,6 +200,7 @@ export async function evaluateDataset({
             ownType: summarise(dataset, score(r.ownType)),
             searchMs: distribution(r.searchMs),
             indexMs: distribution(r.indexMs),
+            allIndexMs: distribution(r.allIndexMs),
             suggestionAccuracy: { ownType: accuracy((x) => x.ownType), merged: accuracy((x) => x.merged) },
           },
         ];

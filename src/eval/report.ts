@@ -92,13 +92,13 @@ function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
     "dataset",
     "space",
     "P@1",
-    "P@10 merged (target)",
-    "mAP@topK merged",
+    "P@10 ALL (target)",
+    "mAP@topK ALL",
     "P@10 own type",
-    "suggestion acc. own type / merged top-10",
+    "suggestion acc. own type / ALL",
     "search p50 ms",
-    "index stage p50 / p99 ms",
-    "added p50 ms vs raw",
+    "index stage p50 / p99 ms, own type / ALL",
+    "added p50 ms vs raw, own type / ALL",
     "worst class Δ P@10 vs raw",
   ]);
   for (const e of evals) {
@@ -118,8 +118,10 @@ function spacesTable(evals: readonly DatasetEvaluation[]): string[] {
           fmt(s.ownType.overall.p10),
           `${fmt(s.suggestionAccuracy.ownType)} / ${fmt(s.suggestionAccuracy.merged)}`,
           fmt(s.searchMs.p50, 1),
-          `${fmt(s.indexMs.p50, 2)} / ${fmt(s.indexMs.p99, 2)}`,
-          space === "raw" ? "—" : fmt(s.indexMs.p50 - e.spaces.raw.indexMs.p50, 2),
+          `${fmt(s.indexMs.p50, 2)} / ${fmt(s.indexMs.p99, 2)}, ${fmt(s.allIndexMs.p50, 2)} / ${fmt(s.allIndexMs.p99, 2)}`,
+          space === "raw"
+            ? "—"
+            : `${fmt(s.indexMs.p50 - e.spaces.raw.indexMs.p50, 2)} / ${fmt(s.allIndexMs.p50 - e.spaces.raw.allIndexMs.p50, 2)}`,
           space === "raw" ? "—" : fmt(worst),
         ]),
       );
@@ -157,9 +159,10 @@ export function renderEvaluation(r: EvaluationReport): string {
     `- Machine: ${machineLine(r.machine)}`,
     `- Model preset: ${r.preset} (${r.datasets[0]?.modelId ?? "?"}), matcher ${r.version}; run took ${(r.durationMs / 1000).toFixed(0)} s`,
     "- Service = gallery ingested with the real ingestion path, indexes built by the rebuild job, every query image",
-    "  sent as base64 to the real search path against the defect and the normal index, hits merged by score.",
-    "  The `service` rows use the default space (SEARCH_DEFAULT_SPACE=adapted: learned from the gallery's labels",
-    "  where cross-validation accepted it); the service-vs-direct check below uses the raw space.",
+    "  sent as base64 to the real search path. The `service` rows use the default space (SEARCH_DEFAULT_SPACE=adapted:",
+    "  learned from the gallery's labels where cross-validation accepted it) and the service's `imageType: ALL` search",
+    "  (both indexes in one ranking, with the type prior where cross-validation chose one). Raw rows merge the per-index",
+    "  lists by score (what ALL does without a prior), so the service-vs-direct check below compares whole rankings.",
     `- Relevant = same product and defect type (\`good\` = normal). mAP@topK averages precision over the first topK ranks`,
     "  per index (topK = min(MAX_TOP_K 1000, index size)), dividing by all relevant gallery images, so it is a lower",
     "  bound of the full-ranking mAP; 'mAP full' ranks the whole gallery (exact search, direct path only).",
@@ -200,7 +203,8 @@ export function renderEvaluation(r: EvaluationReport): string {
     "### Embedding spaces through the service (raw vs adapted)",
     "",
     "The adapted space is learned at rebuild time from the gallery's labels only and served where k-fold",
-    "cross-validation on the gallery accepted it; elsewhere `adapted` searches fall back to raw.",
+    "cross-validation on the gallery accepted it; elsewhere `adapted` searches fall back to raw. ALL = one search of",
+    "both image types (adapted: with the type prior, when chosen); own type = a search of the query's own index.",
     "",
     ...spacesTable(r.datasets),
     "",
@@ -211,7 +215,9 @@ export function renderEvaluation(r: EvaluationReport): string {
       out.push(
         `- ${type} index: served **${a.served}** — ${a.reason}${a.outDim ? ` (projection: ${a.outDim} dims, blend ${a.blend})` : ""}`,
       );
-    out.push("", `#### ${e.dataset}: P@10 per class, raw vs adapted (merged)`, "", ...spaceClassTable(e), "");
+    const prior = Object.values(e.adaptation).find((a) => a.typePrior)?.typePrior;
+    if (prior) out.push(`- type prior (imageType ALL): ${prior}`);
+    out.push("", `#### ${e.dataset}: P@10 per class, raw vs adapted (ALL)`, "", ...spaceClassTable(e), "");
   }
   for (const e of r.datasets) {
     out.push(`### ${e.dataset}: per class (service; baseline for comparison)`, "", ...classTable(e), "");

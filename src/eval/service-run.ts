@@ -42,6 +42,8 @@ export interface SpaceRun {
   searchMs: number[];
   /** Server-side FAISS stage per search call, projection included (ms). */
   indexMs: number[];
+  /** The same for each `imageType: ALL` search (both indexes, merge and type prior included). */
+  allIndexMs: number[];
   /** Per query: the suggestion of the own-type search (the service's), and a vote over the merged top 10. */
   suggestions: { ownType: string | null; merged: string | null }[];
 }
@@ -95,8 +97,8 @@ export async function runThroughService({
     const indexSizes = { defect: matcher.state("defect").count, normal: matcher.state("normal").count };
     const topK = Math.min(maxTopK, Math.max(indexSizes.defect, indexSizes.normal));
     const spaces: Record<EmbeddingSpace, SpaceRun> = {
-      raw: { pooled: [], ownType: [], searchMs: [], indexMs: [], suggestions: [] },
-      adapted: { pooled: [], ownType: [], searchMs: [], indexMs: [], suggestions: [] },
+      raw: { pooled: [], ownType: [], searchMs: [], indexMs: [], allIndexMs: [], suggestions: [] },
+      adapted: { pooled: [], ownType: [], searchMs: [], indexMs: [], allIndexMs: [], suggestions: [] },
     };
     const labelOfHit = (h: { productCode: string; defectCode: string | null }) =>
       `${h.productCode}/${h.defectCode ?? "good"}`;
@@ -126,14 +128,15 @@ export async function runThroughService({
         // ranking stays comparable, query by query, with the model used directly.
         let merged: SearchHit[];
         let vote: DefectSuggestion | null;
+        const all = await app.search.search({
+          image: { base64 },
+          imageType: "all",
+          topK: Math.min(maxTopK, indexSizes.defect + indexSizes.normal),
+          version,
+          space,
+        });
+        run.allIndexMs.push(all.timing.searchMs);
         if (space === "adapted") {
-          const all = await app.search.search({
-            image: { base64 },
-            imageType: "all",
-            topK: Math.min(maxTopK, indexSizes.defect + indexSizes.normal),
-            version,
-            space,
-          });
           merged = all.hits;
           vote = all.suggestion;
         } else {

@@ -36,6 +36,8 @@ export interface GallerySource {
    * As {@link collect}, with each image's texture descriptor (`src/embedding/texture.ts`) as its vector;
    * absent when the source or the model has none.
    */
+  /** Key of the texture descriptors {@link collectTextures} gives (they change when it does). */
+  textureModelId?: string | null | undefined;
   collectTextures?:
     | ((imageType: ImageType, onProgress: (p: GalleryProgress) => void) => Promise<CollectedGallery>)
     | undefined;

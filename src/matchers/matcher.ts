@@ -247,7 +247,9 @@ export function createMatcher({
   /** Fingerprint of everything a projection learns from: both image types' galleries with their labels. */
   async function trainingFingerprint(): Promise<string> {
     const parts = await Promise.all(IMAGE_TYPES.map(async (t) => `${t}:${await source.fingerprint(t)}`));
-    return `${modelId}|${parts.join("|")}`;
+    // The type prior learns from texture descriptors too: another texture tensor is another training set.
+    const texture = source.textureModelId ? `|${source.textureModelId}` : "";
+    return `${modelId}${texture}|${parts.join("|")}`;
   }
 
   /**

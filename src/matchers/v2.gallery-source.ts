@@ -75,6 +75,7 @@ export function createV2GallerySource({
       return `count=${count};maxImageId=${maxImageId};labels=${labelsMd5.slice(0, 16)}`;
     },
     collect: (imageType, onProgress) => collectWith(embedder, imageType, onProgress),
+    textureModelId: textureId,
     collectTextures: textureEmbedder
       ? (imageType, onProgress) => collectWith(textureEmbedder, imageType, onProgress)
       : undefined,
