@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_GATE, decideAdaptation } from "../src/adapted/cross-validation.js";
 import { parseProjection, serializeProjection } from "../src/adapted/projection.file.js";
 import { adaptVector } from "../src/adapted/projection.js";
-import { type TypePrior, typeLean } from "../src/adapted/type-prior.js";
+import { fitDiscriminant, type TypePrior, typeLean } from "../src/adapted/type-prior.js";
 import type { GalleryEntry } from "../src/index/gallery-entry.js";
 import { suggestDefectType } from "../src/search/defect-suggestion.js";
 import { mergeByType } from "../src/search/search.service.js";
@@ -286,5 +286,20 @@ describe("one ranking of both image types", () => {
       4,
     );
     expect(noTexture.matches.map((m) => m.entry.imageId)).toEqual([3, 4, 1, 2]);
+    // Nor does a prior when the defect index answered in the raw space it was not learned on.
+    const rawDefect = searched.map((x) => ({ ...x, space: "raw" as const }));
+    const notLearned = mergeByType(
+      rawDefect,
+      prior,
+      { embedding: new Float32Array([1, 0]), texture: null },
+      4,
+    );
+    expect(notLearned.matches.map((m) => m.entry.imageId)).toEqual([3, 4, 1, 2]);
+  });
+
+  it("learns no discriminant from a degenerate scatter", () => {
+    const same = Array.from({ length: 6 }, () => Float64Array.from([1, 2, 3]));
+    expect(fitDiscriminant(same, [true, true, true, false, false, false], 0)).toBeNull();
+    expect(fitDiscriminant(same.slice(0, 3), [true, true, true], 0.05)).toBeNull();
   });
 });

@@ -124,7 +124,7 @@ describe(`searching both image types at once, imageType ALL (${DATA})`, () => {
       `[type prior] ${DATA}: ${status?.typePrior}; held-out P@10 ALL raw ${mean(raw).toFixed(3)}, adapted ${mean(adapted).toFixed(3)}; top hit of the right type ${rightType}/${queries.length}`,
     );
     if (SHARED_PRESENT) {
-      // The texture prior is what lifts magnetic_tile's small defects (docs/evaluation.md, "Type prior").
+      // The texture prior is what lifts magnetic_tile's small defects (docs/evaluation.md, "Type prior: which descriptor, which shift").
       expect(status?.typePrior).toMatch(/raises merged P@10 .*texture/);
       expect(mean(adapted)).toBeGreaterThanOrEqual(0.85);
       expect(mean(adapted)).toBeGreaterThan(mean(raw) + 0.15);

@@ -3,7 +3,7 @@ import type { PcaBasis } from "./projection.js";
 
 /**
  * The type prior: a learned answer to "does this query show a defect at all?", used when one search ranks
- * defect and normal images together (`imageType: ANY`). On a gallery where most images are normal and the
+ * defect and normal images together (`imageType: ALL`). On a gallery where most images are normal and the
  * defects are small (magnetic_tile: 71% normal), the nearest images of a small defect are mostly normal
  * ones of the same tile; the prior moves defect-index hits up and normal-index hits down by
  * `beta * t(query)`, or the other way, before the two lists are merged.
@@ -19,7 +19,7 @@ export interface TypePrior {
   descriptor: "embedding" | "texture";
   /** Descriptor length. */
   inDim: number;
-  /** Descriptor mean over the training images, `inDim` values. */
+  /** Mean of the PCA basis (the cross-validation sample's descriptor mean), `inDim` values. */
   mean: Float32Array;
   /** Discriminant direction in descriptor space (the PCA folded in), `inDim` values. */
   weights: Float32Array;
@@ -44,7 +44,7 @@ export interface SubspaceDiscriminant {
  * @param z - PCA coordinates of the training images (same length each).
  * @param isDefect - per row of `z`.
  * @param shrinkage - in [0, 1]: within-class covariance shrunk towards its mean variance times identity.
- * @returns null when either type has no image.
+ * @returns null when either type has no image, or the scatter is degenerate (no finite direction).
  */
 export function fitDiscriminant(
   z: readonly Float64Array[],
@@ -89,7 +89,12 @@ export function fitDiscriminant(
     }
   }
   const diff = Matrix.columnVector(Array.from(m1, (v, d) => v - (m0[d] as number)));
-  const w = Float64Array.from(solve(sw, diff).getColumn(0));
+  let w: Float64Array;
+  try {
+    w = Float64Array.from(solve(sw, diff).getColumn(0));
+  } catch {
+    return null; // singular scatter (no shrinkage, too few distinct rows)
+  }
   let mid = 0;
   for (let d = 0; d < dims; d++) mid += (w[d] as number) * (((m1[d] as number) + (m0[d] as number)) / 2);
   const bias = -mid;
@@ -104,6 +109,9 @@ export function fitDiscriminant(
   }
   const mean = s1 / z.length;
   const scale = Math.sqrt(Math.max(s2 / z.length - mean * mean, 1e-12));
+  // A degenerate scatter (identical rows, a singular matrix) gives no usable direction.
+  if (!Number.isFinite(bias) || !Number.isFinite(scale) || !w.every(Number.isFinite)) return null;
+  if (w.every((x) => x === 0) || s2 / z.length - mean * mean <= 1e-12) return null;
   return { w, bias, scale };
 }
 

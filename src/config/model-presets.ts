@@ -79,7 +79,7 @@ export const MODEL_PRESETS = {
       "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`; shipped in models/mobilenetv2-12-int8/",
     // The 576-channel 14 x 14 expansion of the 13th inverted-residual block (stride 16, before the last
     // downsampling): chosen over the 96-channel block output (`426_quantized`) and the 1280-channel 7 x 7
-    // map by cross-validation on the magnetic_tile gallery (docs/evaluation.md, "Type prior").
+    // map by cross-validation on the magnetic_tile gallery (docs/evaluation.md, "Type prior: which descriptor, which shift").
     textureTensor: "591_quantized",
     // The file in models/mobilenetv2-12-int8/ (provenance in its SOURCE.md).
     shippedSha256: "025ec4d51a076d16eea96f055c502396baa8ea1ca874b88983725e0609f4a678",

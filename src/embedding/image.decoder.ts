@@ -89,7 +89,7 @@ export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<
  * Decodes and preprocesses one image for the model: EXIF auto-orient, sRGB 3 channels, made square by
  * `model.resizeMode` (`crop`: shorter side to `resizeShorterSide`, centre `inputSize` square, the torchvision
  * `Resize` + `CenterCrop` convention; `fill`: the whole image resized to the square; `pad`: the whole image
- * letterboxed on the ImageNet mean colour), scale to [0,1], subtract mean, divide by std, planar (CHW).
+ * letterboxed on the model's mean colour), scale to [0,1], subtract mean, divide by std, planar (CHW).
  * @param info - the result of {@link inspectImage} on the same bytes.
  * @returns `Float32Array` of length 3 x inputSize x inputSize, channel-major (R plane, G plane, B plane).
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
@@ -100,22 +100,20 @@ export async function preprocessImage(
   model: ModelConfig,
 ): Promise<Float32Array> {
   const size = model.inputSize;
-  const data = await decodeCentreSquare(bytes, info, model.resizeShorterSide, size, model);
+  const data = await decodeSquare(bytes, info, model.resizeShorterSide, size, model);
   return toTensor(data, size, size, 0, 0, model);
 }
-
-/** The ImageNet mean, 0.485 / 0.456 / 0.406 x 255: zero after normalisation, so padding carries no signal. */
-const PAD_COLOUR = { r: 124, g: 116, b: 104 };
 
 /**
  * Decodes an image to interleaved 8-bit sRGB `size` x `size` square, EXIF auto-oriented and resized with
  * `model.resizeKernel`: with `model.resizeMode` `crop`, shorter side resized to `shorterSide` (aspect kept)
  * and the centre square cut; with `fill`, the whole image resized to the square; with `pad`, the whole image
- * fitted inside the square on the ImageNet mean colour (124, 116, 104).
+ * fitted inside the square on the model's mean colour (zero after normalisation: the padding carries no
+ * signal).
  * @returns `size` x `size` x 3 bytes, row-major.
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
  */
-async function decodeCentreSquare(
+async function decodeSquare(
   bytes: Buffer,
   info: ImageInfo,
   shorterSide: number,
@@ -131,7 +129,13 @@ async function decodeCentreSquare(
       .rotate()
       .resize(
         model.resizeMode === "pad"
-          ? { width: size, height: size, fit: "contain", background: PAD_COLOUR, kernel: model.resizeKernel }
+          ? {
+              width: size,
+              height: size,
+              fit: "contain",
+              background: padColour(model),
+              kernel: model.resizeKernel,
+            }
           : { width, height, fit: "fill", kernel: model.resizeKernel },
       )
       .extract({
@@ -153,6 +157,12 @@ async function decodeCentreSquare(
     );
   }
 }
+
+/** The model's per-channel mean as an 8-bit colour: a pixel that normalises to zero. */
+const padColour = (model: ModelConfig) => {
+  const [r, g, b] = model.mean.map((m) => Math.round(m * 255)) as [number, number, number];
+  return { r, g, b };
+};
 
 /**
  * Normalises a `size` x `size` window of an interleaved RGB buffer into a planar (CHW) float tensor.
@@ -183,7 +193,8 @@ function toTensor(
 /**
  * The model inputs of one image under `model.views`: the whole image ({@link preprocessImage}), then,
  * when the grid is larger than 1, `grid` x `grid` tiles of `inputSize` cut row by row from a
- * `views.size` square (shorter side resized to it, centre-cropped), evenly overlapping ({@link tileOrigins}).
+ * `views.size` square (made square as the whole image is, by `model.resizeMode`), evenly overlapping
+ * ({@link tileOrigins}).
  * @returns {@link viewCount} tensors, each as {@link preprocessImage} returns; the whole image first.
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded.
  */
@@ -196,7 +207,7 @@ export async function preprocessViews(
   const { grid, size } = model.views;
   if (grid < 2) return [whole];
   const origins = tileOrigins({ grid, size, tile: model.inputSize });
-  const data = await decodeCentreSquare(bytes, info, size, size, model);
+  const data = await decodeSquare(bytes, info, size, size, model);
   const views = [whole];
   for (const top of origins)
     for (const left of origins) views.push(toTensor(data, size, model.inputSize, left, top, model));

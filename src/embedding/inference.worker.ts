@@ -76,9 +76,16 @@ async function createSession(config: InferenceWorkerData): Promise<ort.Inference
       if (config.textureRequired) throw e;
     }
   }
-  const session = withTexture
-    ? await ort.InferenceSession.create(withTexture, options)
-    : await ort.InferenceSession.create(config.path, options);
+  let session: ort.InferenceSession | undefined;
+  if (withTexture) {
+    try {
+      session = await ort.InferenceSession.create(withTexture, options);
+    } catch (e) {
+      // onnxruntime refused the edited graph: the model as it is still embeds.
+      if (config.textureRequired) throw e;
+    }
+  }
+  session ??= await ort.InferenceSession.create(config.path, options);
   if (!session.inputNames.includes(config.inputName)) {
     throw new Error(
       `Model ${config.path} has no input '${config.inputName}' (it has ${session.inputNames.join(", ")}); set MODEL_INPUT_NAME.`,

@@ -15,10 +15,11 @@ export const TEXTURE_OUTPUT = "defect_lens_texture_map";
 
 /**
  * A copy of an ONNX model with `tensor` (a value inside the graph) added as the float graph output
- * {@link TEXTURE_OUTPUT}. A quantized tensor (name ending `_quantized`, made by a QLinearConv or QLinearAdd,
- * as in the ONNX Model Zoo int8 models) gets a `DequantizeLinear` with its producer's output scale and
- * zero point first; a float tensor is passed through an `Identity`.
- * @throws Error when no node produces `tensor`, or a quantized tensor's scale cannot be found.
+ * {@link TEXTURE_OUTPUT}. A quantized tensor (made by a QLinearConv, QLinearAdd or QuantizeLinear, as in the
+ * ONNX Model Zoo int8 models) gets a `DequantizeLinear` with its producer's output scale and zero point
+ * first; a float tensor is passed through an `Identity`.
+ * @throws Error when no node produces `tensor`, or it is the quantized output of another operator, or its
+ *   scale cannot be found.
  */
 export function exposeTextureTensor(modelBytes: Uint8Array, tensor: string): Uint8Array {
   const model = onnx.ModelProto.decode(modelBytes);
@@ -29,11 +30,16 @@ export function exposeTextureTensor(modelBytes: Uint8Array, tensor: string): Uin
   const nodes = graph.node;
   const producer = nodes.find((n) => n.output?.includes(tensor));
   if (!producer) throw new Error(`no node of the model produces '${tensor}' (MODEL_TEXTURE_TENSOR)`);
-  const quantized = /^QLinear(Conv|Add)$/.test(producer.opType ?? "");
-  if (quantized) {
-    // QLinearConv: (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B); QLinearAdd: (a, sa, za, b, sb, zb, c_scale, c_zp).
-    const scale = producer.input?.[6];
-    const zeroPoint = producer.input?.[7];
+  const op = producer.opType ?? "";
+  // Where the producer keeps its output's scale and zero point: QLinearConv (x, x_scale, x_zp, w, w_scale,
+  // w_zp, y_scale, y_zp, B) and QLinearAdd (a, sa, za, b, sb, zb, c_scale, c_zp) at 6 and 7,
+  // QuantizeLinear (x, y_scale, y_zp) at 1 and 2.
+  const at = { QLinearConv: 6, QLinearAdd: 6, QuantizeLinear: 1 }[op];
+  if (at === undefined && /^QLinear|Quantize/.test(op))
+    throw new Error(`'${tensor}' comes from a ${op} node, whose quantized output is not supported`);
+  if (at !== undefined) {
+    const scale = producer.input?.[at];
+    const zeroPoint = producer.input?.[at + 1];
     if (!scale || !zeroPoint) throw new Error(`'${tensor}' has no output scale and zero point`);
     nodes.push(
       onnx.NodeProto.create({

@@ -72,7 +72,7 @@ export interface SpaceSummary {
   indexMs: Distribution;
   /** Index stage of the `imageType: ALL` searches (both indexes, merge and type prior included), ms. */
   allIndexMs: Distribution;
-  /** Share of queries whose suggested (product, defect type) is theirs: the own-type search's, and a vote of the merged top 10. */
+  /** Share of queries whose suggested (product, defect type) is theirs: the own-type search's, and the ALL search's. */
   suggestionAccuracy: { ownType: number; merged: number };
 }
 

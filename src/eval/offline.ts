@@ -13,6 +13,7 @@ import path from "node:path";
 import { Command } from "commander";
 import { DEFAULT_GATE, decideAdaptation } from "../adapted/cross-validation.js";
 import { adaptVector, type Projection } from "../adapted/projection.js";
+import { typeLean, typeShift } from "../adapted/type-prior.js";
 import { loadConfig } from "../config/config.js";
 import { createEmbedder } from "../embedding/embedder.service.js";
 import { loadEmbeddingModel } from "../embedding/embedding.model.js";
@@ -58,8 +59,6 @@ const embedder = createEmbedder({
   modelConfig: config.model,
   limits: { maxBytes: 1e9, maxPixels: 1e9, minSide: 1 },
 });
-
-import { typeLean, typeShift } from "../adapted/type-prior.js";
 
 const trainingLabel = (g: LoadedImage) => `${g.productCode}/${g.defectCode ?? "normal"}`;
 const dot = (a: Float32Array, b: Float32Array) => {
@@ -203,7 +202,7 @@ for (const name of opts.datasets.split(",")) {
   report("adapted (served)", dataset, adaptedRanked);
   if (projection?.typePrior) {
     report(
-      "adapted + type prior (ANY)",
+      "adapted + type prior (ALL)",
       dataset,
       rank(dataset, scores(gallery, queries, isDefect, projection, { textures: queryTextures })),
     );

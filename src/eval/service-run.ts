@@ -44,7 +44,7 @@ export interface SpaceRun {
   indexMs: number[];
   /** The same for each `imageType: ALL` search (both indexes, merge and type prior included). */
   allIndexMs: number[];
-  /** Per query: the suggestion of the own-type search (the service's), and a vote over the merged top 10. */
+  /** Per query: the suggestion of the own-type search, and that of the ALL ranking (both the service's vote of its top 10). */
   suggestions: { ownType: string | null; merged: string | null }[];
 }
 

@@ -156,6 +156,7 @@ export function createIngestService({
             }),
           )
         ).flat();
+        let ids: Map<string, number>;
         try {
           const rows = await Promise.all(
             uploaded.map(async (u) => ({
@@ -172,19 +173,25 @@ export function createIngestService({
               fileSizeBytes: u.bytes.length,
             })),
           );
-          const ids = await repository.insertImagesWithEmbeddings(rows, embedder.modelId);
+          ids = await repository.insertImagesWithEmbeddings(rows, embedder.modelId);
           progress.imported += ids.size;
-          // After the rows: a texture missing after a crash is computed by the next rebuild that needs it.
+          // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
+          progress.skipped += uploaded.length - ids.size;
+        } catch (e) {
+          for (const u of uploaded) fail(u.img.path, `database write failed: ${(e as Error).message}`);
+          return;
+        }
+        // After the rows, on their own: a texture missing after a failure here is computed by the next
+        // rebuild that needs it, so it never fails an image that is stored and searchable.
+        try {
           await repository.saveEmbeddings(
             uploaded.flatMap((u) => {
               const imageId = ids.get(u.sha256);
               return imageId === undefined ? [] : textureRow(imageId, u.texture);
             }),
           );
-          // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
-          progress.skipped += uploaded.length - ids.size;
         } catch (e) {
-          for (const u of uploaded) fail(u.img.path, `database write failed: ${(e as Error).message}`);
+          logger.warn({ err: e }, "texture descriptors not stored; the next rebuild computes them");
         }
       }
       for (let start = 0; start < images.length; start += batchSize) {

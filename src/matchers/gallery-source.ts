@@ -32,12 +32,12 @@ export interface GallerySource {
    * @throws when the source itself is unreachable (folder missing, database down).
    */
   collect(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<CollectedGallery>;
+  /** Key of the texture descriptors {@link collectTextures} gives (they change when it does). */
+  textureModelId?: string | null | undefined;
   /**
    * As {@link collect}, with each image's texture descriptor (`src/embedding/texture.ts`) as its vector;
    * absent when the source or the model has none.
    */
-  /** Key of the texture descriptors {@link collectTextures} gives (they change when it does). */
-  textureModelId?: string | null | undefined;
   collectTextures?:
     | ((imageType: ImageType, onProgress: (p: GalleryProgress) => void) => Promise<CollectedGallery>)
     | undefined;

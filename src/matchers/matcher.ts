@@ -524,11 +524,15 @@ export function createMatcher({
     typePrior(space) {
       const wanted = space ?? adaptation?.defaultSpace ?? "raw";
       if (wanted !== "adapted") return null;
-      for (const t of IMAGE_TYPES) {
-        const prior = serving.get(t)?.adapted?.projection.typePrior;
-        if (prior) return prior;
-      }
-      return null;
+      const defect = serving.get("defect");
+      const normal = serving.get("normal");
+      const prior = defect?.adapted?.projection.typePrior;
+      if (!prior) return null;
+      // Both indexes must come from the decision that learned it (one index may be older, e.g. after a
+      // rebuild of the other type alone, or a fallback start that serves what it has).
+      const fp = (s: Serving | undefined) => s?.loaded.manifest.adaptation?.trainingFingerprint;
+      if (normal && normal.loaded.manifest.count > 0 && fp(normal) !== fp(defect)) return null;
+      return prior;
     },
 
     async loadPersisted(imageType, how, checkGallery) {

@@ -212,11 +212,13 @@ export function createSearchService({
       if (!row) throw errors.notFound(`No gallery image with id ${id}.`, { galleryImageId: id });
       exclude = row.contentSha256;
       const stored = await fetching(() => repository.getEmbedding(id, embedder.modelId));
-      const textureId = embedder.textureModelId;
-      const storedTexture = textureId ? await fetching(() => repository.getEmbedding(id, textureId)) : null;
-      if (stored && (storedTexture || !textureId)) {
+      if (stored) {
+        // Its texture too, when stored (ingestion and rebuilds store it); without one, an ALL search of
+        // this image merges by similarity rather than re-embedding the original.
+        const textureId = embedder.textureModelId;
+        const texture = textureId ? await fetching(() => repository.getEmbedding(id, textureId)) : undefined;
         timing.fetchMs = performance.now() - t0;
-        return { embedding: stored, texture: storedTexture ?? null, exclude };
+        return { embedding: stored, texture: texture ?? null, exclude };
       }
       const key = row.storageUrl ? blobStore.keyFromStorageUrl(row.storageUrl) : undefined;
       if (!key) throw errors.notFound(`Gallery image ${id} has no original in object storage to embed.`);
@@ -375,13 +377,15 @@ export function mergeByType(
       space: first.space,
     };
   }
+  // The prior was learned on the adapted defect scores: it applies only where those were searched.
+  const applies = prior !== null && searched.some((s) => s.imageType === "defect" && s.space === "adapted");
   const descriptor = prior?.descriptor === "texture" ? query.texture : query.embedding;
-  const lean = prior && descriptor?.length === prior.inDim ? typeLean(prior, descriptor) : 0;
+  const lean = applies && prior && descriptor?.length === prior.inDim ? typeLean(prior, descriptor) : 0;
   const ranked = searched.flatMap((s) =>
     s.matches.map((m) => ({
       ...m,
       space: s.space,
-      rankScore: m.score + (prior ? typeShift(prior, lean, s.imageType === "defect") : 0),
+      rankScore: m.score + (applies && prior ? typeShift(prior, lean, s.imageType === "defect") : 0),
     })),
   );
   ranked.sort((a, b) => b.rankScore - a.rankScore);

@@ -74,7 +74,7 @@ async function gqlUpload(query, variables, file, filePath, { admin = false } = {
   return readAnswer(res);
 }
 
-const HIT_FIELDS = `rank score imageId imageType productCode productName defectCode defectName filePath
+const HIT_FIELDS = `rank score space imageId imageType productCode productName defectCode defectName filePath
   downloadUrl thumbnailUrl contentSha256`;
 const SEARCH = `query Search($input: SearchSimilarInput!) {
   searchSimilar(input: $input) { version imageType indexSize tookMs space
@@ -354,7 +354,14 @@ function renderResults(list, hits) {
           "div",
           { className: "meta" },
           el("span", { className: "rank", text: `#${h.rank}` }),
-          el("span", { className: "score", text: h.score.toFixed(3), title: "cosine similarity" }),
+          el("span", {
+            className: "score",
+            text: h.score.toFixed(3),
+            title:
+              h.space === "ADAPTED"
+                ? "similarity in the adapted space (learned from the gallery's labels)"
+                : "cosine similarity of the embeddings",
+          }),
         ),
         el("div", { className: "label product", text: product }),
         el("div", { className: `label defect ${h.defectCode ? "" : "normal"}`, text: labelOf(h) }),
@@ -437,7 +444,9 @@ async function loadGallery(reset) {
               text: "Find similar",
               "aria-label": `Find images similar to gallery image ${img.imageId}`,
               onclick: () => {
-                $("image-type").value = img.defectCode ? "DEFECT" : "NORMAL";
+                // A search of both types stays one; otherwise the image's own type.
+                if ($("image-type").value !== "ALL")
+                  $("image-type").value = img.defectCode ? "DEFECT" : "NORMAL";
                 searchByGalleryImage(img.imageId, `${product}, ${labelOf(img)}`);
               },
             }),
