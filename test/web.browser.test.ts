@@ -116,6 +116,23 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     await shot("find-similar");
   });
 
+  it("searches both galleries in one ranking when asked (image type: both), as the API ranks them", async () => {
+    const query = web.queries[1]?.path ?? "";
+    await page.selectOption("#image-type", "ALL");
+    await page.setInputFiles("#file-input", query);
+    await page.click("#search-button");
+    await page.waitForSelector("#search-status[data-kind='ok']:has-text('defect and normal')");
+    const api = await gql<SearchAnswer>(web.graphqlUrl, SEARCH, {
+      input: { image: { base64: (await readFile(query)).toString("base64") }, topK: 8, imageType: "ALL" },
+    });
+    expect(api.data?.searchSimilar.imageType).toBe("ALL");
+    const ids = await page.$$eval("#results li.card", (lis) =>
+      lis.map((li) => li.getAttribute("data-image-id")),
+    );
+    expect(ids).toEqual(api.data?.searchSimilar.hits.map((h) => h.imageId));
+    await page.selectOption("#image-type", "DEFECT");
+  });
+
   it("crops a region and searches with the crop only", async () => {
     // A PNG, so the browser and sharp decode the same pixels and the server-side crop below is exact.
     const query = path.join(SHOTS, "..", "crop-query.png");

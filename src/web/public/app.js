@@ -474,7 +474,7 @@ function setupGallery() {
 
 const STATUS = `{ status { activeVersion
   indexes { version imageType ready count modelId factory builtAt source recallAt10
-    adaptedSpace { served reason } } } }`;
+    adaptedSpace { served reason typePrior } } } }`;
 
 function showTokenState() {
   $("admin-token-state").textContent = sessionStorage.getItem(TOKEN_KEY)
@@ -504,8 +504,10 @@ async function refreshStatus() {
           el("td", { text: i.source ? i.source.toLowerCase() : "" }),
           el("td", { text: i.recallAt10 === null ? "exact" : i.recallAt10.toFixed(3) }),
           el("td", {
-            text: i.adaptedSpace.served === "ADAPTED" ? "adapted" : "raw",
-            title: i.adaptedSpace.reason,
+            text:
+              (i.adaptedSpace.served === "ADAPTED" ? "adapted" : "raw") +
+              (i.adaptedSpace.typePrior?.startsWith("cross-validation raises") ? " + type prior" : ""),
+            title: [i.adaptedSpace.reason, i.adaptedSpace.typePrior].filter(Boolean).join("\n"),
           }),
         ),
       ),
