@@ -225,6 +225,7 @@ export async function createApp(
       maxTopK: config.limits.maxTopK,
       presignExpirySeconds: config.storage.presignExpirySeconds,
       suggestionTopK: config.adaptation.suggestionTopK,
+      queryExpansion: config.adaptation.queryExpansion,
       admission: {
         concurrency: config.limits.searchConcurrency,
         queueLimit: config.limits.searchQueueLimit,

@@ -7,6 +7,7 @@ import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
 import type { DatasetImage } from "../src/ingest/dataset.reader.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
+import { expandQuery } from "../src/search/search.service.js";
 import { firstPerClass } from "./support/images.js";
 import {
   SAMPLE_DIR,
@@ -100,6 +101,39 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
         expect(h.score).toBeCloseTo(b?.hits[k]?.score ?? Number.NaN, 6);
       });
     });
+  }, 120_000);
+
+  it("expands the query with its top hits when alpha-QE is on, exactly as the formula says", async () => {
+    const q = queries[0] as DatasetImage;
+    const bytes = await readFile(q.path);
+    const plain = await topTen(app, q, "adapted");
+    const { embedding } = await app.embedder.embedOne(bytes);
+    const neighbours = await Promise.all(
+      plain.hits.slice(0, 2).map(async (h) => ({
+        vector: (await app.repository.getEmbedding(
+          h.imageId as number,
+          app.embedder.modelId,
+        )) as Float32Array,
+        score: h.score,
+      })),
+    );
+    const expected = await app.matchers
+      .get("v2")
+      ?.search("defect", expandQuery(embedding, neighbours, 3), { topK: 10, space: "adapted" });
+    const qe = await createApp(
+      { ...config, adaptation: { ...config.adaptation, queryExpansion: { topN: 2, alpha: 3 } } },
+      testLogger,
+    );
+    try {
+      await qe.jobs.whenIdle();
+      const expanded = await topTen(qe, q, "adapted");
+      expect(expanded.hits.map((h) => h.imageId)).toEqual(expected?.matches.map((m) => m.entry.imageId));
+      expanded.hits.forEach((h, i) => {
+        expect(h.score).toBeCloseTo(expected?.matches[i]?.score ?? Number.NaN, 6);
+      });
+    } finally {
+      await qe.close();
+    }
   }, 120_000);
 
   it("treats a changed gallery label as a new training set: the persisted projection is not reused", async () => {

@@ -5,7 +5,7 @@ import { adaptVector } from "../src/adapted/projection.js";
 import { fitDiscriminant, type TypePrior, typeLean } from "../src/adapted/type-prior.js";
 import type { GalleryEntry } from "../src/index/gallery-entry.js";
 import { suggestDefectType } from "../src/search/defect-suggestion.js";
-import { mergeByType } from "../src/search/search.service.js";
+import { expandQuery, mergeByType } from "../src/search/search.service.js";
 
 /** Deterministic pseudo-random numbers in [-0.5, 0.5). */
 function rng(seed: number) {
@@ -301,5 +301,22 @@ describe("one ranking of both image types", () => {
     const same = Array.from({ length: 6 }, () => Float64Array.from([1, 2, 3]));
     expect(fitDiscriminant(same, [true, true, true, false, false, false], 0)).toBeNull();
     expect(fitDiscriminant(same.slice(0, 3), [true, true, true], 0.05)).toBeNull();
+  });
+});
+
+describe("alpha-QE", () => {
+  it("adds each hit weighted by its similarity to the power alpha, and re-normalises", () => {
+    const q = new Float32Array([1, 0]);
+    const out = expandQuery(q, [{ vector: new Float32Array([0, 1]), score: 0.5 }], 3);
+    // q + 0.125 (0, 1), normalised.
+    const n = Math.hypot(1, 0.125);
+    expect(out[0]).toBeCloseTo(1 / n, 6);
+    expect(out[1]).toBeCloseTo(0.125 / n, 6);
+    // Negative similarities weigh nothing; alpha 0 is a plain average.
+    expect(Array.from(expandQuery(q, [{ vector: new Float32Array([0, 1]), score: -0.4 }], 3))).toEqual([
+      1, 0,
+    ]);
+    const avg = expandQuery(q, [{ vector: new Float32Array([0, 1]), score: 0.2 }], 0);
+    expect(avg[0]).toBeCloseTo(Math.SQRT1_2, 6);
   });
 });

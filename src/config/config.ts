@@ -221,6 +221,18 @@ export const envSchema = z.object({
     .describe(
       "Classes with at least this many gallery images must not lose cross-validated P@10 (beyond 0.01) for the adapted space to be served.",
     ),
+  QUERY_EXPANSION_TOP_N: int(0)
+    .max(50)
+    .default(0)
+    .describe(
+      "alpha-QE (Radenovic et al., TPAMI 2018): search again with the query plus its top N hits weighted by similarity^QUERY_EXPANSION_ALPHA (V2; neighbour embeddings from the database). 0 = off: it lowered P@10 on every shared dataset (docs/evaluation.md).",
+    ),
+  QUERY_EXPANSION_ALPHA: z.coerce
+    .number()
+    .min(0)
+    .max(20)
+    .default(3)
+    .describe("alpha-QE: exponent of the similarity weights (0 = plain average query expansion)."),
   SUGGESTION_TOP_K: int(1)
     .max(1000)
     .default(10)
@@ -379,6 +391,8 @@ export interface AppConfig {
     readonly minGallery: number;
     readonly minClassImages: number;
     readonly suggestionTopK: number;
+    /** alpha-QE: hits the query is expanded with (0 = off) and the weight exponent. */
+    readonly queryExpansion: { readonly topN: number; readonly alpha: number };
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
@@ -534,6 +548,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       minGallery: env.ADAPT_MIN_GALLERY,
       minClassImages: env.ADAPT_MIN_CLASS_IMAGES,
       suggestionTopK: env.SUGGESTION_TOP_K,
+      queryExpansion: { topN: env.QUERY_EXPANSION_TOP_N, alpha: env.QUERY_EXPANSION_ALPHA },
     },
     matcher: {
       initialVersion,

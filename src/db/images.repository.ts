@@ -193,6 +193,16 @@ export function createImageRepository({ db }: { db: Database }) {
       return row?.embedding;
     },
 
+    /** The stored embeddings of `imageIds` for `modelId`, by image id (missing ones left out). */
+    async getEmbeddings(imageIds: readonly number[], modelId: string): Promise<Map<number, Float32Array>> {
+      if (imageIds.length === 0) return new Map();
+      const rows = await db
+        .select({ imageId: imageEmbeddings.imageId, embedding: imageEmbeddings.embedding })
+        .from(imageEmbeddings)
+        .where(and(inArray(imageEmbeddings.imageId, [...imageIds]), eq(imageEmbeddings.modelId, modelId)));
+      return new Map(rows.map((r) => [r.imageId, r.embedding]));
+    },
+
     /** One gallery image with its labels, if it exists. */
     async getGalleryImage(imageId: number): Promise<Omit<GalleryRow, "embedding"> | undefined> {
       const [row] = await db

@@ -95,6 +95,7 @@ export function createSearchService({
   maxTopK,
   presignExpirySeconds,
   suggestionTopK = 10,
+  queryExpansion = { topN: 0, alpha: 3 },
   admission: admissionLimits,
   logger,
 }: {
@@ -108,6 +109,8 @@ export function createSearchService({
   presignExpirySeconds: number;
   /** Hits voting for the suggested defect type (SUGGESTION_TOP_K). */
   suggestionTopK?: number;
+  /** alpha-QE: hits the query is expanded with (0 = off) and their weight exponent (QUERY_EXPANSION_*). */
+  queryExpansion?: { topN: number; alpha: number };
   /**
    * Searches running at once, and waiting, before a search is refused with OVERLOADED; and the longest a
    * search may take from arrival to answer (ms) before it fails with SERVICE_UNAVAILABLE.
@@ -318,17 +321,33 @@ export function createSearchService({
       defectCodes: req.defectCodes ?? undefined,
       excludeContentSha256: exclude,
     };
-    const searched = await Promise.all(
-      types
-        .filter((t) => types.length === 1 || matcher.state(t).count > 0)
-        .map(async (t) => ({ imageType: t, ...(await matcher.search(t, embedding, options)) })),
-    );
-    const { matches, indexSize, space } = mergeByType(
-      searched,
-      req.imageType === "all" ? matcher.typePrior(options.space) : null,
-      { embedding, texture },
-      options.topK,
-    );
+    const prior = req.imageType === "all" ? matcher.typePrior(options.space) : null;
+    const searchWith = async (q: Float32Array) =>
+      mergeByType(
+        await Promise.all(
+          types
+            .filter((t) => types.length === 1 || matcher.state(t).count > 0)
+            .map(async (t) => ({ imageType: t, ...(await matcher.search(t, q, options)) })),
+        ),
+        prior,
+        // The type prior leans by the query image itself, expanded or not.
+        { embedding, texture },
+        options.topK,
+      );
+    let ranked = await searchWith(embedding);
+    if (queryExpansion.topN > 0 && version === "v2") {
+      // alpha-QE: the top hits' stored embeddings pull the query towards their neighbourhood.
+      const top = ranked.matches.slice(0, queryExpansion.topN);
+      const ids = top.flatMap((m) => (m.entry.imageId === null ? [] : [m.entry.imageId]));
+      const stored = await fetching(() => repository.getEmbeddings(ids, embedder.modelId));
+      const neighbours = top.flatMap((m) => {
+        const v = m.entry.imageId === null ? undefined : stored.get(m.entry.imageId);
+        return v ? [{ vector: v, score: m.score }] : [];
+      });
+      if (neighbours.length > 0)
+        ranked = await searchWith(expandQuery(embedding, neighbours, queryExpansion.alpha));
+    }
+    const { matches, indexSize, space } = ranked;
     timing.searchMs = performance.now() - t0;
     const suggestion = suggestDefectType(
       matches.map((m) => ({ ...m.entry, score: m.score })),
@@ -351,6 +370,31 @@ export function createSearchService({
       timing,
     };
   }
+}
+
+/**
+ * alpha-QE (Radenović, Tolias & Chum, "Fine-tuning CNN image retrieval with no human annotation", TPAMI
+ * 2018, §3.4): `normalise(q + sum_i max(s_i, 0)^alpha x_i)` over the query's top hits.
+ * @param query - L2-normalised embedding.
+ * @param neighbours - the top hits' L2-normalised embeddings (same length as `query`) and similarities.
+ * @returns a new L2-normalised `Float32Array`; the query itself when every weight is zero.
+ */
+export function expandQuery(
+  query: Float32Array,
+  neighbours: readonly { vector: Float32Array; score: number }[],
+  alpha: number,
+): Float32Array {
+  const out = Float32Array.from(query);
+  for (const { vector, score } of neighbours) {
+    const w = Math.max(score, 0) ** alpha;
+    for (let d = 0; d < out.length; d++) out[d] = (out[d] as number) + w * (vector[d] as number);
+  }
+  let norm = 0;
+  for (const x of out) norm += x * x;
+  norm = Math.sqrt(norm);
+  if (!Number.isFinite(norm) || norm === 0) return Float32Array.from(query);
+  for (let d = 0; d < out.length; d++) out[d] = (out[d] as number) / norm;
+  return out;
 }
 
 /**
