@@ -225,7 +225,7 @@ export const envSchema = z.object({
     .max(50)
     .default(0)
     .describe(
-      "alpha-QE (Radenovic et al., TPAMI 2018): search again with the query plus its top N hits weighted by similarity^QUERY_EXPANSION_ALPHA (V2; neighbour embeddings from the database). 0 = off: it lowered P@10 on every shared dataset (docs/evaluation.md).",
+      "alpha-QE (Radenovic et al., TPAMI 2018): search again with the query plus its top N hits weighted by similarity^QUERY_EXPANSION_ALPHA (V2; neighbour embeddings from the database). 0 = off: on the ALL ranking it cost magnetic_tile 0.005 P@10 and moved neu_det and xsdd by at most 0.001, at twice the index-stage time (docs/evaluation.md).",
     ),
   QUERY_EXPANSION_ALPHA: z.coerce
     .number()
