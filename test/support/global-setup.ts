@@ -11,7 +11,7 @@ export default function setup(): void {
   if (SHARED_PRESENT) {
     console.log(
       `[data] shared models and datasets at ${SHARED_DIR}: running the full-dataset tests too ` +
-        "(e2e on the full xsdd, squeezenet1.1 embedding, neu_det split.csv).",
+        "(e2e on the full xsdd, squeezenet1.1 embedding, neu_det split.csv, the type prior on magnetic_tile).",
     );
     return;
   }
@@ -24,6 +24,7 @@ export default function setup(): void {
   console.log(
     `[data] NO shared data at ${SHARED_DIR}: testing on the shipped model (models/) and sample (samples/xsdd). ` +
       "NOT RUN: e2e on the full xsdd (runs on the sample instead), squeezenet1.1 embedding, neu_det split.csv " +
-      "(runs on the sample instead). Set SHARED_DIR to run them.",
+      "(runs on the sample instead), the type prior on magnetic_tile (runs on the sample with one class as " +
+      "normal images instead). Set SHARED_DIR to run them.",
   );
 }
