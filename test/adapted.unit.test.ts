@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_GATE, decideAdaptation } from "../src/adapted/cross-validation.js";
+import { DEFAULT_GATE, decideAdaptation, trainingRowIds } from "../src/adapted/cross-validation.js";
 import { parseProjection, serializeProjection } from "../src/adapted/projection.file.js";
 import { adaptVector } from "../src/adapted/projection.js";
 import { fitDiscriminant, type TypePrior, typeLean } from "../src/adapted/type-prior.js";
@@ -179,7 +179,13 @@ function mixedGallery(typeSignal: number, seed: number) {
     t[tdim - 1] = (t[tdim - 1] as number) + 2;
     unit(t);
   }
-  return { vectors, dim, labels, isDefect, textures: { vectors: textures, dim: tdim } };
+  return {
+    vectors,
+    dim,
+    labels,
+    isDefect,
+    textures: { vectors: textures, dim: tdim, rowIds: Int32Array.from({ length: n }, (_, i) => i) },
+  };
 }
 
 const priorGate = { ...gate, candidates: [{ shrinkage: 0.05, blend: 1, scope: "all" as const }] };
@@ -215,6 +221,16 @@ describe("type prior for searches of both image types", () => {
     expect(decision.typePrior).toBeNull();
     expect(projection?.typePrior).toBeUndefined();
     expect(decision.typePriorReason).toMatch(/no type prior .*texture 0\.1/);
+  });
+
+  it("asks for the texture descriptors of a bounded sample of a large gallery only", () => {
+    expect(trainingRowIds(7)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    const big = trainingRowIds(1_000_000);
+    // The final fit's 20,000 evenly spaced rows and the cross-validation's 4,000 (mostly the same).
+    expect(big.length).toBeGreaterThanOrEqual(20_000);
+    expect(big.length).toBeLessThanOrEqual(24_000);
+    expect(big.every((r, i) => i === 0 || r > (big[i - 1] as number))).toBe(true);
+    expect(big[big.length - 1]).toBeLessThan(1_000_000);
   });
 
   it("is not tried on a gallery of one image type", () => {

@@ -1,5 +1,5 @@
 import { siblingModule, startModuleWorker } from "../shared/module-worker.js";
-import type { AdaptationDecision, GateSettings } from "./cross-validation.js";
+import type { AdaptationDecision, GateSettings, TrainingTextures } from "./cross-validation.js";
 import type { Projection } from "./projection.js";
 
 /** A request to the adaptation worker. */
@@ -10,7 +10,7 @@ export type AdaptationRequest =
       dim: number;
       labels: readonly string[];
       isDefect?: readonly boolean[] | undefined;
-      textures?: { vectors: Float32Array; dim: number } | undefined;
+      textures?: TrainingTextures | undefined;
       settings?: GateSettings | undefined;
     }
   | { kind: "adapt"; projection: Projection; vectors: Float32Array };

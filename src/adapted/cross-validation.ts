@@ -67,6 +67,32 @@ export const DEFAULT_GATE: GateSettings = {
   typePrior: { betas: [0.1, 0.2, 0.4], shrinkage: 0.05 },
 };
 
+/**
+ * Texture descriptors of the training rows the gate reads ({@link trainingRowIds}): row `rowIds[i]`'s
+ * descriptor is `vectors[i * dim .. (i + 1) * dim)`.
+ */
+export interface TrainingTextures {
+  dim: number;
+  rowIds: Int32Array;
+  vectors: Float32Array;
+}
+
+/** Evenly spaced row numbers, at most `max` of `count` (the gate's samples). */
+const evenRows = (count: number, max: number) => {
+  const step = count > max ? count / max : 1;
+  return Array.from({ length: Math.min(count, max) }, (_, i) => Math.floor(i * step));
+};
+
+/**
+ * The rows of an `n`-image training set the gate reads beyond the embeddings' (the cross-validation sample
+ * and the final fit's sample), ascending: what a caller must give texture descriptors for.
+ */
+export function trainingRowIds(n: number, settings: GateSettings = DEFAULT_GATE): number[] {
+  return [...new Set([...evenRows(n, settings.maxImages), ...evenRows(n, FINAL_FIT_MAX)])].sort(
+    (a, b) => a - b,
+  );
+}
+
 /** Cross-validated P@10, overall and per class. */
 export interface CvScore {
   p10: number;
@@ -111,7 +137,7 @@ export function decideAdaptation({
   dim: number;
   labels: readonly string[];
   /** Texture descriptors (`src/embedding/texture.ts`), one row per row of `vectors`; a type prior candidate. */
-  textures?: { vectors: Float32Array; dim: number } | undefined;
+  textures?: TrainingTextures | undefined;
   /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
   isDefect?: readonly boolean[];
   settings?: GateSettings;
@@ -139,8 +165,7 @@ export function decideAdaptation({
   if (populated < 2) return raw(`fewer than 2 classes with ${settings.folds} or more images`);
 
   // An even sample bounds the cost (n^2 scores per candidate); the final fit uses every image.
-  const step = n > settings.maxImages ? n / settings.maxImages : 1;
-  const rows = Array.from({ length: Math.min(n, settings.maxImages) }, (_, i) => Math.floor(i * step));
+  const rows = evenRows(n, settings.maxImages);
   const classNames = [...new Set(rows.map((r) => labels[r] as string))].sort();
   const classOf = rows.map((r) => classNames.indexOf(labels[r] as string));
   const sample = new Float32Array(rows.length * dim);
@@ -227,8 +252,7 @@ export function decideAdaptation({
   }
   // Final fit on every image up to FINAL_FIT_MAX (an even sample above: the class scatter of 20,000
   // images is as good as that of a million, at a fiftieth of the time); PCA from the cross-validation sample.
-  const fitStep = n > FINAL_FIT_MAX ? n / FINAL_FIT_MAX : 1;
-  const fitRows = Array.from({ length: Math.min(n, FINAL_FIT_MAX) }, (_, i) => Math.floor(i * fitStep));
+  const fitRows = evenRows(n, FINAL_FIT_MAX);
   const allClasses = [...counts.keys()].sort();
   const projection = fitProjection(
     basis,
@@ -236,6 +260,7 @@ export function decideAdaptation({
     fitRows.map((r) => allClasses.indexOf(labels[r] as string)),
     chosen.params,
   );
+  const textureOf = textures ? textureLookup(textures, [...rows, ...fitRows]) : null;
   const prior = chooseTypePrior({
     settings,
     merged: blendedGram(chosen.params),
@@ -247,17 +272,20 @@ export function decideAdaptation({
     defectRow,
     descriptors: [
       { name: "embedding", basis, z },
-      ...(textures && textures.vectors.length === n * textures.dim
-        ? [texturePca(textures.vectors, textures.dim, rows, settings.pcaDims)]
-        : []),
+      ...(textureOf ? [texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims)] : []),
     ],
   });
   let typePrior: TypePrior | undefined;
   if (prior.chosen) {
-    const d = prior.chosen.descriptor === "texture" && textures ? textures : { vectors, dim };
     const basisOf = prior.chosen.basis;
     const fitted = fitDiscriminant(
-      toPca(basisOf, d.vectors, fitRows),
+      prior.chosen.descriptor === "texture" && textureOf && textures
+        ? toPca(
+            basisOf,
+            packRows(textureOf, textures.dim, fitRows),
+            fitRows.map((_, i) => i),
+          )
+        : toPca(basisOf, vectors, fitRows),
       fitRows.map((r) => isDefect?.[r] ?? true),
       settings.typePrior.shrinkage,
     );
@@ -288,15 +316,12 @@ interface PriorDescriptor {
 }
 
 function texturePca(
-  vectors: Float32Array,
+  textureOf: (row: number) => Float32Array,
   dim: number,
   rows: readonly number[],
   pcaDims: number,
 ): PriorDescriptor {
-  const sample = new Float32Array(rows.length * dim);
-  rows.forEach((r, i) => {
-    sample.set(vectors.subarray(r * dim, (r + 1) * dim), i * dim);
-  });
+  const sample = packRows(textureOf, dim, rows);
   const basis = fitPca(sample, dim, pcaDims);
   return {
     name: "texture",
@@ -306,6 +331,35 @@ function texturePca(
       sample,
       rows.map((_, i) => i),
     ),
+  };
+}
+
+/** `rows`' descriptors packed row-major, in the order given. */
+function packRows(
+  textureOf: (row: number) => Float32Array,
+  dim: number,
+  rows: readonly number[],
+): Float32Array {
+  const out = new Float32Array(rows.length * dim);
+  rows.forEach((r, i) => {
+    out.set(textureOf(r), i * dim);
+  });
+  return out;
+}
+
+/** Row -> texture descriptor over the given training textures; null when one of `needed` has none. */
+function textureLookup(
+  t: TrainingTextures,
+  needed: readonly number[],
+): ((row: number) => Float32Array) | null {
+  const at = new Map<number, number>();
+  t.rowIds.forEach((r, i) => {
+    at.set(r, i);
+  });
+  if (!needed.every((r) => at.has(r)) || t.vectors.length !== t.rowIds.length * t.dim) return null;
+  return (row) => {
+    const i = at.get(row) as number;
+    return t.vectors.subarray(i * t.dim, (i + 1) * t.dim);
   };
 }
 

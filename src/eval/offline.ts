@@ -166,6 +166,7 @@ for (const name of opts.datasets.split(",")) {
       ? {
           vectors: Float32Array.from(galleryTextures.flatMap((t) => Array.from(t as Float32Array))),
           dim: td,
+          rowIds: Int32Array.from(galleryTextures.keys()),
         }
       : undefined;
   const { decision, projection } = decideAdaptation({

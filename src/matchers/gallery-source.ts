@@ -35,11 +35,16 @@ export interface GallerySource {
   /** Key of the texture descriptors {@link collectTextures} gives (they change when it does). */
   textureModelId?: string | null | undefined;
   /**
-   * As {@link collect}, with each image's texture descriptor (`src/embedding/texture.ts`) as its vector;
-   * absent when the source or the model has none.
+   * As {@link collect}, with each image's texture descriptor (`src/embedding/texture.ts`) as its vector,
+   * for the images `keep` accepts only (default all): a training sample needs no more in memory. Absent
+   * when the source or the model has none.
    */
   collectTextures?:
-    | ((imageType: ImageType, onProgress: (p: GalleryProgress) => void) => Promise<CollectedGallery>)
+    | ((
+        imageType: ImageType,
+        onProgress: (p: GalleryProgress) => void,
+        keep?: (imageId: number) => boolean,
+      ) => Promise<CollectedGallery>)
     | undefined;
   /**
    * A cheap summary of the gallery's content (e.g. count and newest id) that changes when images are

@@ -1,6 +1,11 @@
 import type { Logger } from "pino";
 import { adaptVectorsOffThread, decideAdaptationOffThread } from "../adapted/adaptation.runner.js";
-import type { AdaptationDecision, GateSettings } from "../adapted/cross-validation.js";
+import {
+  type AdaptationDecision,
+  type GateSettings,
+  type TrainingTextures,
+  trainingRowIds,
+} from "../adapted/cross-validation.js";
 import { PROJECTION_FILE, parseProjection, serializeProjection } from "../adapted/projection.file.js";
 import { adaptVector, type Projection } from "../adapted/projection.js";
 import type { TypePrior } from "../adapted/type-prior.js";
@@ -302,36 +307,44 @@ export function createMatcher({
   }
 
   /**
-   * Texture descriptors of the training rows, in their order; undefined when the source or model has
-   * none, or when an image has none (the type prior then learns from the embedding alone).
+   * Texture descriptors of the training rows the gate reads (`trainingRowIds`), computed and stored where
+   * missing; undefined when the source or model has none, or one of them has none (the type prior then
+   * learns from the embedding alone).
    */
-  async function trainingTextures(
-    entries: readonly GalleryEntry[],
-  ): Promise<{ vectors: Float32Array; dim: number } | undefined> {
+  async function trainingTextures(entries: readonly GalleryEntry[]): Promise<TrainingTextures | undefined> {
     if (!source.collectTextures) return undefined;
-    // V2 entries always carry their image id (V1 folder galleries have no texture source).
-    const byId = new Map<number | null, Float32Array>();
+    // Only the rows the gate reads (a sample of at most 20,000): a million descriptors would be 4.6 GB.
+    const rowIds = trainingRowIds(entries.length, adaptation?.gate);
+    const wanted = new Map<number, number>();
+    for (const r of rowIds) {
+      const id = entries[r]?.imageId;
+      if (id !== null && id !== undefined) wanted.set(id, r);
+    }
+    const rowOf = new Map<number, Float32Array>();
     let dim = 0;
     for (const t of IMAGE_TYPES) {
-      const c = await source.collectTextures(t, () => {});
+      const c = await source.collectTextures(
+        t,
+        () => {},
+        (id) => wanted.has(id),
+      );
       const width = c.entries.length > 0 ? c.vectors.length / c.entries.length : 0;
       c.entries.forEach((e, i) => {
-        byId.set(e.imageId, c.vectors.subarray(i * width, (i + 1) * width));
+        const r = e.imageId === null ? undefined : wanted.get(e.imageId);
+        if (r !== undefined) rowOf.set(r, c.vectors.subarray(i * width, (i + 1) * width));
       });
       dim ||= width;
     }
-    if (dim === 0 || entries.some((e) => !byId.has(e.imageId))) {
-      log.warn(
-        { missing: entries.filter((e) => !byId.has(e.imageId)).length },
-        "texture descriptors missing",
-      );
+    const missing = rowIds.filter((r) => !rowOf.has(r)).length;
+    if (dim === 0 || missing > 0) {
+      log.warn({ missing }, "texture descriptors missing; the type prior learns from the embedding only");
       return undefined;
     }
-    const vectors = new Float32Array(entries.length * dim);
-    entries.forEach((e, i) => {
-      vectors.set(byId.get(e.imageId) as Float32Array, i * dim);
+    const vectors = new Float32Array(rowIds.length * dim);
+    rowIds.forEach((r, i) => {
+      vectors.set(rowOf.get(r) as Float32Array, i * dim);
     });
-    return { vectors, dim };
+    return { dim, rowIds: Int32Array.from(rowIds), vectors };
   }
 
   function adaptedState(s: Serving | undefined): AdaptedSpaceState {

@@ -77,7 +77,7 @@ export function createV2GallerySource({
     collect: (imageType, onProgress) => collectWith(embedder, imageType, onProgress),
     textureModelId: textureId,
     collectTextures: textureEmbedder
-      ? (imageType, onProgress) => collectWith(textureEmbedder, imageType, onProgress)
+      ? (imageType, onProgress, keep) => collectWith(textureEmbedder, imageType, onProgress, keep)
       : undefined,
   };
 
@@ -85,6 +85,8 @@ export function createV2GallerySource({
     embedder: VectorSource,
     imageType: ImageType,
     onProgress: (p: GalleryProgress) => void,
+    /** Only these images are embedded if missing and returned (a sample); default all. */
+    keep?: (imageId: number) => boolean,
   ): Promise<CollectedGallery> {
     const { total } = await repository.countGallery(imageType, embedder.modelId);
     const progress = { total, processed: 0, newlyEmbedded: 0, failed: 0 };
@@ -94,14 +96,16 @@ export function createV2GallerySource({
     const failures: CollectedGallery["failures"] = [];
     let after = 0;
     for (;;) {
-      const page = await repository.listGalleryPage({
+      const listed = await repository.listGalleryPage({
         imageType,
         modelId: embedder.modelId,
         afterImageId: after,
         limit: PAGE,
       });
-      if (page.length === 0) break;
-      after = page[page.length - 1]?.imageId ?? after;
+      if (listed.length === 0) break;
+      after = listed[listed.length - 1]?.imageId ?? after;
+      const page = keep ? listed.filter((r) => keep(r.imageId)) : listed;
+      progress.processed += listed.length - page.length;
       const missing = page.filter((r) => r.embedding === null);
       for (let i = 0; i < missing.length; i += EMBED_STEP) {
         const step = missing.slice(i, i + EMBED_STEP);
