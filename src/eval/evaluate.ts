@@ -21,8 +21,45 @@ export interface MethodSummary {
   perClass: { label: string; queries: number; gallery: number; metrics: RetrievalMetrics }[];
 }
 
+/** An optional retrieval technique (issue 9, item 2), measured by running the service with its settings. */
+export interface Technique {
+  name: string;
+  /** Service variables that turn it on. */
+  vars: Record<string, string>;
+}
+
+/**
+ * The optional techniques that are service settings, each off by default; `npm run eval` runs the service
+ * once more per technique with it on. (k-reciprocal re-ranking is not a service setting: offline only,
+ * `src/eval/offline.ts --krr`.)
+ */
+export const OPTIONAL_TECHNIQUES: readonly Technique[] = [
+  { name: "alpha-QE, top 3", vars: { QUERY_EXPANSION_TOP_N: "3" } },
+  {
+    name: "multi-view 2 x 2 at 384, GeM",
+    vars: { MULTI_VIEW_GRID: "2", MULTI_VIEW_SIZE: "384", MULTI_VIEW_POOL: "gem" },
+  },
+];
+
+/** One technique through the service: the adapted space with it on (ALL and own type), and raw ALL. */
+export interface TechniqueSummary extends Technique {
+  modelId: string;
+  adaptedAll: MethodSummary;
+  adaptedOwnType: MethodSummary;
+  rawAll: MethodSummary;
+  /** Index stage (ms) of the adapted own-type and ALL searches, and the whole search (ms). */
+  indexMs: Distribution;
+  allIndexMs: Distribution;
+  searchMs: Distribution;
+  ingestImagesPerSecond: number;
+  /** What the gate chose for the type prior with the technique on. */
+  typePrior: string | null;
+}
+
 /** Everything measured on one dataset. */
 export interface DatasetEvaluation {
+  /** The optional techniques, each run through the service with it on (empty when not asked for). */
+  techniques: TechniqueSummary[];
   dataset: string;
   root: string;
   queries: number;
@@ -107,6 +144,7 @@ export async function evaluateDataset({
   version,
   maxTopK,
   overrides = {},
+  techniques = [],
   log,
 }: {
   factory: ScratchFactory;
@@ -116,6 +154,8 @@ export async function evaluateDataset({
   maxTopK: number;
   /** Extra service variables (e.g. MULTI_VIEW_GRID), applied to the service under test. */
   overrides?: Record<string, string>;
+  /** Each is run through the service once more, on top of `overrides`, and reported beside the default. */
+  techniques?: readonly Technique[];
   log: (line: string) => void;
 }): Promise<DatasetEvaluation> {
   let directFeatures: DatasetFeatures | undefined;
@@ -150,6 +190,34 @@ export async function evaluateDataset({
   // in the spaces table).
   const svcRaw = score(run.spaces.raw.pooled);
   const rawSummary = summarise(dataset, svcRaw);
+  const techniqueRuns: TechniqueSummary[] = [];
+  for (const t of techniques) {
+    log(
+      `${dataset.name}: again with ${t.name} (${Object.entries(t.vars)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ")})`,
+    );
+    const r = await runThroughService({
+      factory,
+      dataset,
+      preset,
+      version,
+      maxTopK,
+      overrides: { ...overrides, ...t.vars },
+    });
+    techniqueRuns.push({
+      ...t,
+      modelId: r.modelId,
+      adaptedAll: summarise(dataset, score(r.spaces.adapted.pooled)),
+      adaptedOwnType: summarise(dataset, score(r.spaces.adapted.ownType)),
+      rawAll: summarise(dataset, score(r.spaces.raw.pooled)),
+      indexMs: distribution(r.spaces.adapted.indexMs),
+      allIndexMs: distribution(r.spaces.adapted.allIndexMs),
+      searchMs: distribution(r.spaces.adapted.searchMs),
+      ingestImagesPerSecond: r.ingest.imagesPerSecond,
+      typePrior: Object.values(r.adaptation).find((a) => a.typePrior)?.typePrior ?? null,
+    });
+  }
   const identical = svcRaw.filter((s, i) => {
     const d = dir[i]?.top10 ?? [];
     return s.top10.length === d.length && s.top10.every((h) => d.includes(h));
@@ -207,5 +275,6 @@ export async function evaluateDataset({
       }),
     ) as Record<EmbeddingSpace, SpaceSummary>,
     adaptation: run.adaptation,
+    techniques: techniqueRuns,
   };
 }

@@ -5,7 +5,7 @@ import { Command, Option } from "commander";
 import { MODEL_PRESET_NAMES } from "../config/model-presets.js";
 import type { MatcherVersion } from "../shared/types.js";
 import { loadEvalDataset } from "./dataset.js";
-import { evaluateDataset } from "./evaluate.js";
+import { evaluateDataset, OPTIONAL_TECHNIQUES } from "./evaluate.js";
 import { machineInfo } from "./machine.js";
 import { type EvaluationReport, renderEvaluation } from "./report.js";
 import { createScratchFactory, stderrLogger } from "./scratch-env.js";
@@ -22,6 +22,7 @@ interface Options {
   maxTopK: string;
   keep?: boolean;
   env: string;
+  techniques: boolean;
 }
 
 /** Dataset folders: names under `dir`, explicit paths, or every subfolder of `dir` with a split.csv. */
@@ -67,6 +68,10 @@ const program = new Command()
     "service variables for the service under test, KEY=VALUE,KEY=VALUE (e.g. MULTI_VIEW_GRID=2,MULTI_VIEW_SIZE=384)",
     "",
   )
+  .option(
+    "--no-techniques",
+    `skip the service runs with each optional technique on (${OPTIONAL_TECHNIQUES.map((t) => t.name).join("; ")}); V2 and scratch databases only`,
+  )
   .showHelpAfterError();
 
 const opts = program.parse().opts<Options>();
@@ -108,6 +113,7 @@ try {
             return [kv.slice(0, at), kv.slice(at + 1)];
           }),
       ),
+      techniques: opts.techniques && opts.version === "v2" && !opts.databaseUrl ? OPTIONAL_TECHNIQUES : [],
       log,
     });
     log(
