@@ -223,6 +223,27 @@ describe("type prior for searches of both image types", () => {
     expect(decision.typePriorReason).toMatch(/no type prior .*texture 0\.1/);
   });
 
+  it("decides the same from the embeddings of its training rows alone as from the whole gallery", () => {
+    // 21,000 images: more than the final fit's 20,000-row sample, so some rows are never read.
+    const g = gallery({ classes: 4, perClass: 5250, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 9 });
+    const settings = {
+      ...gate,
+      candidates: gate.candidates.slice(0, 1),
+      typePrior: { betas: [], shrinkage: 0.05 },
+    };
+    const rowIds = Int32Array.from(trainingRowIds(g.labels.length, settings));
+    expect(rowIds.length).toBeLessThan(g.labels.length);
+    const compact = new Float32Array(rowIds.length * g.dim);
+    rowIds.forEach((r, i) => {
+      compact.set(g.vectors.subarray(r * g.dim, (r + 1) * g.dim), i * g.dim);
+    });
+    const whole = decideAdaptation({ ...g, settings });
+    const sampled = decideAdaptation({ vectors: compact, rowIds, dim: g.dim, labels: g.labels, settings });
+    expect(sampled.decision.space).toBe("adapted");
+    expect(sampled.decision.best?.p10).toBe(whole.decision.best?.p10);
+    expect(Array.from(sampled.projection?.matrix ?? [])).toEqual(Array.from(whole.projection?.matrix ?? [0]));
+  }, 60_000);
+
   it("asks for the texture descriptors of a bounded sample of a large gallery only", () => {
     expect(trainingRowIds(7)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     const big = trainingRowIds(1_000_000);

@@ -7,6 +7,7 @@ export type AdaptationRequest =
   | {
       kind: "decide";
       vectors: Float32Array;
+      rowIds?: Int32Array | undefined;
       dim: number;
       labels: readonly string[];
       isDefect?: readonly boolean[] | undefined;
@@ -42,6 +43,7 @@ export function decideAdaptationOffThread(
     { kind: "decide", ...args },
     [
       args.vectors.buffer as ArrayBuffer,
+      ...(args.rowIds ? [args.rowIds.buffer as ArrayBuffer] : []),
       ...(args.textures ? [args.textures.vectors.buffer as ArrayBuffer] : []),
     ],
   );

@@ -122,11 +122,13 @@ export interface AdaptationDecision {
  * Decides between the raw embedding and a learned projection by k-fold cross-validation on the gallery
  * itself (each fold's images query the other folds, the projection fitted on those folds only), then fits
  * the chosen projection on the whole gallery. The PCA basis is label-free and shared by the folds.
- * @param vectors - row-major L2-normalised gallery embeddings, `dim` values each.
- * @param labels - class per row (e.g. `product/defect`).
+ * @param vectors - row-major L2-normalised gallery embeddings, `dim` values each: of every row, or of the
+ *   rows `rowIds` names only (the gate reads no other; {@link trainingRowIds}).
+ * @param labels - class per row (e.g. `product/defect`), every row.
  */
 export function decideAdaptation({
   vectors,
+  rowIds,
   dim,
   labels,
   isDefect,
@@ -134,9 +136,11 @@ export function decideAdaptation({
   settings = DEFAULT_GATE,
 }: {
   vectors: Float32Array;
+  /** The rows `vectors` holds, ascending (at least {@link trainingRowIds}); default every row in order. */
+  rowIds?: Int32Array | undefined;
   dim: number;
   labels: readonly string[];
-  /** Texture descriptors (`src/embedding/texture.ts`), one row per row of `vectors`; a type prior candidate. */
+  /** Texture descriptors (`src/embedding/texture.ts`) of the training rows; a type prior candidate. */
   textures?: TrainingTextures | undefined;
   /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
   isDefect?: readonly boolean[];
@@ -168,10 +172,11 @@ export function decideAdaptation({
   const rows = evenRows(n, settings.maxImages);
   const classNames = [...new Set(rows.map((r) => labels[r] as string))].sort();
   const classOf = rows.map((r) => classNames.indexOf(labels[r] as string));
-  const sample = new Float32Array(rows.length * dim);
-  rows.forEach((r, i) => {
-    sample.set(vectors.subarray(r * dim, (r + 1) * dim), i * dim);
-  });
+  const vectorOf = rowIds
+    ? rowLookup({ dim, rowIds, vectors }, trainingRowIds(n, settings))
+    : (row: number) => vectors.subarray(row * dim, (row + 1) * dim);
+  if (!vectorOf) throw new Error("the embeddings given do not cover the gate's training rows");
+  const sample = packRows(vectorOf, dim, rows);
   // Stratified folds: the i-th group of each class goes to fold i mod k. A group (near-duplicate shots
   // of one part) stays in one fold, else its members answer each other and flatter the held-out figures.
   const rawGram = gram(sample, dim);
@@ -256,11 +261,15 @@ export function decideAdaptation({
   const allClasses = [...counts.keys()].sort();
   const projection = fitProjection(
     basis,
-    toPca(basis, vectors, fitRows),
+    toPca(
+      basis,
+      packRows(vectorOf, dim, fitRows),
+      fitRows.map((_, i) => i),
+    ),
     fitRows.map((r) => allClasses.indexOf(labels[r] as string)),
     chosen.params,
   );
-  const textureOf = textures ? textureLookup(textures, [...rows, ...fitRows]) : null;
+  const textureOf = textures ? rowLookup(textures, [...rows, ...fitRows]) : null;
   const prior = chooseTypePrior({
     settings,
     merged: blendedGram(chosen.params),
@@ -285,7 +294,11 @@ export function decideAdaptation({
             packRows(textureOf, textures.dim, fitRows),
             fitRows.map((_, i) => i),
           )
-        : toPca(basisOf, vectors, fitRows),
+        : toPca(
+            basisOf,
+            packRows(vectorOf, dim, fitRows),
+            fitRows.map((_, i) => i),
+          ),
       fitRows.map((r) => isDefect?.[r] ?? true),
       settings.typePrior.shrinkage,
     );
@@ -347,11 +360,8 @@ function packRows(
   return out;
 }
 
-/** Row -> texture descriptor over the given training textures; null when one of `needed` has none. */
-function textureLookup(
-  t: TrainingTextures,
-  needed: readonly number[],
-): ((row: number) => Float32Array) | null {
+/** Row -> its vector in a set of training rows (embeddings or textures); null when one of `needed` is missing. */
+function rowLookup(t: TrainingTextures, needed: readonly number[]): ((row: number) => Float32Array) | null {
   const at = new Map<number, number>();
   t.rowIds.forEach((r, i) => {
     at.set(r, i);

@@ -23,7 +23,7 @@ import {
 import { errors } from "../shared/errors.js";
 import { sha256 } from "../shared/hash.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
-import type { GalleryProgress, GallerySource } from "./gallery-source.js";
+import type { CollectedGallery, GalleryProgress, GallerySource } from "./gallery-source.js";
 
 /** How the index being served came to be. */
 export type IndexSource = "built" | "loaded" | "fallback";
@@ -271,21 +271,28 @@ export function createMatcher({
     const parts = [collected];
     for (const t of other) parts.push(await source.collect(t, () => {}));
     const count = parts.reduce((n, p) => n + p.entries.length, 0);
-    const vectors = new Float32Array(count * dimension);
     const labels: string[] = [];
     const isDefect: boolean[] = [];
-    let at = 0;
     for (const p of parts) {
-      vectors.set(p.vectors, at * dimension);
       for (const e of p.entries) {
         labels.push(trainingLabel(e));
         isDefect.push(e.imageType === "defect");
       }
-      at += p.entries.length;
     }
+    // Only the rows the gate reads (at most ~24,000), not a second copy of the whole gallery.
+    const rowIds = Int32Array.from(trainingRowIds(count, adaptation?.gate));
+    const vectors = new Float32Array(rowIds.length * dimension);
+    let part = 0;
+    let first = 0;
+    rowIds.forEach((r, i) => {
+      while (r >= first + (parts[part]?.entries.length ?? 0)) first += parts[part++]?.entries.length ?? 0;
+      const from = (parts[part] as CollectedGallery).vectors;
+      vectors.set(from.subarray((r - first) * dimension, (r - first + 1) * dimension), i * dimension);
+    });
     const textures = await trainingTextures(parts.flatMap((p) => p.entries));
     const { decision, projection } = await decideAdaptationOffThread({
       vectors,
+      rowIds,
       dim: dimension,
       labels,
       isDefect,
