@@ -9,19 +9,10 @@ import type { DatasetImage } from "../src/ingest/dataset.reader.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { expandQuery } from "../src/search/search.service.js";
 import { firstPerClass } from "./support/images.js";
-import {
-  SAMPLE_DIR,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
-  testLogger,
-} from "./support/services.js";
+import { ingestAndIndexV2, SAMPLE_DIR, startTestServers, testLogger } from "./support/services.js";
 
 describe("adapted space: learned from the gallery's labels, persisted, reloaded, invalidated", () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let config: AppConfig;
   let app: App;
   let queries: DatasetImage[];
@@ -32,29 +23,19 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
   };
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-    config = testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") });
+    servers = await startTestServers();
+    config = servers.config;
     // 7 classes x 25 real steel-strip images of the shipped X-SDD sample (runs with or without ../shared):
     // big enough to cross-validate, small enough to ingest fast.
     const gallery = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }), 25);
     queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 1);
     app = await createApp(config, testLogger, { initialiseIndexes: false });
-    await app.ingest.ingest(gallery);
-    const task = app.jobs.start({
-      targets: [
-        { version: "v2", imageType: "defect" },
-        { version: "v2", imageType: "normal" },
-      ],
-      trigger: "admin",
-    });
-    await app.jobs.whenIdle();
-    expect(task.error).toBeNull();
+    await ingestAndIndexV2(app, gallery);
   }, 600_000);
 
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("fits a projection, persists it beside the adapted index, names it in the manifest and says why in status", async () => {
@@ -139,7 +120,7 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
   it("treats a changed gallery label as a new training set: the persisted projection is not reused", async () => {
     const matcher = app.matchers.get("v2");
     const before = matcher?.state("defect").adaptedSpace.trainingFingerprint;
-    const client = new pg.Client({ connectionString: db.url });
+    const client = new pg.Client({ connectionString: servers.db.url });
     await client.connect();
     try {
       // Relabel one image as another defect type (as an inspector correcting a label would).

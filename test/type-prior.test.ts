@@ -8,12 +8,10 @@ import type { DatasetImage } from "../src/ingest/dataset.reader.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
 import {
   DATASETS_DIR,
+  ingestAndIndexV2,
   SAMPLE_DIR,
   SHARED_PRESENT,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
+  startTestServers,
   testLogger,
 } from "./support/services.js";
 
@@ -40,9 +38,7 @@ const precision = (q: DatasetImage, hits: { productCode: string; defectCode: str
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 describe(`searching both image types at once, imageType ALL (${DATA})`, () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let config: AppConfig;
   let app: App;
   let gallery: DatasetImage[];
@@ -57,33 +53,23 @@ describe(`searching both image types at once, imageType ALL (${DATA})`, () => {
     });
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-    config = testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") });
+    servers = await startTestServers();
+    config = servers.config;
     [gallery, queries] = await Promise.all([load("gallery"), load("query")]);
     app = await createApp(config, testLogger, { initialiseIndexes: false });
-    await app.ingest.ingest(gallery);
-    const task = app.jobs.start({
-      targets: [
-        { version: "v2", imageType: "defect" },
-        { version: "v2", imageType: "normal" },
-      ],
-      trigger: "admin",
-    });
-    await app.jobs.whenIdle();
-    expect(task.error).toBeNull();
+    await ingestAndIndexV2(app, gallery);
   }, 600_000);
 
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("stores each image's texture descriptor at ingestion, beside its embedding", async () => {
     const textureId = app.embedder.textureModelId;
     expect(textureId).toMatch(/#texture@591_quantized$/);
     expect(app.embedder.textureDimension).toBe(1152);
-    const client = new pg.Client({ connectionString: db.url });
+    const client = new pg.Client({ connectionString: servers.db.url });
     await client.connect();
     try {
       const { rows } = await client.query(

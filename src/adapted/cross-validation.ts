@@ -5,6 +5,7 @@ import {
   fitProjection,
   type PcaBasis,
   type Projection,
+  sampleRows,
   toPca,
 } from "./projection.js";
 import {
@@ -77,18 +78,12 @@ export interface TrainingTextures {
   vectors: Float32Array;
 }
 
-/** Evenly spaced row numbers, at most `max` of `count` (the gate's samples). */
-const evenRows = (count: number, max: number) => {
-  const step = count > max ? count / max : 1;
-  return Array.from({ length: Math.min(count, max) }, (_, i) => Math.floor(i * step));
-};
-
 /**
  * The rows of an `n`-image training set the gate reads beyond the embeddings' (the cross-validation sample
  * and the final fit's sample), ascending: what a caller must give texture descriptors for.
  */
 export function trainingRowIds(n: number, settings: GateSettings = DEFAULT_GATE): number[] {
-  return [...new Set([...evenRows(n, settings.maxImages), ...evenRows(n, FINAL_FIT_MAX)])].sort(
+  return [...new Set([...sampleRows(n, settings.maxImages), ...sampleRows(n, FINAL_FIT_MAX)])].sort(
     (a, b) => a - b,
   );
 }
@@ -169,7 +164,7 @@ export function decideAdaptation({
   if (populated < 2) return raw(`fewer than 2 classes with ${settings.folds} or more images`);
 
   // An even sample bounds the cost (n^2 scores per candidate); the final fit uses every image.
-  const rows = evenRows(n, settings.maxImages);
+  const rows = sampleRows(n, settings.maxImages);
   const classNames = [...new Set(rows.map((r) => labels[r] as string))].sort();
   const classOf = rows.map((r) => classNames.indexOf(labels[r] as string));
   const vectorOf = rowIds
@@ -257,7 +252,7 @@ export function decideAdaptation({
   }
   // Final fit on every image up to FINAL_FIT_MAX (an even sample above: the class scatter of 20,000
   // images is as good as that of a million, at a fiftieth of the time); PCA from the cross-validation sample.
-  const fitRows = evenRows(n, FINAL_FIT_MAX);
+  const fitRows = sampleRows(n, FINAL_FIT_MAX);
   const allClasses = [...counts.keys()].sort();
   const projection = fitProjection(
     basis,

@@ -62,8 +62,8 @@ export const MAX_PCA_DIMS = 256;
 /** Rows used to estimate covariances at most; more adds time, not accuracy. */
 const MAX_FIT_ROWS = 20_000;
 
-/** Evenly spaced row numbers, at most `max` of `count`. */
-function sampleRows(count: number, max: number): number[] {
+/** Evenly spaced row numbers, ascending, at most `max` of `count` (all of them when `count <= max`). */
+export function sampleRows(count: number, max: number): number[] {
   if (count <= max) return Array.from({ length: count }, (_, i) => i);
   const step = count / max;
   return Array.from({ length: max }, (_, i) => Math.floor(i * step));

@@ -6,8 +6,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { pino } from "pino";
+import type { App } from "../../src/app.js";
 import { type AppConfig, loadConfig } from "../../src/config/config.js";
 import { startEmbeddedPostgres } from "../../src/db/embedded-postgres.js";
+import type { DatasetImage } from "../../src/ingest/dataset.reader.js";
 import { startEmbeddedS3 } from "../../src/storage/embedded-s3.js";
 
 /** Repository root. */
@@ -118,4 +120,35 @@ export function testConfig({
     PORT: "0",
     ...extra,
   });
+}
+
+/**
+ * A test file's servers: PostgreSQL, an S3 server and a scratch folder, with the app's configuration for them
+ * (index cache in `<scratch>/idx`); `stop` ends them and removes the folder.
+ */
+export async function startTestServers() {
+  const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+  const config = testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") });
+  return {
+    db,
+    config,
+    async stop() {
+      await Promise.all([db.stop(), s3.stop()]);
+      await scratch.remove();
+    },
+  };
+}
+
+/** Ingests `images` and rebuilds both V2 indexes (defect and normal); throws when the rebuild fails. */
+export async function ingestAndIndexV2(app: App, images: readonly DatasetImage[]): Promise<void> {
+  await app.ingest.ingest(images);
+  const task = app.jobs.start({
+    targets: [
+      { version: "v2", imageType: "defect" },
+      { version: "v2", imageType: "normal" },
+    ],
+    trigger: "admin",
+  });
+  await app.jobs.whenIdle();
+  if (task.error) throw new Error(`rebuild failed: ${JSON.stringify(task.error)}`);
 }
