@@ -289,7 +289,10 @@ export function createMatcher({
       const from = (parts[part] as CollectedGallery).vectors;
       vectors.set(from.subarray((r - first) * dimension, (r - first + 1) * dimension), i * dimension);
     });
-    const textures = await trainingTextures(parts.flatMap((p) => p.entries));
+    const textures = await trainingTextures(
+      parts.flatMap((p) => p.entries),
+      rowIds,
+    );
     const { decision, projection } = await decideAdaptationOffThread({
       vectors,
       rowIds,
@@ -318,10 +321,12 @@ export function createMatcher({
    * missing; undefined when the source or model has none, or one of them has none (the type prior then
    * learns from the embedding alone).
    */
-  async function trainingTextures(entries: readonly GalleryEntry[]): Promise<TrainingTextures | undefined> {
+  async function trainingTextures(
+    entries: readonly GalleryEntry[],
+    rowIds: Int32Array,
+  ): Promise<TrainingTextures | undefined> {
     if (!source.collectTextures) return undefined;
     // Only the rows the gate reads (a sample of at most 20,000): a million descriptors would be 4.6 GB.
-    const rowIds = trainingRowIds(entries.length, adaptation?.gate);
     const wanted = new Map<number, number>();
     for (const r of rowIds) {
       const id = entries[r]?.imageId;

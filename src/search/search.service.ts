@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { type TypePrior, typeLean, typeShift } from "../adapted/type-prior.js";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
+import { l2NormalizeInPlace } from "../embedding/embedding.model.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { EmbeddingSpace, Match, Matcher } from "../matchers/matcher.js";
 import { errors, isDomainError } from "../shared/errors.js";
@@ -197,7 +198,7 @@ export function createSearchService({
   }
 
   /** The query embedding and the content hash to leave out of the results, if any. */
-  async function queryEmbedding(image: QueryImage, timing: SearchTiming) {
+  async function queryEmbedding(image: QueryImage, timing: SearchTiming, wantTexture: boolean) {
     const given = [image.bytes, image.base64, image.storageKey, image.galleryImageId].filter(
       (v) => v !== undefined && v !== null,
     );
@@ -216,9 +217,9 @@ export function createSearchService({
       exclude = row.contentSha256;
       const stored = await fetching(() => repository.getEmbedding(id, embedder.modelId));
       if (stored) {
-        // Its texture too, when stored (ingestion and rebuilds store it); without one, an ALL search of
-        // this image merges by similarity rather than re-embedding the original.
-        const textureId = embedder.textureModelId;
+        // Its texture too when an ALL search may lean by it (ingestion and rebuilds store it); without
+        // one, the search merges by similarity rather than re-embedding the original.
+        const textureId = wantTexture ? embedder.textureModelId : null;
         const texture = textureId ? await fetching(() => repository.getEmbedding(id, textureId)) : undefined;
         timing.fetchMs = performance.now() - t0;
         return { embedding: stored, texture: texture ?? null, exclude };
@@ -310,7 +311,7 @@ export function createSearchService({
     for (const t of types) matcher.assertReady(t);
 
     const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
-    const { embedding, texture, exclude } = await queryEmbedding(req.image, timing);
+    const { embedding, texture, exclude } = await queryEmbedding(req.image, timing, req.imageType === "all");
     const t0 = performance.now();
     const options = {
       // The vote may need more neighbours than the caller wants hits.
@@ -389,12 +390,7 @@ export function expandQuery(
     const w = Math.max(score, 0) ** alpha;
     for (let d = 0; d < out.length; d++) out[d] = (out[d] as number) + w * (vector[d] as number);
   }
-  let norm = 0;
-  for (const x of out) norm += x * x;
-  norm = Math.sqrt(norm);
-  if (!Number.isFinite(norm) || norm === 0) return Float32Array.from(query);
-  for (let d = 0; d < out.length; d++) out[d] = (out[d] as number) / norm;
-  return out;
+  return l2NormalizeInPlace(out) ? out : Float32Array.from(query);
 }
 
 /**
