@@ -26,7 +26,10 @@ const env = await factory.create("bench_hostile", { ADMIN_TOKEN: "hostile-probe-
 const app = await env.createApp();
 try {
   await app.ingest.ingest(await realImages(opts.datasetsDir, "gallery", 300));
-  app.jobs.start({ targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })), trigger: "admin" });
+  await app.jobs.start({
+    targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
+    trigger: "admin",
+  });
   await app.jobs.whenIdle();
   const { url } = await app.listen();
   const image = (await readFile((await realImages(opts.datasetsDir, "query", 1))[0]?.path ?? "")).toString(

@@ -1,4 +1,5 @@
 import path from "node:path";
+import PQueue from "p-queue";
 import type { Logger } from "pino";
 import { DEFAULT_GATE } from "./adapted/cross-validation.js";
 import { type AdminService, createAdminService } from "./admin/admin.service.js";
@@ -6,6 +7,9 @@ import type { AppConfig } from "./config/config.js";
 import { applyNativeThreadSettings } from "./config/native-threads.js";
 import { createDbClient, type DbClient } from "./db/db.client.js";
 import { createImageRepository, type ImageRepository } from "./db/images.repository.js";
+import { createIndexArtifacts } from "./deployment/index-artifacts.js";
+import { createReplica, defaultReplicaId, type Replica } from "./deployment/replica.js";
+import { createServingStateRepository } from "./deployment/serving-state.repository.js";
 import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
 import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
@@ -17,8 +21,7 @@ import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
 import { loadSampleGallery, type SampleGalleryResult } from "./ingest/sample-gallery.js";
-import { watchFallbackIndexes } from "./jobs/fallback-recheck.js";
-import { startIndexes } from "./jobs/index-startup.js";
+import { planStartup, startFromLocalCache } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
@@ -42,6 +45,8 @@ export interface App {
   readonly embedder: Embedder;
   readonly matchers: ReadonlyMap<MatcherVersion, Matcher>;
   readonly jobs: RebuildJobs;
+  /** This process's place in the deployment: flag, active index versions, heartbeat. */
+  readonly replica: Replica;
   readonly search: SearchService;
   readonly admin: AdminService;
   readonly ingest: IngestService;
@@ -138,6 +143,7 @@ export async function createApp(
 
     const repository = createImageRepository({ db: db.db });
     const store = createIndexStore({ root: config.index.cacheDir });
+    const adaptedStore = createIndexStore({ root: path.join(config.index.cacheDir, "adapted") });
     const threads = applyNativeThreadSettings(config);
     logger.debug({ threads }, "native thread settings");
     const backend =
@@ -158,7 +164,7 @@ export async function createApp(
         enabled: config.adaptation.enabled,
         defaultSpace: config.adaptation.defaultSpace,
         gate,
-        store: createIndexStore({ root: path.join(config.index.cacheDir, "adapted") }),
+        store: adaptedStore,
       },
       store,
       backend,
@@ -188,9 +194,57 @@ export async function createApp(
     cleanups.push(async () => {
       for (const m of matchers.values()) await m.close();
     });
-    const jobs = createRebuildJobs({ matchers, logger, onFinished: metrics.observeRebuild });
-    cleanups.push(() => jobs.whenIdle());
+    const replicaId = config.replica.replicaId ?? defaultReplicaId();
+    const servingState = createServingStateRepository(db.pool);
     const flag = createMatcherVersionFlag(config.matcher.initialVersion);
+    // One writer of the local index cache at a time: a rebuild's save, a download's install, a load.
+    const cacheLock = new PQueue({ concurrency: 1 });
+    const runExclusive = <T>(run: () => Promise<T>) => cacheLock.add(run) as Promise<T>;
+    let replica: Replica | undefined;
+    const jobs = createRebuildJobs({
+      pool: db.pool,
+      databaseUrl: dbUrl,
+      matchers,
+      publish: (target, outcome, guard) => (replica as Replica).publish(target, outcome, guard),
+      runExclusive,
+      replicaId,
+      isReplicaStale: (id) => servingState.isStale(id, config.replica.staleMs),
+      settings: { ...config.rebuild, replicaStaleMs: config.replica.staleMs, pollMs: config.replica.pollMs },
+      logger,
+      onFinished: metrics.observeRebuild,
+    });
+    cleanups.push(() => jobs.close());
+    const firstContact = async () => {
+      await db.migrate();
+      await servingState.seedMatcherVersion(config.matcher.initialVersion, replicaId);
+    };
+    replica = createReplica({
+      databaseUrl: dbUrl,
+      repo: servingState,
+      artifacts: createIndexArtifacts({ blobStore, raw: store, adapted: adaptedStore }),
+      matchers,
+      flag,
+      jobs: () => jobs,
+      runExclusive,
+      isBusy: () => cacheLock.size + cacheLock.pending > 0,
+      settings: { ...config.replica, replicaId },
+      follow: initialiseIndexes,
+      onFirstContact: startupDatabaseError === null ? undefined : firstContact,
+      afterFirstContact: initialiseIndexes
+        ? () =>
+            planStartup({
+              matchers,
+              replica: replica as Replica,
+              jobs,
+              policy: config.index.startupRebuild,
+              logger,
+            }).then(() => undefined)
+        : undefined,
+      logger,
+    });
+    if (startupDatabaseError === null) {
+      await firstContact().catch((err) => logger.error({ err }, "could not seed the matcher flag"));
+    }
     const ingest = createIngestService({
       repository,
       blobStore,
@@ -201,18 +255,20 @@ export async function createApp(
     const sampleGallery = withSample ? await loadSampleGallery({ ...config.sample, ingest, logger }) : null;
 
     if (initialiseIndexes) {
-      await startIndexes({
-        matchers,
-        jobs,
-        policy: config.index.startupRebuild,
-        databaseDown: startupDatabaseError !== null,
-        logger,
-      });
-      cleanups.push(
-        watchFallbackIndexes({ matchers, jobs, db, intervalMs: config.index.fallbackRecheckMs, logger }),
-      );
+      if (startupDatabaseError !== null) {
+        await startFromLocalCache(matchers);
+      } else {
+        await replica.sync();
+        await planStartup({ matchers, replica, jobs, policy: config.index.startupRebuild, logger });
+        await replica.sync();
+      }
+    }
+    replica.start();
+    cleanups.push(() => (replica as Replica).close());
+    if (initialiseIndexes && sampleGallery) {
       // The sample's first search must hit: serve only once the rebuild that takes it in is done.
-      if (sampleGallery) await jobs.whenIdle();
+      await jobs.whenIdle();
+      await replica.sync();
     }
 
     const searchService = createSearchService({
@@ -255,6 +311,8 @@ export async function createApp(
       matchers,
       flag,
       jobs,
+      replica,
+      state: servingState,
       model: {
         modelId: model.modelId,
         preset: config.model.name,
@@ -276,29 +334,7 @@ export async function createApp(
       });
     }
 
-    const readiness = (): Readiness => {
-      const activeVersion = flag.get();
-      const m = matchers.get(activeVersion);
-      const indexes = m ? IMAGE_TYPES.map((t) => m.state(t)) : [];
-      const reasons = m
-        ? indexes
-            .filter((s) => !s.ready)
-            .map((s) => `index ${s.version}/${s.imageType} is not served yet (being built or loaded)`)
-        : [`matcher ${activeVersion} is not configured`];
-      return {
-        ready: reasons.length === 0,
-        reasons,
-        detail: {
-          activeVersion,
-          indexes: indexes.map((s) => ({
-            version: s.version,
-            imageType: s.imageType,
-            ready: s.ready,
-            count: s.count,
-          })),
-        },
-      };
-    };
+    const readiness = (): Readiness => (replica as Replica).readiness();
 
     return {
       config,
@@ -309,6 +345,7 @@ export async function createApp(
       embedder,
       matchers,
       jobs,
+      replica,
       search,
       admin,
       ingest,

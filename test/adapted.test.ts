@@ -132,7 +132,7 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
       await client.end();
     }
     expect(await matcher?.loadPersisted("defect", "loaded", true)).toBe(false);
-    app.jobs.start({ targets: [{ version: "v2", imageType: "defect" }], trigger: "admin" });
+    await app.jobs.start({ targets: [{ version: "v2", imageType: "defect" }], trigger: "admin" });
     await app.jobs.whenIdle();
     const after = matcher?.state("defect").adaptedSpace.trainingFingerprint;
     expect(after).toBeTruthy();

@@ -39,10 +39,15 @@ describe("image repository on a real PostgreSQL", () => {
       "select table_name from information_schema.tables where table_schema = 'public' order by 1",
     );
     expect(tables.rows.map((r) => r.table_name)).toEqual([
+      "active_indexes",
       "defect_types",
       "image_embeddings",
       "images",
+      "index_versions",
+      "matcher_version_changes",
       "products",
+      "rebuild_tasks",
+      "replicas",
     ]);
   });
 

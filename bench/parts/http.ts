@@ -59,11 +59,11 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
     const gallery = await realImages(opts.datasetsDir, "gallery", opts.httpImages);
     ctx.log(`http: ingesting ${gallery.length} real gallery images`);
     await app.ingest.ingest(gallery);
-    const task = app.jobs.start({
+    const queued = await app.jobs.start({
       targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
       trigger: "admin",
     });
-    await app.jobs.whenIdle();
+    const task = await app.jobs.untilDone(queued.id);
     if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
     const server = await app.listen();
     const queryPath = await pickQueryImage(ctx);

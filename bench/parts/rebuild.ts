@@ -30,12 +30,12 @@ export interface RebuildBench {
 
 async function rebuild(app: App, name: string, during?: () => Promise<void>): Promise<RebuildScenario> {
   const t0 = performance.now();
-  const task = app.jobs.start({
+  const queued = await app.jobs.start({
     targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
     trigger: "admin",
   });
   await during?.();
-  await app.jobs.whenIdle();
+  const task = await app.jobs.untilDone(queued.id);
   const seconds = since(t0) / 1000;
   if (task.status !== "succeeded") throw new Error(`${name}: rebuild failed: ${task.error}`);
   return {
@@ -84,7 +84,7 @@ export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
     h.enable();
     scenarios.push(
       await rebuild(app, "from scratch (no embedding cached)", async () => {
-        while (app.jobs.list()[0]?.status === "running") during.push(await search());
+        while ((await app.jobs.open()) !== undefined) during.push(await search());
       }),
     );
     h.disable();

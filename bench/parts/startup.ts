@@ -132,11 +132,11 @@ export async function benchStartup(ctx: BenchContext): Promise<StartupResult[]> 
     let small = 0;
     try {
       await app.ingest.ingest(await realImages(opts.datasetsDir, "gallery", 60));
-      const task = app.jobs.start({
+      const queued = await app.jobs.start({
         targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
         trigger: "admin",
       });
-      await app.jobs.whenIdle();
+      const task = await app.jobs.untilDone(queued.id);
       if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
       small = app.matchers.get("v2")?.state("defect").count ?? 0;
     } finally {

@@ -93,7 +93,9 @@ program
 
 program
   .command("rebuild")
-  .description("Rebuild indexes into INDEX_CACHE_DIR (a running server loads them at its next start).")
+  .description(
+    "Rebuild indexes for the deployment: published to the bucket and activated; running replicas swap them in.",
+  )
   .addOption(new Option("--type <type>", "image type").choices(["defect", "normal", "all"]).default("all"))
   .addOption(new Option("--matcher <version>", "matcher version").choices(["v1", "v2"]).default("v2"))
   .action(async (opts: { type: ImageType | "all"; matcher: MatcherVersion }) => {
@@ -102,7 +104,7 @@ program
     const app = await createApp(config, logger, { initialiseIndexes: false });
     try {
       const types = opts.type === "all" ? [...IMAGE_TYPES] : [opts.type];
-      const task = app.jobs.start({
+      const queued = await app.jobs.start({
         targets: types.map((imageType) => ({ version: opts.matcher, imageType })),
         trigger: "admin",
       });
@@ -111,10 +113,13 @@ program
       });
       bar.start(1, 0, { newlyEmbedded: 0, failed: 0 });
       const timer = setInterval(() => {
-        bar.setTotal(Math.max(task.progress.total, 1));
-        bar.update(task.progress.processed, task.progress);
+        void app.jobs.get(queued.id).then((t) => {
+          if (!t) return;
+          bar.setTotal(Math.max(t.progress.total, 1));
+          bar.update(t.progress.processed, t.progress);
+        });
       }, 200);
-      await app.jobs.whenIdle();
+      const task = await app.jobs.untilDone(queued.id);
       clearInterval(timer);
       bar.stop();
       for (const r of task.results) console.log(`${r.version}/${r.imageType}: ${r.count} vectors`);

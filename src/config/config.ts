@@ -237,11 +237,45 @@ export const envSchema = z.object({
     .max(1000)
     .default(10)
     .describe("Top-K hits whose similarity-weighted vote gives the suggested defect type."),
-  FALLBACK_RECHECK_MS: int(100)
-    .default(30_000)
+  REPLICA_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/)
+    .optional()
+    .describe("This replica's name in status.replicas (default: host name and process id)."),
+  STATE_POLL_MS: int(100)
+    .default(2000)
     .describe(
-      "While V2 serves a FALLBACK index (database down at startup), how often to check whether the database is back (ms).",
+      "How often each replica reads the matcher flag and the active index versions from PostgreSQL (ms); NOTIFY wakes it sooner, the poll is the truth.",
     ),
+  READY_GRACE_MS: int(0)
+    .default(120_000)
+    .describe(
+      "After an activation, how long a replica still serving the previous index version counts as ready (ms).",
+    ),
+  REPLICA_STALE_MS: int(1000)
+    .default(15_000)
+    .describe(
+      "A replica whose heartbeat is older than this is dead: its running rebuild is retried elsewhere (ms).",
+    ),
+  INDEX_VERSIONS_KEPT: int(0)
+    .max(100)
+    .default(3)
+    .describe(
+      "Index versions kept in the bucket per index besides the active and the previous one, for rollback; older ones are deleted.",
+    ),
+  REBUILD_RETRIES: int(0)
+    .max(10)
+    .default(2)
+    .describe("Retries of a rebuild whose replica died mid-way, before it fails."),
+  REBUILD_TIMEOUT_MINUTES: int(1)
+    .max(1400)
+    .default(240)
+    .describe(
+      "A rebuild still running after this long is failed and retried (a backstop for hung replicas).",
+    ),
+  REBUILD_WORKER: bool
+    .default(true)
+    .describe("Whether this replica runs rebuilds (every replica can request them)."),
   MATCHER_VERSION: z
     .enum(["v1", "v2"])
     .optional()
@@ -380,8 +414,6 @@ export interface AppConfig {
     readonly threads: number;
     /** OpenMP threads of an index build. */
     readonly buildThreads: number;
-    /** How often a FALLBACK index checks whether the database is back (ms). */
-    readonly fallbackRecheckMs: number;
     readonly startupRebuild: Env["STARTUP_REBUILD"];
   };
   readonly adaptation: {
@@ -395,6 +427,15 @@ export interface AppConfig {
     readonly queryExpansion: { readonly topN: number; readonly alpha: number };
   };
   readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
+  /** This process as a replica of the deployment (see `src/deployment/replica.ts`). */
+  readonly replica: {
+    readonly replicaId: string | undefined;
+    readonly pollMs: number;
+    readonly graceMs: number;
+    readonly staleMs: number;
+    readonly keepVersions: number;
+  };
+  readonly rebuild: { readonly retries: number; readonly timeoutMinutes: number; readonly work: boolean };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
   readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
   readonly adminToken: string | undefined;
@@ -538,7 +579,6 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       recallQueries: env.INDEX_RECALL_QUERIES,
       threads: env.FAISS_THREADS,
       buildThreads: env.INDEX_BUILD_THREADS,
-      fallbackRecheckMs: env.FALLBACK_RECHECK_MS,
       startupRebuild: env.STARTUP_REBUILD,
     },
     adaptation: {
@@ -553,6 +593,18 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     matcher: {
       initialVersion,
       v1GalleryDir: env.V1_GALLERY_DIR ? path.resolve(env.V1_GALLERY_DIR) : undefined,
+    },
+    replica: {
+      replicaId: env.REPLICA_ID,
+      pollMs: env.STATE_POLL_MS,
+      graceMs: env.READY_GRACE_MS,
+      staleMs: env.REPLICA_STALE_MS,
+      keepVersions: env.INDEX_VERSIONS_KEPT,
+    },
+    rebuild: {
+      retries: env.REBUILD_RETRIES,
+      timeoutMinutes: env.REBUILD_TIMEOUT_MINUTES,
+      work: env.REBUILD_WORKER,
     },
     sample: {
       galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),

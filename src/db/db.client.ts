@@ -8,9 +8,26 @@ import { defectTypes } from "./defect-types.table.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
+import {
+  activeIndexes,
+  indexVersions,
+  matcherVersionChanges,
+  rebuildTasks,
+  replicas,
+} from "./serving-state.table.js";
 
 /** Every table, for drizzle's relational typing. */
-export const schema = { products, defectTypes, images, imageEmbeddings };
+export const schema = {
+  products,
+  defectTypes,
+  images,
+  imageEmbeddings,
+  matcherVersionChanges,
+  indexVersions,
+  activeIndexes,
+  replicas,
+  rebuildTasks,
+};
 /** The typed drizzle handle used by repositories. */
 export type Database = NodePgDatabase<typeof schema>;
 

@@ -85,11 +85,11 @@ export async function runThroughService({
   try {
     const summary = await app.ingest.ingest(dataset.galleryRows);
     const t0 = performance.now();
-    const task = app.jobs.start({
+    const queued = await app.jobs.start({
       targets: IMAGE_TYPES.map((imageType) => ({ version, imageType })),
       trigger: "admin",
     });
-    await app.jobs.whenIdle();
+    const task = await app.jobs.untilDone(queued.id);
     const rebuildMs = performance.now() - t0;
     if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
     const matcher = app.matchers.get(version);

@@ -11,4 +11,6 @@ export interface GraphQLContext {
   maxImageBytes: number;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */
   adminAccess: "granted" | "missing" | "invalid" | "disabled" | "throttled";
+  /** First 12 hex digits of ADMIN_TOKEN's sha256 (who made an admin change), or null when unset. */
+  adminTokenId: string | null;
 }

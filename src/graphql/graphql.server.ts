@@ -4,6 +4,7 @@ import { unwrapResolverError } from "@apollo/server/errors";
 import GraphQLUpload from "graphql-upload/GraphQLUpload.mjs";
 import type { Logger } from "pino";
 import { DomainError } from "../shared/errors.js";
+import { sha256 } from "../shared/hash.js";
 import { checkAdminAccess, createAdminGuard } from "./admin.auth.js";
 import type { GraphQLContext } from "./graphql.context.js";
 import { createErrorFormatter } from "./graphql.errors.js";
@@ -60,7 +61,7 @@ export async function startGraphQLEndpoint({
   limits,
   logger,
 }: {
-  services: Omit<GraphQLContext, "adminAccess">;
+  services: Omit<GraphQLContext, "adminAccess" | "adminTokenId">;
   adminToken: string | undefined;
   exposeStack: boolean;
   /** Schema introspection (on in development, off in production by default). */
@@ -70,6 +71,8 @@ export async function startGraphQLEndpoint({
 }): Promise<GraphQLEndpoint> {
   const guards = operationLimits(limits);
   const adminGuard = createAdminGuard();
+  // Recorded with admin changes (the flag's history): names the credential without revealing it.
+  const adminTokenId = adminToken ? sha256(adminToken).slice(0, 12) : null;
   const apollo = new ApolloServer<GraphQLContext>({
     typeDefs: readFileSync(SCHEMA_PATH, "utf8"),
     resolvers: { ...resolvers, Upload: GraphQLUpload },
@@ -86,6 +89,7 @@ export async function startGraphQLEndpoint({
     context: async (authorization, address) => ({
       ...services,
       adminAccess: await adminGuard(checkAdminAccess(authorization, adminToken), address),
+      adminTokenId,
     }),
     stop: () => apollo.stop(),
   };

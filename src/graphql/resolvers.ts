@@ -6,6 +6,8 @@ import type { GraphQLContext } from "./graphql.context.js";
 import { readUpload } from "./upload.js";
 
 const isAdmin = (ctx: GraphQLContext) => ctx.adminAccess === "granted";
+/** Which admin credential made a change, without the secret: its sha256's first 12 hex digits. */
+const adminCredential = (ctx: GraphQLContext) => `admin-token:${ctx.adminTokenId ?? "unknown"}`;
 const REDACTED = "unavailable (details are shown with the admin token)";
 
 /** Largest image id (PostgreSQL `integer`). */
@@ -27,9 +29,9 @@ export const resolvers: Resolvers = {
   ImageType: { DEFECT: "defect", NORMAL: "normal" },
   ImageTypeSelector: { DEFECT: "defect", NORMAL: "normal", ALL: "all" },
   MatcherVersion: { V1: "v1", V2: "v2" },
-  IndexSource: { BUILT: "built", LOADED: "loaded", FALLBACK: "fallback" },
+  IndexSource: { BUILT: "built", LOADED: "loaded", DOWNLOADED: "downloaded", FALLBACK: "fallback" },
   EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
-  RebuildStatus: { RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
+  RebuildStatus: { QUEUED: "queued", RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
 
   Query: {
     searchSimilar: async (_, { input }, ctx) =>
@@ -52,7 +54,7 @@ export const resolvers: Resolvers = {
         space: input.space,
       }),
     status: (_, __, ctx) => ctx.admin.status(),
-    rebuildTask: (_, { id }, ctx) => ctx.admin.task(String(id)) ?? null,
+    rebuildTask: async (_, { id }, ctx) => (await ctx.admin.task(String(id))) ?? null,
     products: (_, __, ctx) => ctx.gallery.products(),
     defectTypes: (_, __, ctx) => ctx.gallery.defectTypes(),
     galleryImages: async (_, { filter, first, after }, ctx) => {
@@ -68,12 +70,16 @@ export const resolvers: Resolvers = {
   Mutation: {
     rebuildIndex: (_, { imageType, version }, ctx) => {
       requireAdmin(ctx);
-      return ctx.admin.rebuild(imageType, version);
+      return ctx.admin.rebuild(imageType, version, adminCredential(ctx));
     },
-    setMatcherVersion: (_, { version }, ctx) => {
+    setMatcherVersion: async (_, { version, reason }, ctx) => {
       requireAdmin(ctx);
-      ctx.admin.setActiveVersion(version);
+      await ctx.admin.setActiveVersion(version, reason, adminCredential(ctx));
       return ctx.admin.status();
+    },
+    activateIndexVersion: (_, { id, reason }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.admin.activateIndexVersion(String(id), reason, adminCredential(ctx));
     },
   },
 
@@ -100,11 +106,26 @@ export const resolvers: Resolvers = {
   },
   IndexStatus: {
     checksum: (s) => s.indexSha256,
+    indexVersion: (s) => s.indexVersionId,
+    activeIndexVersion: (s) => s.activeIndexVersionId,
     gallery: (s, _, ctx) => (isAdmin(ctx) ? s.gallery : s.gallery.replace(/^folder .*/, "folder")),
   },
   ServiceStatus: {
     // Hosts, SQL and paths in infrastructure errors are for operators only.
     databaseError: (s, _, ctx) => (s.databaseError === null || isAdmin(ctx) ? s.databaseError : REDACTED),
+  },
+  IndexVersion: {
+    id: (v) => v.indexVersionId,
+    checksum: (v) => v.indexSha256,
+  },
+  Replica: {
+    id: (r) => r.replicaId,
+  },
+  ServedIndex: {
+    indexVersion: (s) => s.indexVersionId,
+  },
+  RebuildResult: {
+    indexVersion: (r) => r.indexVersionId ?? null,
   },
   RebuildTask: {
     trigger: (t) => t.trigger.toUpperCase(),

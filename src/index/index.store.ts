@@ -16,7 +16,7 @@ import {
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
-import { sha256File } from "../shared/hash.js";
+import { sha256, sha256File } from "../shared/hash.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 import { EXACT_VECTORS_FILE } from "./faiss/exact-vectors.js";
 import { type GalleryColumns, readColumns, serializeColumns } from "./gallery-columns.js";
@@ -102,6 +102,13 @@ export const manifestSchema = z.object({
 /** A persisted index's manifest. */
 export type IndexManifest = z.infer<typeof manifestSchema>;
 
+/**
+ * The index version id of a manifest: sha256 (hex, 64 characters) of its canonical JSON. The manifest holds
+ * the sha256 of every file and the build time, so the id names one build's bytes on every replica.
+ */
+export const indexVersionId = (manifest: IndexManifest): string =>
+  sha256(JSON.stringify(manifestSchema.parse(manifest)));
+
 /** An index being served, with the metadata of each label. */
 export interface LoadedIndex {
   manifest: IndexManifest;
@@ -129,8 +136,54 @@ export function createIndexStore({
 }) {
   const dirOf = (version: MatcherVersion, imageType: ImageType) => path.join(root, version, imageType);
   const fault = (step: SaveStep) => faultAt?.(step);
+
+  /** fsyncs the complete folder `tmp`, renames it to `versionName` and points the link at it. */
+  async function moveIntoPlace(tmp: string, parent: string, imageType: ImageType, versionName: string) {
+    const dir = path.join(parent, imageType);
+    for (const f of await readdir(tmp)) await fsyncPath(path.join(tmp, f));
+    await fsyncPath(tmp);
+    await rename(tmp, path.join(parent, versionName));
+    fault("version-in-place");
+    const previous = await readlink(dir).catch(() => undefined);
+    if (await isRealDir(dir)) {
+      // A folder from before versioned saves: keep it as a version until the link replaces it.
+      await rename(dir, path.join(parent, `.${imageType}.v-000000000-legacy`));
+    }
+    await pointAt(parent, imageType, versionName, fault);
+    if (previous && previous !== versionName)
+      await rm(path.join(parent, previous), { recursive: true, force: true });
+    await rm(path.join(parent, `.${imageType}.v-000000000-legacy`), { recursive: true, force: true });
+  }
+
   return {
     dirOf,
+
+    /**
+     * A new temporary folder beside the index of (version, imageType), on the same file system, for a
+     * download that {@link install} then moves into place; the caller removes it when not installed.
+     */
+    async stagingDir(version: MatcherVersion, imageType: ImageType): Promise<string> {
+      const parent = path.join(root, version);
+      await mkdir(parent, { recursive: true });
+      const tmp = path.join(parent, `.${imageType}.tmp-${randomBytes(4).toString("hex")}`);
+      await mkdir(tmp);
+      return tmp;
+    },
+
+    /**
+     * Makes the complete folder `staged` (from {@link stagingDir}, files already verified) the persisted
+     * index of (version, imageType), with the same crash safety as {@link save}.
+     */
+    async install(version: MatcherVersion, imageType: ImageType, staged: string): Promise<void> {
+      const parent = path.join(root, version);
+      const versionName = `.${imageType}.v-${Date.now().toString(36).padStart(9, "0")}-${randomBytes(4).toString("hex")}`;
+      await moveIntoPlace(staged, parent, imageType, versionName);
+    },
+
+    /** The files of the persisted index of (version, imageType) (names in its folder), or [] when none. */
+    async files(version: MatcherVersion, imageType: ImageType): Promise<string[]> {
+      return readdir(dirOf(version, imageType)).catch(() => []);
+    },
 
     /**
      * Repairs what an interrupted save left: drops temporary folders and links and versions nothing links
@@ -207,19 +260,7 @@ export function createIndexStore({
         // The manifest last: a folder without one is never loaded.
         await writeFile(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
         fault("files-written");
-        for (const f of await readdir(tmp)) await fsyncPath(path.join(tmp, f));
-        await fsyncPath(tmp);
-        await rename(tmp, path.join(parent, versionName));
-        fault("version-in-place");
-        const previous = await readlink(dir).catch(() => undefined);
-        if (await isRealDir(dir)) {
-          // A folder from before versioned saves: keep it as a version until the link replaces it.
-          await rename(dir, path.join(parent, `.${imageType}.v-000000000-legacy`));
-        }
-        await pointAt(parent, imageType, versionName, fault);
-        if (previous && previous !== versionName)
-          await rm(path.join(parent, previous), { recursive: true, force: true });
-        await rm(path.join(parent, `.${imageType}.v-000000000-legacy`), { recursive: true, force: true });
+        await moveIntoPlace(tmp, parent, imageType, versionName);
       } finally {
         await rm(tmp, { recursive: true, force: true });
       }

@@ -13,7 +13,12 @@ import { type AutoFactoryPolicy, isExactFactory, resolveFactory } from "../index
 import { filteredSearch, type PlanLimits } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
-import type { IndexManifest, IndexStore, LoadedIndex } from "../index/index.store.js";
+import {
+  type IndexManifest,
+  type IndexStore,
+  indexVersionId,
+  type LoadedIndex,
+} from "../index/index.store.js";
 import {
   type BuiltIndex,
   IndexUnavailableError,
@@ -26,7 +31,12 @@ import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/type
 import type { CollectedGallery, GalleryProgress, GallerySource } from "./gallery-source.js";
 
 /** How the index being served came to be. */
-export type IndexSource = "built" | "loaded" | "fallback";
+/**
+ * How the index being served came to be: built by this replica, loaded from its local cache, downloaded
+ * from the artifact store (built by another replica), or served from the local cache while the database
+ * was down (fallback).
+ */
+export type IndexSource = "built" | "loaded" | "downloaded" | "fallback";
 
 /** An embedding space: the model's own (`raw`) or the one learned from the gallery's labels (`adapted`). */
 export type EmbeddingSpace = "raw" | "adapted";
@@ -70,6 +80,8 @@ export interface IndexState {
   /** When this process started serving it (ISO 8601). */
   servingSince: string | null;
   indexSha256: string | null;
+  /** Index version served (sha256 of its manifest, see `indexVersionId`); null when none. */
+  indexVersionId: string | null;
   gallery: string;
   adaptedSpace: AdaptedSpaceState;
 }
@@ -139,7 +151,17 @@ export interface Matcher {
    * is served; a mismatch takes it out of service.
    * @returns whether an index was loaded.
    */
-  loadPersisted(imageType: ImageType, source: "loaded" | "fallback", checkGallery: boolean): Promise<boolean>;
+  loadPersisted(
+    imageType: ImageType,
+    source: "loaded" | "downloaded" | "fallback",
+    checkGallery: boolean,
+  ): Promise<boolean>;
+  /** The gallery source's current fingerprint of `imageType` (what a persisted index was built from). */
+  galleryFingerprint(imageType: ImageType): Promise<string>;
+  /** The manifest of the index served for `imageType`, if any. */
+  servedManifest(imageType: ImageType): IndexManifest | undefined;
+  /** The manifest of the index persisted in the local cache for `imageType`, if any (after crash recovery). */
+  persistedManifest(imageType: ImageType): Promise<IndexManifest | undefined>;
   /**
    * Rebuilds from the gallery source, checks its recall, persists it and swaps it in; the old index is
    * kept on any failure, including a recall below the floor.
@@ -153,6 +175,7 @@ export interface Matcher {
 
 interface Serving {
   loaded: LoadedIndex;
+  versionId: string;
   source: IndexSource;
   servingSince: string;
   /** The same gallery in the adapted space, when the gate accepted a projection. */
@@ -502,6 +525,7 @@ export function createMatcher({
         source: s?.source ?? null,
         servingSince: s?.servingSince ?? null,
         indexSha256: m?.indexSha256 ?? null,
+        indexVersionId: s?.versionId ?? null,
         gallery: source.description,
         adaptedSpace: adaptedState(s),
       };
@@ -623,7 +647,13 @@ export function createMatcher({
           log.warn({ err, imageType }, "persisted adapted index is unusable; serving the raw space only");
         }
       }
-      const entry: Serving = { loaded, source: how, servingSince: new Date().toISOString(), adapted };
+      const entry: Serving = {
+        loaded,
+        versionId: indexVersionId(loaded.manifest),
+        source: how,
+        servingSince: new Date().toISOString(),
+        adapted,
+      };
       swapIn(imageType, entry);
       log.info({ imageType, count: loaded.manifest.count, source: how }, "index loaded");
       // Checksums after serving starts: hashing a large index would otherwise dominate startup.
@@ -715,6 +745,7 @@ export function createMatcher({
       }
       swapIn(imageType, {
         loaded: { manifest, index, columns },
+        versionId: indexVersionId(manifest),
         source: "built",
         servingSince: new Date().toISOString(),
         adapted,
@@ -735,6 +766,15 @@ export function createMatcher({
     },
 
     servedIndex: (imageType) => serving.get(imageType)?.loaded.index,
+
+    galleryFingerprint: (imageType) => source.fingerprint(imageType),
+
+    servedManifest: (imageType) => serving.get(imageType)?.loaded.manifest,
+
+    async persistedManifest(imageType) {
+      await store.recover(version, imageType);
+      return store.readManifest(version, imageType);
+    },
 
     async close() {
       const all = [...serving.values()];

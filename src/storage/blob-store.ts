@@ -16,6 +16,18 @@ export interface BlobStore {
   get(key: string): Promise<Buffer | undefined>;
   /** Size in bytes of an object, or undefined when it does not exist. */
   size(key: string): Promise<number | undefined>;
+  /**
+   * Uploads a local file, streamed (multipart for large files), so index files of gigabytes never sit in
+   * memory. No request timeout applies: its length grows with the file.
+   */
+  putFile(key: string, filePath: string): Promise<void>;
+  /**
+   * Downloads an object into `filePath`, streamed.
+   * @returns false when there is no such object.
+   */
+  getFile(key: string, filePath: string): Promise<boolean>;
+  /** Deletes objects (missing ones are no error). */
+  remove(keys: readonly string[]): Promise<void>;
   /** A time-limited GET URL (AWS Signature V4 query string) valid for `expirySeconds`. */
   presignedGetUrl(key: string, expirySeconds: number): Promise<string>;
   /** The stable `s3://<bucket>/<key>` URL stored in the database. */
@@ -115,6 +127,22 @@ export function createMinioBlobStore(conn: S3Connection): BlobStore {
         if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return undefined;
         throw e;
       }
+    },
+    async putFile(key, filePath) {
+      await client.fPutObject(conn.bucket, key, filePath, { "Content-Type": "application/octet-stream" });
+    },
+    async getFile(key, filePath) {
+      try {
+        await client.fGetObject(conn.bucket, key, filePath);
+        return true;
+      } catch (e) {
+        if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return false;
+        throw e;
+      }
+    },
+    async remove(keys) {
+      if (keys.length > 0)
+        await limited("remove", keys[0] as string, client.removeObjects(conn.bucket, [...keys]));
     },
     presignedGetUrl: (key, expirySeconds) => presigner.presignedGetObject(conn.bucket, key, expirySeconds),
     storageUrl: (key) => `${prefix}${key}`,

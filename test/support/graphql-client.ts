@@ -159,7 +159,7 @@ export async function rebuildAndWait(url: string, token: string, imageType: stri
   if (!id) throw new Error(`rebuildIndex failed: ${JSON.stringify(started.errors)}`);
   for (;;) {
     const t = (await gql<TaskAnswer>(url, TASK, { id })).data?.rebuildTask;
-    if (t && t.status !== "RUNNING") return t;
+    if (t && t.status !== "RUNNING" && t.status !== "QUEUED") return t;
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -142,13 +142,13 @@ export async function startTestServers() {
 /** Ingests `images` and rebuilds both V2 indexes (defect and normal); throws when the rebuild fails. */
 export async function ingestAndIndexV2(app: App, images: readonly DatasetImage[]): Promise<void> {
   await app.ingest.ingest(images);
-  const task = app.jobs.start({
+  const queued = await app.jobs.start({
     targets: [
       { version: "v2", imageType: "defect" },
       { version: "v2", imageType: "normal" },
     ],
     trigger: "admin",
   });
-  await app.jobs.whenIdle();
+  const task = await app.jobs.untilDone(queued.id);
   if (task.error) throw new Error(`rebuild failed: ${JSON.stringify(task.error)}`);
 }

@@ -2,9 +2,9 @@
 import type { UploadPromise } from '../upload.js';
 import type { GraphQLResolveInfo, GraphQLScalarType, GraphQLScalarTypeConfig } from 'graphql';
 import type { SearchResult as SearchResultModel, SearchHit as SearchHitModel } from '../../search/search.service.js';
-import type { IndexState as IndexStateModel } from '../../matchers/matcher.js';
-import type { RebuildTask as RebuildTaskModel } from '../../jobs/rebuild.job.js';
-import type { ServiceStatusSnapshot as ServiceStatusSnapshotModel } from '../../admin/admin.service.js';
+import type { IndexStatusSnapshot as IndexStatusSnapshotModel, IndexVersionView as IndexVersionViewModel, ServiceStatusSnapshot as ServiceStatusSnapshotModel } from '../../admin/admin.service.js';
+import type { ReplicaRecord as ReplicaRecordModel, ServedIndexRecord as ServedIndexRecordModel, MatcherVersionChange as MatcherVersionChangeModel } from '../../deployment/serving-state.repository.js';
+import type { RebuildResultView as RebuildResultViewModel, RebuildTask as RebuildTaskModel } from '../../jobs/rebuild.job.js';
 import type { GalleryImageView as GalleryImageViewModel } from '../../gallery/gallery.service.js';
 import type { ProductCount as ProductCountModel, LabelCount as LabelCountModel } from '../../db/images.repository.js';
 import type { GraphQLContext } from '../graphql.context.js';
@@ -136,16 +136,21 @@ export enum ImageTypeSelector {
 
 /** How the index being served came to be. */
 export enum IndexSource {
-  /** Built by this process. */
+  /** Built by this replica. */
   Built = 'built',
+  /** Downloaded from the artifact store (built by another replica), verified by sha256 and swapped in. */
+  Downloaded = 'downloaded',
   /** Loaded from index-cache/ without checking it against the database, because the database was unreachable at startup. */
   Fallback = 'fallback',
-  /** Loaded from index-cache/ after its manifest matched the configured model. */
+  /** Loaded from this replica's index-cache/ (it held the active version, or it published it). */
   Loaded = 'loaded'
 }
 
 export type IndexStatus = {
   __typename?: 'IndexStatus';
+  activatedAt?: Maybe<Scalars['DateTime']['output']>;
+  /** Index version the deployment has active for this index; the replica follows it within STATE_POLL_MS. */
+  activeIndexVersion?: Maybe<Scalars['String']['output']>;
   adaptedSpace: AdaptedSpaceStatus;
   builtAt?: Maybe<Scalars['DateTime']['output']>;
   /** sha256 of faiss_index.bin. */
@@ -159,6 +164,8 @@ export type IndexStatus = {
   /** Where the gallery comes from. */
   gallery: Scalars['String']['output'];
   imageType: ImageType;
+  /** Index version this replica serves (sha256 of its manifest); null when none. */
+  indexVersion?: Maybe<Scalars['String']['output']>;
   modelId?: Maybe<Scalars['String']['output']>;
   /** False until an index is built or loaded; searches then fail with INDEX_NOT_READY. */
   ready: Scalars['Boolean']['output'];
@@ -177,6 +184,33 @@ export type IndexTarget = {
   version: MatcherVersion;
 };
 
+/** One index built and published to the artifact store (object storage). */
+export type IndexVersion = {
+  __typename?: 'IndexVersion';
+  /** Whether it is the active version of its index. */
+  active: Scalars['Boolean']['output'];
+  artifactBytes: Scalars['Float']['output'];
+  /** Key prefix of its files in the bucket. */
+  artifactKey: Scalars['String']['output'];
+  builtAt: Scalars['DateTime']['output'];
+  /** Replica that built it. */
+  builtBy: Scalars['String']['output'];
+  /** sha256 of faiss_index.bin. */
+  checksum: Scalars['String']['output'];
+  count: Scalars['Int']['output'];
+  /** Set when the retention policy (INDEX_VERSIONS_KEPT) deleted its files; it can no longer be activated. */
+  deletedAt?: Maybe<Scalars['DateTime']['output']>;
+  factory: Scalars['String']['output'];
+  galleryFingerprint?: Maybe<Scalars['String']['output']>;
+  /** sha256 of the index's manifest (which holds the sha256 of each of its files). */
+  id: Scalars['ID']['output'];
+  imageType: ImageType;
+  modelId: Scalars['String']['output'];
+  publishedAt: Scalars['DateTime']['output'];
+  recallAt10?: Maybe<Scalars['Float']['output']>;
+  version: MatcherVersion;
+};
+
 /**
  * Matcher implementation. V1: gallery from a local folder, labels parsed from file names
  * ({product}_{defect}_*.jpg). V2: gallery from the database, full metadata and object-storage URLs.
@@ -185,6 +219,18 @@ export enum MatcherVersion {
   V1 = 'v1',
   V2 = 'v2'
 }
+
+/** One switch of the matcher flag. */
+export type MatcherVersionChange = {
+  __typename?: 'MatcherVersionChange';
+  reason: Scalars['String']['output'];
+  /** Replica that answered the mutation. */
+  replicaId: Scalars['String']['output'];
+  setAt: Scalars['DateTime']['output'];
+  /** admin-token:<first 12 hex of the token's sha256>, or config for the seed from MATCHER_VERSION. */
+  setBy: Scalars['String']['output'];
+  version: MatcherVersion;
+};
 
 export type ModelInfo = {
   __typename?: 'ModelInfo';
@@ -198,12 +244,26 @@ export type ModelInfo = {
 export type Mutation = {
   __typename?: 'Mutation';
   /**
+   * Admin. Makes an index version the active one of its index for every replica (rollback to an earlier
+   * version, or forward again). Replicas download it if needed and swap it in; searches never fail meanwhile.
+   */
+  activateIndexVersion: IndexVersion;
+  /**
    * Admin (Authorization: Bearer <ADMIN_TOKEN>). Rebuilds indexes in the background from the gallery and
    * returns the task; searches keep using the old index until the new one is swapped in. One at a time.
    */
   rebuildIndex: RebuildTask;
-  /** Admin. Switches the active matcher at runtime, without restart. */
+  /**
+   * Admin. Switches the active matcher for every replica (within STATE_POLL_MS), without restart; recorded
+   * with the reason and the admin credential, and kept across restarts.
+   */
   setMatcherVersion: ServiceStatus;
+};
+
+
+export type MutationActivateIndexVersionArgs = {
+  id: Scalars['ID']['input'];
+  reason?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -214,6 +274,7 @@ export type MutationRebuildIndexArgs = {
 
 
 export type MutationSetMatcherVersionArgs = {
+  reason?: InputMaybe<Scalars['String']['input']>;
   version: MatcherVersion;
 };
 
@@ -292,6 +353,8 @@ export type RebuildResult = {
   __typename?: 'RebuildResult';
   count: Scalars['Int']['output'];
   imageType: ImageType;
+  /** Index version published and activated for the deployment. */
+  indexVersion?: Maybe<Scalars['String']['output']>;
   /** Time from the end of the FAISS build to the new index being served (recall check, persisting, swap), ms. */
   swapMs: Scalars['Float']['output'];
   version: MatcherVersion;
@@ -299,12 +362,16 @@ export type RebuildResult = {
 
 export enum RebuildStatus {
   Failed = 'failed',
+  /** Waiting for a replica to run it (first, or retried after a replica died). */
+  Queued = 'queued',
   Running = 'running',
   Succeeded = 'succeeded'
 }
 
 export type RebuildTask = {
   __typename?: 'RebuildTask';
+  /** Runs so far; above 1 after a replica died mid-rebuild and another retried it. */
+  attempt: Scalars['Int']['output'];
   current?: Maybe<IndexTarget>;
   durationMs?: Maybe<Scalars['Float']['output']>;
   /** Why it failed; the previous index keeps being served. */
@@ -313,12 +380,26 @@ export type RebuildTask = {
   finishedAt?: Maybe<Scalars['DateTime']['output']>;
   id: Scalars['ID']['output'];
   progress: RebuildProgress;
+  /** Replica running it, or that ran it last. */
+  replicaId?: Maybe<Scalars['String']['output']>;
   results: Array<RebuildResult>;
   startedAt: Scalars['DateTime']['output'];
   status: RebuildStatus;
   targets: Array<IndexTarget>;
   /** STARTUP or ADMIN. */
   trigger: Scalars['String']['output'];
+};
+
+/** A replica of the deployment, as its heartbeat last reported it. */
+export type Replica = {
+  __typename?: 'Replica';
+  host: Scalars['String']['output'];
+  id: Scalars['ID']['output'];
+  lastSeenAt: Scalars['DateTime']['output'];
+  pid: Scalars['Int']['output'];
+  ready: Scalars['Boolean']['output'];
+  served: Array<ServedIndex>;
+  startedAt: Scalars['DateTime']['output'];
 };
 
 /** Keep only hits with these labels. topK hits are still returned when that many match. */
@@ -398,6 +479,13 @@ export type SearchTiming = {
   totalMs: Scalars['Float']['output'];
 };
 
+export type ServedIndex = {
+  __typename?: 'ServedIndex';
+  imageType: ImageType;
+  indexVersion?: Maybe<Scalars['String']['output']>;
+  version: MatcherVersion;
+};
+
 export type ServiceStatus = {
   __typename?: 'ServiceStatus';
   activeVersion: MatcherVersion;
@@ -406,10 +494,18 @@ export type ServiceStatus = {
   /** Why the database is unreachable, when it is. */
   databaseError?: Maybe<Scalars['String']['output']>;
   databaseReachable: Scalars['Boolean']['output'];
+  /** Published index versions, newest first (activate one with activateIndexVersion). */
+  indexVersions: Array<IndexVersion>;
   indexes: Array<IndexStatus>;
+  /** The matcher flag's history, newest first. */
+  matcherVersionHistory: Array<MatcherVersionChange>;
   model: ModelInfo;
-  /** Recent rebuild tasks, newest first. */
+  /** Recent rebuild tasks of the deployment, newest first. */
   rebuildTasks: Array<RebuildTask>;
+  /** The replica that answered. */
+  replicaId: Scalars['String']['output'];
+  /** Live replicas (heartbeat within REPLICA_STALE_MS). */
+  replicas: Array<Replica>;
 };
 
 
@@ -499,10 +595,12 @@ export type ResolversTypes = {
   ImageType: null;
   ImageTypeSelector: null;
   IndexSource: null;
-  IndexStatus: ResolverTypeWrapper<IndexStateModel>;
+  IndexStatus: ResolverTypeWrapper<IndexStatusSnapshotModel>;
   IndexTarget: ResolverTypeWrapper<IndexTarget>;
+  IndexVersion: ResolverTypeWrapper<IndexVersionViewModel>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   MatcherVersion: null;
+  MatcherVersionChange: ResolverTypeWrapper<MatcherVersionChangeModel>;
   ModelInfo: ResolverTypeWrapper<ModelInfo>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   ProductSummary: ResolverTypeWrapper<ProductCountModel>;
@@ -510,14 +608,16 @@ export type ResolversTypes = {
   QueryImageInput: QueryImageInput;
   RebuildFailure: ResolverTypeWrapper<RebuildFailure>;
   RebuildProgress: ResolverTypeWrapper<RebuildProgress>;
-  RebuildResult: ResolverTypeWrapper<RebuildResult>;
+  RebuildResult: ResolverTypeWrapper<RebuildResultViewModel>;
   RebuildStatus: null;
   RebuildTask: ResolverTypeWrapper<RebuildTaskModel>;
+  Replica: ResolverTypeWrapper<ReplicaRecordModel>;
   SearchFilter: SearchFilter;
   SearchHit: ResolverTypeWrapper<SearchHitModel>;
   SearchResult: ResolverTypeWrapper<SearchResultModel>;
   SearchSimilarInput: SearchSimilarInput;
   SearchTiming: ResolverTypeWrapper<SearchTiming>;
+  ServedIndex: ResolverTypeWrapper<ServedIndexRecordModel>;
   ServiceStatus: ResolverTypeWrapper<ServiceStatusSnapshotModel>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
@@ -535,9 +635,11 @@ export type ResolversParentTypes = {
   GalleryImage: GalleryImageViewModel;
   GalleryImagePage: Omit<GalleryImagePage, 'images'> & { images: Array<ResolversParentTypes['GalleryImage']> };
   ID: Scalars['ID']['output'];
-  IndexStatus: IndexStateModel;
+  IndexStatus: IndexStatusSnapshotModel;
   IndexTarget: IndexTarget;
+  IndexVersion: IndexVersionViewModel;
   Int: Scalars['Int']['output'];
+  MatcherVersionChange: MatcherVersionChangeModel;
   ModelInfo: ModelInfo;
   Mutation: Record<PropertyKey, never>;
   ProductSummary: ProductCountModel;
@@ -545,13 +647,15 @@ export type ResolversParentTypes = {
   QueryImageInput: QueryImageInput;
   RebuildFailure: RebuildFailure;
   RebuildProgress: RebuildProgress;
-  RebuildResult: RebuildResult;
+  RebuildResult: RebuildResultViewModel;
   RebuildTask: RebuildTaskModel;
+  Replica: ReplicaRecordModel;
   SearchFilter: SearchFilter;
   SearchHit: SearchHitModel;
   SearchResult: SearchResultModel;
   SearchSimilarInput: SearchSimilarInput;
   SearchTiming: SearchTiming;
+  ServedIndex: ServedIndexRecordModel;
   ServiceStatus: ServiceStatusSnapshotModel;
   String: Scalars['String']['output'];
   Upload: Scalars['Upload']['output'];
@@ -612,9 +716,11 @@ export type ImageTypeResolvers = { DEFECT: 'defect', NORMAL: 'normal' };
 
 export type ImageTypeSelectorResolvers = { ALL: 'all', DEFECT: 'defect', NORMAL: 'normal' };
 
-export type IndexSourceResolvers = { BUILT: 'built', FALLBACK: 'fallback', LOADED: 'loaded' };
+export type IndexSourceResolvers = { BUILT: 'built', DOWNLOADED: 'downloaded', FALLBACK: 'fallback', LOADED: 'loaded' };
 
 export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IndexStatus'] = ResolversParentTypes['IndexStatus']> = {
+  activatedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  activeIndexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   adaptedSpace?: Resolver<ResolversTypes['AdaptedSpaceStatus'], ParentType, ContextType>;
   builtAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   checksum?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
@@ -624,6 +730,7 @@ export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extend
   factory?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   gallery?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  indexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   modelId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   ready?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   recallAt10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
@@ -638,7 +745,34 @@ export type IndexTargetResolvers<ContextType = GraphQLContext, ParentType extend
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
 };
 
+export type IndexVersionResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IndexVersion'] = ResolversParentTypes['IndexVersion']> = {
+  active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  artifactBytes?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  artifactKey?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  builtAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  builtBy?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  checksum?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  deletedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  factory?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  galleryFingerprint?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  publishedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  recallAt10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
+};
+
 export type MatcherVersionResolvers = { V1: 'v1', V2: 'v2' };
+
+export type MatcherVersionChangeResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['MatcherVersionChange'] = ResolversParentTypes['MatcherVersionChange']> = {
+  reason?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  replicaId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  setAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  setBy?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
+};
 
 export type ModelInfoResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelInfo'] = ResolversParentTypes['ModelInfo']> = {
   dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -648,6 +782,7 @@ export type ModelInfoResolvers<ContextType = GraphQLContext, ParentType extends 
 };
 
 export type MutationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
+  activateIndexVersion?: Resolver<ResolversTypes['IndexVersion'], ParentType, ContextType, RequireFields<MutationActivateIndexVersionArgs, 'id'>>;
   rebuildIndex?: Resolver<ResolversTypes['RebuildTask'], ParentType, ContextType, RequireFields<MutationRebuildIndexArgs, 'imageType'>>;
   setMatcherVersion?: Resolver<ResolversTypes['ServiceStatus'], ParentType, ContextType, RequireFields<MutationSetMatcherVersionArgs, 'version'>>;
 };
@@ -684,13 +819,15 @@ export type RebuildProgressResolvers<ContextType = GraphQLContext, ParentType ex
 export type RebuildResultResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['RebuildResult'] = ResolversParentTypes['RebuildResult']> = {
   count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  indexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   swapMs?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
 };
 
-export type RebuildStatusResolvers = { FAILED: 'failed', RUNNING: 'running', SUCCEEDED: 'succeeded' };
+export type RebuildStatusResolvers = { FAILED: 'failed', QUEUED: 'queued', RUNNING: 'running', SUCCEEDED: 'succeeded' };
 
 export type RebuildTaskResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['RebuildTask'] = ResolversParentTypes['RebuildTask']> = {
+  attempt?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   current?: Resolver<Maybe<ResolversTypes['IndexTarget']>, ParentType, ContextType>;
   durationMs?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
   error?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
@@ -698,11 +835,22 @@ export type RebuildTaskResolvers<ContextType = GraphQLContext, ParentType extend
   finishedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   progress?: Resolver<ResolversTypes['RebuildProgress'], ParentType, ContextType>;
+  replicaId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   results?: Resolver<Array<ResolversTypes['RebuildResult']>, ParentType, ContextType>;
   startedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   status?: Resolver<ResolversTypes['RebuildStatus'], ParentType, ContextType>;
   targets?: Resolver<Array<ResolversTypes['IndexTarget']>, ParentType, ContextType>;
   trigger?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
+
+export type ReplicaResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Replica'] = ResolversParentTypes['Replica']> = {
+  host?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  lastSeenAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  pid?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  ready?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  served?: Resolver<Array<ResolversTypes['ServedIndex']>, ParentType, ContextType>;
+  startedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
 };
 
 export type SearchHitResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['SearchHit'] = ResolversParentTypes['SearchHit']> = {
@@ -742,14 +890,24 @@ export type SearchTimingResolvers<ContextType = GraphQLContext, ParentType exten
   totalMs?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
 };
 
+export type ServedIndexResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ServedIndex'] = ResolversParentTypes['ServedIndex']> = {
+  imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  indexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
+};
+
 export type ServiceStatusResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ServiceStatus'] = ResolversParentTypes['ServiceStatus']> = {
   activeVersion?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
   activeVersionChangedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   databaseError?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   databaseReachable?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  indexVersions?: Resolver<Array<ResolversTypes['IndexVersion']>, ParentType, ContextType>;
   indexes?: Resolver<Array<ResolversTypes['IndexStatus']>, ParentType, ContextType>;
+  matcherVersionHistory?: Resolver<Array<ResolversTypes['MatcherVersionChange']>, ParentType, ContextType>;
   model?: Resolver<ResolversTypes['ModelInfo'], ParentType, ContextType>;
   rebuildTasks?: Resolver<Array<ResolversTypes['RebuildTask']>, ParentType, ContextType>;
+  replicaId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  replicas?: Resolver<Array<ResolversTypes['Replica']>, ParentType, ContextType>;
 };
 
 export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['Upload'], any> {
@@ -769,7 +927,9 @@ export type Resolvers<ContextType = GraphQLContext> = {
   IndexSource?: IndexSourceResolvers;
   IndexStatus?: IndexStatusResolvers<ContextType>;
   IndexTarget?: IndexTargetResolvers<ContextType>;
+  IndexVersion?: IndexVersionResolvers<ContextType>;
   MatcherVersion?: MatcherVersionResolvers;
+  MatcherVersionChange?: MatcherVersionChangeResolvers<ContextType>;
   ModelInfo?: ModelInfoResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   ProductSummary?: ProductSummaryResolvers<ContextType>;
@@ -779,9 +939,11 @@ export type Resolvers<ContextType = GraphQLContext> = {
   RebuildResult?: RebuildResultResolvers<ContextType>;
   RebuildStatus?: RebuildStatusResolvers;
   RebuildTask?: RebuildTaskResolvers<ContextType>;
+  Replica?: ReplicaResolvers<ContextType>;
   SearchHit?: SearchHitResolvers<ContextType>;
   SearchResult?: SearchResultResolvers<ContextType>;
   SearchTiming?: SearchTimingResolvers<ContextType>;
+  ServedIndex?: ServedIndexResolvers<ContextType>;
   ServiceStatus?: ServiceStatusResolvers<ContextType>;
   Upload?: GraphQLScalarType;
 };
