@@ -7,7 +7,7 @@ import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ing
 import type { RealEmbeddings } from "./real-mixture.js";
 
 /** Parts of the benchmark, each runnable alone with `--only`. */
-export const PARTS = ["embedding", "search", "http", "rebuild", "startup"] as const;
+export const PARTS = ["embedding", "search", "http", "rebuild", "startup", "replicas"] as const;
 /** One part's name. */
 export type PartName = (typeof PARTS)[number];
 

@@ -10,6 +10,7 @@ import { type BenchContext, type BenchOptions, PARTS, type PartName } from "./co
 import { benchEmbedding } from "./parts/embedding.js";
 import { benchHttp } from "./parts/http.js";
 import { benchRebuild } from "./parts/rebuild.js";
+import { benchReplicas } from "./parts/replicas.js";
 import { benchSearch } from "./parts/search.js";
 import { benchStartup } from "./parts/startup.js";
 import { type RealEmbeddings, realEmbeddings } from "./real-mixture.js";
@@ -35,7 +36,7 @@ const program = new Command()
   .option("--only <parts>", `comma-separated parts (${PARTS.join(", ")})`, parts, [...PARTS])
   .option(
     "--sizes <list>",
-    "real-mixture gallery sizes for search and startup (1M is opt-in: 10000,100000,1000000)",
+    "real-mixture gallery sizes for search, startup and replicas (1M is opt-in: 10000,100000,1000000)",
     ints,
     [10_000, 100_000],
   )
@@ -129,6 +130,9 @@ const runners: Record<PartName, () => Promise<void>> = {
   },
   startup: async () => {
     report.startup = await benchStartup(ctx);
+  },
+  replicas: async () => {
+    report.replicas = await benchReplicas(ctx);
   },
 };
 try {

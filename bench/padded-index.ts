@@ -14,7 +14,8 @@ const PAGE = 2000;
  * embedding from the database first, then real-mixture vectors (entries with product `synthetic`, no
  * object to presign). Built by the FAISS worker backend with the factory the service would choose for
  * `size` (INDEX_FACTORY, `auto` resolved), and written with the service's index store under the real
- * index's manifest (model, gallery fingerprint), so the service loads it as its own.
+ * index's manifest (model, gallery fingerprint), so the service loads it as its own, then published to the
+ * bucket and (by default) activated for the deployment.
  * @returns the build and save times (s), and the factory built.
  * @throws Error when no real index has been built yet.
  */
@@ -22,7 +23,21 @@ export async function writePaddedIndex(
   app: App,
   size: number,
   real: RealEmbeddings,
-): Promise<{ realCount: number; factory: string; buildSeconds: number; saveSeconds: number }> {
+  {
+    activate = true,
+  }: {
+    /** Activate it for the deployment (false: publish it to the bucket and record it only). */
+    activate?: boolean;
+  } = {},
+): Promise<{
+  realCount: number;
+  factory: string;
+  buildSeconds: number;
+  saveSeconds: number;
+  /** Seconds to upload it to the bucket, record it and (when asked) activate it. */
+  publishSeconds: number;
+  indexVersionId: string;
+}> {
   const store = createIndexStore({ root: app.config.index.cacheDir });
   const current = await store.readManifest("v2", "defect");
   if (!current) throw new Error("build the real index before padding it");
@@ -86,9 +101,26 @@ export async function writePaddedIndex(
         recall: null,
         buildMs: built.buildMs,
         builtAt: new Date().toISOString(),
+        // The padding is not what a projection learned from: serve it in the raw space.
+        adaptation: null,
       },
     });
-    return { realCount, factory, buildSeconds, saveSeconds: since(t1) / 1000 };
+    const saveSeconds = since(t1) / 1000;
+    const t2 = performance.now();
+    // Published like a rebuild's index, so every replica (and the next start) serves it.
+    const indexVersionId = await app.replica.publishLocal(
+      { version: "v2", imageType: "defect" },
+      { onlyIfNone: !activate, reason: `bench: ${size} vectors` },
+    );
+    if (!indexVersionId) throw new Error("the padded index was not in the cache after its save");
+    return {
+      realCount,
+      factory,
+      buildSeconds,
+      saveSeconds,
+      publishSeconds: since(t2) / 1000,
+      indexVersionId,
+    };
   } finally {
     await built.index.close();
   }

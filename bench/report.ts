@@ -7,6 +7,7 @@ import { formatBytes } from "./memory.js";
 import type { EmbeddingResult } from "./parts/embedding.js";
 import type { HttpBench } from "./parts/http.js";
 import type { RebuildBench } from "./parts/rebuild.js";
+import type { ReplicaResult } from "./parts/replicas.js";
 import type { SearchResult } from "./parts/search.js";
 import type { StartupResult } from "./parts/startup.js";
 import { TARGETS } from "./targets.js";
@@ -23,6 +24,7 @@ export interface BenchReport {
   http?: HttpBench;
   rebuild?: RebuildBench;
   startup?: StartupResult[];
+  replicas?: ReplicaResult[];
   /** Parts that threw, with the error. */
   failed: { part: string; error: string }[];
 }
@@ -232,6 +234,47 @@ function startup(r: StartupResult[]): string[] {
   ];
 }
 
+function replicas(r: ReplicaResult[]): string[] {
+  const d = (x: { p50: number; p99: number } | undefined) => (x ? `${ms(x.p50)} / ${ms(x.p99)}` : "");
+  return [
+    "### Replicas (publisher in process, a second replica `src/main.ts` in a child process with an empty cache; one PostgreSQL, one bucket)",
+    "",
+    ...table(
+      [
+        "defect index vectors",
+        "factory",
+        "artifact",
+        "FAISS build s (a rebuild's floor)",
+        "publish s",
+        "new replica to ready s (source)",
+        "activate to served s",
+        "search p50 / p99 ms quiet",
+        "during download + swap",
+        "failed during swap (target)",
+      ],
+      r.map((x) =>
+        x.notRun
+          ? [x.vectors, "", x.notRun, "", "", "", "", "", "", ""]
+          : [
+              x.vectors,
+              x.factory ?? "",
+              formatBytes(x.artifactBytes ?? Number.NaN),
+              fmt(x.buildSeconds, 1),
+              fmt(x.publishSeconds, 2),
+              `${fmt(x.newReplicaSeconds, 2)} (${x.newReplicaSource ?? "?"})`,
+              fmt(x.activateToServedSeconds, 2),
+              d(x.quiet),
+              `${d(x.duringSwap)} (n ${x.duringSwap?.n ?? 0})`,
+              againstMax(x.failedDuringSwap ?? Number.NaN, TARGETS.failedSearchesDuringSwap, 0),
+            ],
+      ),
+    ),
+    "",
+    "A replica rebuilding by itself would also embed the gallery (150-180 images/s on 2 cores) before the FAISS build.",
+    "",
+  ];
+}
+
 /** The Markdown report of a benchmark run. */
 export function renderBench(r: BenchReport, dimension: number): string {
   return [
@@ -247,6 +290,7 @@ export function renderBench(r: BenchReport, dimension: number): string {
     ...(r.http ? http(r.http) : []),
     ...(r.rebuild ? rebuild(r.rebuild) : []),
     ...(r.startup ? startup(r.startup) : []),
+    ...(r.replicas ? replicas(r.replicas) : []),
     ...(r.failed.length
       ? ["### Failed parts", "", ...r.failed.map((f) => `- ${f.part}: ${f.error}`), ""]
       : []),

@@ -10,6 +10,8 @@ export const TARGETS = {
   startupSeconds1M: 5,
   /** Index memory per image (bytes). */
   indexBytesPerImage: 1500,
+  /** Searches that may fail on a replica while it downloads and swaps in a new index version. */
+  failedSearchesDuringSwap: 0,
   /** Longest event-loop delay one request may cause another (ms). */
   eventLoopDelayMs: 10,
 } as const;

@@ -134,6 +134,7 @@ export async function createApp(
     const matchers = new Map<MatcherVersion, Matcher>();
     const metrics = createMetrics({
       indexStates: () => [...matchers.values()].flatMap((m) => IMAGE_TYPES.map((t) => m.state(t))),
+      activeIndexVersion: (s) => replica?.activeOf(s.version, s.imageType)?.indexVersionId ?? null,
     });
     const embedder = countEmbeddings(createEmbedder({ model, modelConfig: config.model, limits }), metrics);
     logger.info(

@@ -194,6 +194,19 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     expect(sb?.indexVersion).toBe(sa?.indexVersion);
     expect(sb?.activeIndexVersion).toBe(sa?.indexVersion);
     firstVersion = sa?.indexVersion as string;
+    // Visible from outside: /readyz and /metrics name the served and the active version.
+    const readyz = (await (await fetch(`${b.url}readyz`)).json()) as {
+      detail: { indexes: { imageType: string; servedIndexVersion: string; activeIndexVersion: string }[] };
+    };
+    expect(readyz.detail.indexes.find((i) => i.imageType === "defect")).toMatchObject({
+      servedIndexVersion: firstVersion,
+      activeIndexVersion: firstVersion,
+    });
+    const metrics = await (await fetch(`${b.url}metrics`)).text();
+    expect(metrics).toContain('defect_lens_index_version_current{version="v2",image_type="defect"} 1');
+    expect(metrics).toContain(
+      `defect_lens_index_version_served_info{version="v2",image_type="defect",index_version="${firstVersion.slice(0, 12)}"} 1`,
+    );
     expect(await embeddingsComputed(b)).toBe(0);
     const st = await status(b);
     expect(st.replicas.map((r) => r.id).sort()).toEqual(["replica-a", "replica-b"]);

@@ -66,31 +66,58 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Spawns `node --import tsx src/main.ts` with `env` and times it until ready. */
-async function timeStartup(env: Record<string, string>, expected: number): Promise<StartupResult> {
-  const t0 = performance.now();
-  const spawnedAt = Date.now();
+/** A running server child process, once it printed its GraphQL endpoint. */
+export interface SpawnedServer {
+  child: ChildProcess;
+  /** GraphQL endpoint URL. */
+  url: string;
+  /** Everything it printed on stdout so far. */
+  out(): string;
+  stop(): Promise<void>;
+}
+
+/** Spawns `node --import tsx src/main.ts` with `env` (on top of this process's) and waits for its endpoint line. */
+export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
   const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
     cwd: path.dirname(path.dirname(MAIN)),
-    env: { ...process.env, ...env, STARTUP_REBUILD: "if-needed", PORT: "0", LOG_LEVEL: "info" },
+    env: { ...process.env, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  let out = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
   try {
-    let out = "";
     const url = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("not ready within 300 s")), TIMEOUT_MS);
-      child.stdout?.on("data", (d: Buffer) => {
-        out += d.toString();
+      const check = () => {
         const m = READY_LINE.exec(out);
         if (m?.[1]) {
           clearTimeout(timer);
+          child.stdout?.off("data", check);
           resolve(m[1]);
         }
-      });
+      };
+      child.stdout?.on("data", check);
       child.once("exit", (code) =>
         reject(new Error(`server exited with ${code} before ready: ${out.slice(-500)}`)),
       );
     });
+    return { child, url, out: () => out, stop: () => stop(child) };
+  } catch (err) {
+    await stop(child);
+    throw err;
+  }
+}
+
+/** Spawns `node --import tsx src/main.ts` with `env` and times it until ready. */
+async function timeStartup(env: Record<string, string>, expected: number): Promise<StartupResult> {
+  const t0 = performance.now();
+  const spawnedAt = Date.now();
+  const server = await spawnServer({ ...env, STARTUP_REBUILD: "if-needed" });
+  const { child, url } = server;
+  try {
+    const out = server.out();
     const readySeconds = since(t0) / 1000;
     const res = await fetch(url, {
       method: "POST",

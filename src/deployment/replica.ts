@@ -362,24 +362,28 @@ export function createReplica({
     activeOf: (version: MatcherVersion, imageType: ImageType) => active.get(key(version, imageType)),
 
     /**
-     * Publishes the index this replica serves for `target` (loaded from a cache of before replicas) and
-     * activates it unless another replica activated one first.
+     * Publishes the index persisted in this replica's local cache for `target` (a cache from before
+     * replicas, or one an operator tool wrote) and activates it; with `onlyIfNone`, only when no replica
+     * activated one first.
+     * @returns its index version id, or undefined when the cache holds none.
      */
-    async publishServed(target: IndexTarget): Promise<void> {
-      const m = (matchers.get(target.version) as Matcher).servedManifest(target.imageType);
-      if (!m) return;
-      await runExclusive(async () => {
+    async publishLocal(
+      target: IndexTarget,
+      { onlyIfNone = false, reason }: { onlyIfNone?: boolean; reason: string },
+    ): Promise<string | undefined> {
+      const matcher = matchers.get(target.version) as Matcher;
+      const id = await runExclusive(async () => {
+        const m = await matcher.persistedManifest(target.imageType);
+        if (!m) return undefined;
         const published = await artifacts.publish(target.version, target.imageType, m);
         await record(target, m, published);
         await repo.activate(
-          {
-            indexVersionId: published.indexVersionId,
-            activatedBy: settings.replicaId,
-            reason: "published from the local cache at startup",
-          },
-          { onlyIfNone: true },
+          { indexVersionId: published.indexVersionId, activatedBy: settings.replicaId, reason },
+          { onlyIfNone },
         );
+        return published.indexVersionId;
       });
+      return id;
     },
 
     /**

@@ -46,7 +46,10 @@ export async function planStartup({
         toBuild.push(target);
       } else if (!active) {
         if (await matcher.loadPersisted(imageType, "loaded", policy === "if-needed")) {
-          await replica.publishServed(target);
+          await replica.publishLocal(target, {
+            onlyIfNone: true,
+            reason: "published from the local cache at startup",
+          });
         } else if (policy !== "never") toBuild.push(target);
       } else if (!matcher.state(imageType).ready && policy !== "never") {
         // The active version cannot be served here (another model or index type, or its artifact is gone).

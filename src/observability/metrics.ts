@@ -14,7 +14,14 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
  * (tests) never share series. Default process metrics include `defect_lens_nodejs_eventloop_lag_seconds`
  * and its percentiles from `monitorEventLoopDelay`.
  */
-export function createMetrics({ indexStates }: { indexStates: () => readonly IndexState[] }) {
+export function createMetrics({
+  indexStates,
+  activeIndexVersion = () => null,
+}: {
+  indexStates: () => readonly IndexState[];
+  /** The deployment's active index version of an index (the replica's last read), or null. */
+  activeIndexVersion?: (s: IndexState) => string | null;
+}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
 
@@ -87,6 +94,37 @@ export function createMetrics({ indexStates }: { indexStates: () => readonly Ind
     "recall@10 the build measured (approximate indexes only).",
     (s) => s.recallAt10,
   );
+
+  // Which index version each index serves and which is active: equal labels mean the replica is current.
+  const versionLabels = ["version", "image_type", "index_version"] as const;
+  const versionInfo = (name: string, help: string, id: (s: IndexState) => string | null) =>
+    new Gauge({
+      name: `${PREFIX}${name}`,
+      help,
+      labelNames: versionLabels,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const s of indexStates()) {
+          const v = id(s);
+          if (v) this.set({ version: s.version, image_type: s.imageType, index_version: v.slice(0, 12) }, 1);
+        }
+      },
+    });
+  versionInfo(
+    "index_version_served_info",
+    "1 for the index version this replica serves (first 12 hex of its id).",
+    (s) => s.indexVersionId,
+  );
+  versionInfo(
+    "index_version_active_info",
+    "1 for the index version the deployment has active (first 12 hex of its id).",
+    activeIndexVersion,
+  );
+  perIndex("index_version_current", "1 when this replica serves the active index version, else 0.", (s) => {
+    const active = activeIndexVersion(s);
+    return active === null ? null : s.indexVersionId === active ? 1 : 0;
+  });
 
   return {
     registry,

@@ -472,9 +472,14 @@ function setupGallery() {
 
 // ---------------------------------------------------------------- admin page
 
-const STATUS = `{ status { activeVersion
-  indexes { version imageType ready count modelId factory builtAt source recallAt10
-    adaptedSpace { served reason typePrior } } } }`;
+const STATUS = `{ status { activeVersion replicaId
+  indexes { version imageType ready count modelId factory builtAt source recallAt10 indexVersion activeIndexVersion
+    adaptedSpace { served reason typePrior } }
+  replicas { id ready lastSeenAt served { version imageType indexVersion } }
+  indexVersions { id version imageType count builtBy publishedAt deletedAt active } } }`;
+
+/** First 12 hex digits of an index version id, as the metrics label them. */
+const shortId = (id) => (id ? id.slice(0, 12) : "");
 
 function showTokenState() {
   $("admin-token-state").textContent = sessionStorage.getItem(TOKEN_KEY)
@@ -509,8 +514,47 @@ async function refreshStatus() {
               (i.adaptedSpace.typePrior?.startsWith("cross-validation raises") ? " + type prior" : ""),
             title: [i.adaptedSpace.reason, i.adaptedSpace.typePrior].filter(Boolean).join("\n"),
           }),
+          el("td", { text: shortId(i.indexVersion), title: i.indexVersion ?? "" }),
+          el("td", { text: shortId(i.activeIndexVersion), title: i.activeIndexVersion ?? "" }),
         ),
       ),
+    );
+    $("replica-id").textContent = status.replicaId;
+    $("replica-table").tBodies[0].replaceChildren(
+      ...status.replicas.map((r) =>
+        el(
+          "tr",
+          {},
+          el("td", { text: r.id }),
+          el("td", { text: r.ready ? "yes" : "no" }),
+          el("td", {
+            text: r.served
+              .map(
+                (s) => `${s.version.toLowerCase()}/${s.imageType.toLowerCase()} ${shortId(s.indexVersion)}`,
+              )
+              .join(", "),
+          }),
+          el("td", { text: new Date(r.lastSeenAt).toLocaleTimeString() }),
+        ),
+      ),
+    );
+    $("version-table").tBodies[0].replaceChildren(
+      ...status.indexVersions.map((v) => {
+        const activate = el("button", { type: "button", text: "Activate" });
+        activate.disabled = v.active || v.deletedAt !== null;
+        activate.addEventListener("click", () => void activateVersion(v.id));
+        return el(
+          "tr",
+          {},
+          el("td", { text: shortId(v.id), title: v.id }),
+          el("td", { text: `${v.version.toLowerCase()}/${v.imageType.toLowerCase()}` }),
+          el("td", { text: String(v.count) }),
+          el("td", { text: v.builtBy }),
+          el("td", { text: new Date(v.publishedAt).toLocaleString() }),
+          el("td", { text: v.active ? "active" : v.deletedAt ? "deleted" : "kept" }),
+          el("td", {}, activate),
+        );
+      }),
     );
     setStatus($("admin-status"), `Updated ${new Date().toLocaleTimeString()}.`, "ok");
   } catch (e) {
@@ -535,10 +579,12 @@ async function pollRebuild(id) {
     bar.max = Math.max(total, 1);
     bar.value = t.status === "SUCCEEDED" ? bar.max : processed;
     const where = t.current ? ` (${t.current.version} ${t.current.imageType.toLowerCase()})` : "";
-    if (t.status === "RUNNING") {
+    if (t.status === "RUNNING" || t.status === "QUEUED") {
       setStatus(
         state,
-        `Rebuilding${where}: ${processed} of ${total} images, ${newlyEmbedded} newly embedded.`,
+        t.status === "QUEUED"
+          ? "Queued: waiting for a replica to take the rebuild."
+          : `Rebuilding${where}: ${processed} of ${total} images, ${newlyEmbedded} newly embedded.`,
         "busy",
       );
       await new Promise((r) => setTimeout(r, 400));
@@ -552,6 +598,21 @@ async function pollRebuild(id) {
       );
     else setStatus(state, `Failed: ${t.error}`, "error");
     return;
+  }
+}
+
+/** Makes an index version the active one for every replica (rollback or forward). */
+async function activateVersion(id) {
+  try {
+    await gql(
+      `mutation Activate($id: ID!) { activateIndexVersion(id: $id, reason: "activated on the admin page") { id } }`,
+      { id },
+      { admin: true },
+    );
+    await refreshStatus();
+    setStatus($("admin-status"), `Index version ${shortId(id)} is active; replicas swap it in.`, "ok");
+  } catch (err) {
+    setStatus($("admin-status"), describeError(err), "error");
   }
 }
 
@@ -570,8 +631,9 @@ function setupAdmin() {
     b.addEventListener("click", async () => {
       try {
         await gql(
-          `mutation Switch($v: MatcherVersion!) { setMatcherVersion(version: $v) { activeVersion } }`,
-          { v: b.dataset.version },
+          `mutation Switch($v: MatcherVersion!, $reason: String) {
+            setMatcherVersion(version: $v, reason: $reason) { activeVersion } }`,
+          { v: b.dataset.version, reason: $("switch-reason").value || null },
           { admin: true },
         );
         await refreshStatus();
