@@ -1,9 +1,11 @@
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
+import type { App } from "../src/app.js";
 import type { MachineInfo } from "../src/eval/machine.js";
 import type { ScratchFactory } from "../src/eval/scratch-env.js";
 import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
+import { IMAGE_TYPES } from "../src/shared/types.js";
 import type { RealEmbeddings } from "./real-mixture.js";
 
 /** Parts of the benchmark, each runnable alone with `--only`. */
@@ -87,3 +89,17 @@ export async function realImages(
 
 /** Milliseconds elapsed since `t0` (a `performance.now()` value). */
 export const since = (t0: number) => performance.now() - t0;
+
+/**
+ * Ingests `count` real gallery images of `datasetsDir` into `app` and rebuilds both V2 indexes.
+ * @throws Error when the rebuild fails.
+ */
+export async function ingestAndRebuild(app: App, datasetsDir: string, count: number): Promise<void> {
+  await app.ingest.ingest(await realImages(datasetsDir, "gallery", count));
+  const queued = await app.jobs.start({
+    targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
+    trigger: "admin",
+  });
+  const task = await app.jobs.untilDone(queued.id);
+  if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+}

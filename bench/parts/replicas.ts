@@ -1,8 +1,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { type Distribution, distribution } from "../../src/eval/stats.js";
-import { IMAGE_TYPES } from "../../src/shared/types.js";
-import { type BenchContext, realImages, since } from "../context.js";
+import { type BenchContext, ingestAndRebuild, realImages, since } from "../context.js";
 import { writePaddedIndex } from "../padded-index.js";
 import { spawnServer } from "./startup.js";
 
@@ -45,13 +44,7 @@ export async function benchReplicas(ctx: BenchContext): Promise<ReplicaResult[]>
   const queryImage = (await readFile(query.path)).toString("base64");
   const app = await env.createApp();
   try {
-    await app.ingest.ingest(await realImages(opts.datasetsDir, "gallery", 60));
-    const queued = await app.jobs.start({
-      targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
-      trigger: "admin",
-    });
-    const task = await app.jobs.untilDone(queued.id);
-    if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+    await ingestAndRebuild(app, opts.datasetsDir, 60);
     for (const size of opts.sizes) {
       ctx.log(`replicas: publishing a ${size}-vector index`);
       const first = await writePaddedIndex(app, size, await ctx.real());

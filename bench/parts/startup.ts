@@ -2,8 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { IMAGE_TYPES } from "../../src/shared/types.js";
-import { type BenchContext, realImages, since } from "../context.js";
+import { type BenchContext, ingestAndRebuild, since } from "../context.js";
 import { writePaddedIndex } from "../padded-index.js";
 
 /** Startup of the real server with one persisted defect index size. */
@@ -158,13 +157,7 @@ export async function benchStartup(ctx: BenchContext): Promise<StartupResult[]> 
     let factory = "Flat";
     let small = 0;
     try {
-      await app.ingest.ingest(await realImages(opts.datasetsDir, "gallery", 60));
-      const queued = await app.jobs.start({
-        targets: IMAGE_TYPES.map((t) => ({ version: "v2", imageType: t })),
-        trigger: "admin",
-      });
-      const task = await app.jobs.untilDone(queued.id);
-      if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
+      await ingestAndRebuild(app, opts.datasetsDir, 60);
       small = app.matchers.get("v2")?.state("defect").count ?? 0;
     } finally {
       await app.close();

@@ -219,8 +219,10 @@ export function createRebuildJobs({
         if (!matcher) throw new Error(`matcher ${target.version} is not configured on replica ${replicaId}`);
         task.current = target;
         await save({ current: JSON.stringify(target) });
-        const outcome = await runExclusive(() =>
-          matcher.rebuild(target.imageType, (p) => {
+        // Build, publish and activate under the cache lock: a download must not replace the new files
+        // in the cache before they are uploaded.
+        const { outcome, indexVersionId } = await runExclusive(async () => {
+          const built = await matcher.rebuild(target.imageType, (p) => {
             task.progress = {
               total: done.total + p.total,
               processed: done.processed + p.processed,
@@ -231,10 +233,10 @@ export function createRebuildJobs({
               lastWrite = performance.now();
               save({ progress: JSON.stringify(task.progress) }).catch(() => undefined);
             }
-          }),
-        );
+          });
+          return { outcome: built, indexVersionId: await publish(target, built, owns) };
+        });
         Object.assign(done, task.progress);
-        const indexVersionId = await publish(target, outcome, owns);
         task.results.push({
           ...target,
           count: outcome.manifest.count,
