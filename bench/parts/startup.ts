@@ -26,7 +26,7 @@ export interface StartupResult {
 }
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
-const READY_LINE = /defect-lens GraphQL endpoint: (\S+)/;
+const READY_LINE = /GraphQL endpoint:\s+(\S+)/;
 const TIMEOUT_MS = 300_000;
 
 function rssOf(pid: number | undefined): Promise<number> {
