@@ -338,7 +338,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     expect(newest).not.toBe(firstVersion);
     const store = createMinioBlobStore({ ...s3, bucket: BUCKET, region: "us-east-1" });
     await store.put(
-      `index-artifacts/${newest}/raw/faiss_index.bin`,
+      `index-artifacts/${newest}/raw/faiss_index.bin.part-00000`,
       Buffer.from("not an index"),
       "application/octet-stream",
     );

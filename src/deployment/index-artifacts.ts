@@ -4,11 +4,12 @@ import { z } from "zod";
 import { type IndexManifest, type IndexStore, indexVersionId, manifestSchema } from "../index/index.store.js";
 import { sha256, sha256File } from "../shared/hash.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
-import type { BlobStore } from "../storage/blob-store.js";
+import { type BlobStore, MAX_SINGLE_PUT_BYTES } from "../storage/blob-store.js";
 
 /** Object-key prefix of every index artifact in the bucket. */
 export const ARTIFACT_PREFIX = "index-artifacts/";
 const LIST_FILE = "artifact.json";
+const partKey = (key: string, file: string, i: number) => `${key}${file}.part-${String(i).padStart(5, "0")}`;
 
 /** The file list of an artifact (`artifact.json`): each file's path in the artifact, size and sha256. */
 const artifactListSchema = z.object({
@@ -20,6 +21,8 @@ const artifactListSchema = z.object({
       path: z.string().regex(/^(raw|adapted)\/[A-Za-z0-9._-]+$/),
       bytes: z.number().int().nonnegative(),
       sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      /** Objects the file is stored as, `<path>.part-00000` on, each at most the part size. */
+      parts: z.number().int().positive(),
     }),
   ),
 });
@@ -54,13 +57,17 @@ export function createIndexArtifacts({
   blobStore,
   raw,
   adapted,
+  partBytes = MAX_SINGLE_PUT_BYTES,
 }: {
   blobStore: BlobStore;
   /** The local cache of raw indexes. */
   raw: IndexStore;
   /** The local cache of adapted indexes (and their projections). */
   adapted: IndexStore;
+  /** Bytes per stored part of a file (default 64 MiB: one PUT each on any S3-protocol server). */
+  partBytes?: number;
 }) {
+  const partsOf = (bytes: number) => Math.max(1, Math.ceil(bytes / partBytes));
   const keyOf = (id: string) => `${ARTIFACT_PREFIX}${id}/`;
 
   return {
@@ -89,16 +96,29 @@ export function createIndexArtifacts({
         for (const name of (await store.files(version, imageType)).sort()) {
           const file = path.join(dir, name);
           const [info, hash] = await Promise.all([stat(file), sha256File(file)]);
-          await blobStore.putFile(`${key}${prefix}/${name}`, file);
-          files.push({ path: `${prefix}/${name}`, bytes: info.size, sha256: hash });
+          const entry = {
+            path: `${prefix}/${name}`,
+            bytes: info.size,
+            sha256: hash,
+            parts: partsOf(info.size),
+          };
+          for (let i = 0; i < entry.parts; i++) {
+            const start = i * partBytes;
+            await blobStore.putFileRange(
+              partKey(key, entry.path, i),
+              file,
+              start,
+              Math.min(partBytes, info.size - start),
+            );
+          }
+          files.push(entry);
         }
       }
       for (const f of files) {
-        const size = await blobStore.size(`${key}${f.path}`);
-        if (size !== f.bytes)
-          throw new ArtifactError(
-            `uploaded ${key}${f.path} holds ${size ?? "no"} bytes, expected ${f.bytes}`,
-          );
+        let stored = 0;
+        for (let i = 0; i < f.parts; i++) stored += (await blobStore.size(partKey(key, f.path, i))) ?? 0;
+        if (stored !== f.bytes)
+          throw new ArtifactError(`uploaded ${key}${f.path} holds ${stored} bytes, expected ${f.bytes}`);
       }
       const list = JSON.stringify(artifactListSchema.parse({ formatVersion: 1, indexVersionId: id, files }));
       await blobStore.put(`${key}${LIST_FILE}`, Buffer.from(list), "application/json");
@@ -139,8 +159,10 @@ export function createIndexArtifacts({
           const store = prefix === "raw" ? raw : adapted;
           staged[prefix] ??= await store.stagingDir(version, imageType);
           const file = path.join(staged[prefix] as string, name);
-          if (!(await blobStore.getFile(`${key}${f.path}`, file)))
-            throw new ArtifactError(`${key}${f.path} is missing from the bucket`);
+          for (let i = 0; i < f.parts; i++) {
+            if (!(await blobStore.getFile(partKey(key, f.path, i), file, { append: i > 0 })))
+              throw new ArtifactError(`${partKey(key, f.path, i)} is missing from the bucket`);
+          }
           const hash = await sha256File(file);
           if (hash !== f.sha256)
             throw new ArtifactError(
@@ -172,7 +194,8 @@ export function createIndexArtifacts({
     async remove(key: string): Promise<void> {
       const listBytes = await blobStore.get(`${key}${LIST_FILE}`);
       const files = listBytes ? artifactListSchema.parse(JSON.parse(listBytes.toString("utf8"))).files : [];
-      await blobStore.remove([...files.map((f) => `${key}${f.path}`), `${key}${LIST_FILE}`]);
+      const parts = files.flatMap((f) => Array.from({ length: f.parts }, (_, i) => partKey(key, f.path, i)));
+      await blobStore.remove([...parts, `${key}${LIST_FILE}`]);
     },
   };
 }

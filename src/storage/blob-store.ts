@@ -1,8 +1,13 @@
+import { createReadStream, createWriteStream } from "node:fs";
 import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import * as Minio from "minio";
 import pTimeout from "p-timeout";
 
 /** Object storage for gallery originals, over the S3 protocol (MinIO, S3, NCloud, s3rver). */
+/** Largest object the minio client sends in one PUT (its default part size, 64 MiB). */
+export const MAX_SINGLE_PUT_BYTES = 64 * 1024 * 1024;
+
 export interface BlobStore {
   readonly bucket: string;
   /** Creates the bucket if missing. */
@@ -17,15 +22,17 @@ export interface BlobStore {
   /** Size in bytes of an object, or undefined when it does not exist. */
   size(key: string): Promise<number | undefined>;
   /**
-   * Uploads a local file, streamed (multipart for large files), so index files of gigabytes never sit in
-   * memory. No request timeout applies: its length grows with the file.
+   * Uploads `length` bytes of a local file from byte `start` as one object, streamed from disk. Keep
+   * `length` at most {@link MAX_SINGLE_PUT_BYTES}: the minio client sends that in one PUT, which every
+   * S3-protocol server takes (the embedded s3rver has no ListMultipartUploads, which the client's multipart
+   * path needs). No request timeout applies: its length grows with the bytes.
    */
-  putFile(key: string, filePath: string): Promise<void>;
+  putFileRange(key: string, filePath: string, start: number, length: number): Promise<void>;
   /**
-   * Downloads an object into `filePath`, streamed.
+   * Downloads an object to `filePath`, streamed; `append` adds it at the end of the file.
    * @returns false when there is no such object.
    */
-  getFile(key: string, filePath: string): Promise<boolean>;
+  getFile(key: string, filePath: string, options?: { append?: boolean }): Promise<boolean>;
   /** Deletes objects (missing ones are no error). */
   remove(keys: readonly string[]): Promise<void>;
   /** A time-limited GET URL (AWS Signature V4 query string) valid for `expirySeconds`. */
@@ -128,17 +135,23 @@ export function createMinioBlobStore(conn: S3Connection): BlobStore {
         throw e;
       }
     },
-    async putFile(key, filePath) {
-      await client.fPutObject(conn.bucket, key, filePath, { "Content-Type": "application/octet-stream" });
+    async putFileRange(key, filePath, start, length) {
+      const body =
+        length === 0 ? Buffer.alloc(0) : createReadStream(filePath, { start, end: start + length - 1 });
+      await client.putObject(conn.bucket, key, body, length, {
+        "Content-Type": "application/octet-stream",
+      });
     },
-    async getFile(key, filePath) {
+    async getFile(key, filePath, { append = false } = {}) {
+      let stream: Readable;
       try {
-        await client.fGetObject(conn.bucket, key, filePath);
-        return true;
+        stream = await client.getObject(conn.bucket, key);
       } catch (e) {
         if (NOT_FOUND_CODES.has((e as { code?: string }).code ?? "")) return false;
         throw e;
       }
+      await pipeline(stream, createWriteStream(filePath, { flags: append ? "a" : "w" }));
+      return true;
     },
     async remove(keys) {
       if (keys.length > 0)
