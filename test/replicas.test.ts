@@ -196,9 +196,9 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     firstVersion = sa?.indexVersion as string;
     // Visible from outside: /readyz and /metrics name the served and the active version.
     const readyz = (await (await fetch(`${b.url}readyz`)).json()) as {
-      detail: { indexes: { imageType: string; servedIndexVersion: string; activeIndexVersion: string }[] };
+      indexes: { imageType: string; servedIndexVersion: string; activeIndexVersion: string }[];
     };
-    expect(readyz.detail.indexes.find((i) => i.imageType === "defect")).toMatchObject({
+    expect(readyz.indexes.find((i) => i.imageType === "defect")).toMatchObject({
       servedIndexVersion: firstVersion,
       activeIndexVersion: firstVersion,
     });
