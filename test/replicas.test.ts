@@ -266,7 +266,12 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     );
     expect(swapped).toBeGreaterThan(0);
     expect(failed).toBe(0);
-    const task = (await status(a)).rebuildTasks.find((t) => t.id === started.data?.rebuildIndex.id);
+    // The task ends just after the activation (retention, its results): wait for it.
+    let task: StatusAnswer["status"]["rebuildTasks"][number] | undefined;
+    await until("the task to end", async () => {
+      task = (await status(a)).rebuildTasks.find((t) => t.id === started.data?.rebuildIndex.id);
+      return task?.status === "SUCCEEDED" || task?.status === "FAILED";
+    });
     expect(task).toMatchObject({ status: "SUCCEEDED", attempt: 1 });
     // Each search embeds its query image once; the rest is the rebuild's, once for the deployment.
     expect((await embeddingsComputed(a)) + (await embeddingsComputed(b)) - before - (ok + failed)).toBe(20);
@@ -276,6 +281,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
   it("a replica SIGKILLed mid-rebuild leaves a job that the other retries and finishes", async () => {
     await sql.query("delete from image_embeddings");
     const started = await gql<{ rebuildIndex: { id: string } }>(a.graphqlUrl, REBUILD, {}, TOKEN);
+    expect(started.errors).toBeUndefined();
     const id = started.data?.rebuildIndex.id as string;
     let runner = "";
     await until("the rebuild to run", async () => {

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { SHARED_DIR, SHARED_PRESENT } from "./services.js";
+import { SHARED_DIR, SHARED_PRESENT } from "./paths.js";
 
 /**
  * Says, once per `npm test`, which data the tests run on: the team's ../shared (SHARED_DIR) when present,

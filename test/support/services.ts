@@ -1,9 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { pino } from "pino";
 import type { App } from "../../src/app.js";
@@ -11,24 +9,17 @@ import { type AppConfig, loadConfig } from "../../src/config/config.js";
 import { startEmbeddedPostgres } from "../../src/db/embedded-postgres.js";
 import type { DatasetImage } from "../../src/ingest/dataset.reader.js";
 import { startEmbeddedS3 } from "../../src/storage/embedded-s3.js";
+import { MODELS_DIR } from "./paths.js";
 
-/** Repository root. */
-export const REPO_ROOT = fileURLToPath(new URL("../..", import.meta.url));
-/** The team's shared models and datasets (SHARED_DIR, default ../shared beside the repository). */
-export const SHARED_DIR = path.resolve(process.env.SHARED_DIR ?? path.join(REPO_ROOT, "..", "shared"));
-/**
- * Whether the shared models and datasets are here. Without them (a plain clone) the tests run on what
- * ships in the repository, and the ones that need more say so (test/support/global-setup.ts prints it).
- */
-export const SHARED_PRESENT =
-  existsSync(path.join(SHARED_DIR, "datasets", "xsdd", "split.csv")) &&
-  existsSync(path.join(SHARED_DIR, "models", "squeezenet1.1", "model.onnx"));
-export const DATASETS_DIR = path.join(SHARED_DIR, "datasets");
-/** The shipped default model (always) and sample (samples/xsdd: gallery/ and held-back/). */
-export const SHIPPED_MODELS_DIR = path.join(REPO_ROOT, "models");
-export const SAMPLE_DIR = path.join(REPO_ROOT, "samples", "xsdd");
-/** The shared models when present, else the shipped one (the default preset only). */
-export const MODELS_DIR = SHARED_PRESENT ? path.join(SHARED_DIR, "models") : SHIPPED_MODELS_DIR;
+export {
+  DATASETS_DIR,
+  MODELS_DIR,
+  REPO_ROOT,
+  SAMPLE_DIR,
+  SHARED_DIR,
+  SHARED_PRESENT,
+  SHIPPED_MODELS_DIR,
+} from "./paths.js";
 
 /** Quiet logs in tests; TEST_LOG_LEVEL=debug to see them. */
 export const testLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
