@@ -34,6 +34,9 @@ export type Database = NodePgDatabase<typeof schema>;
 /** Generated SQL migrations shipped with the service (drizzle-kit output). */
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../drizzle", import.meta.url));
 
+/** Advisory lock key held while migrations run (any 64-bit number unique to this service). */
+const MIGRATION_LOCK = 0x64656c656e73; // "delens"
+
 /** A connection pool plus its drizzle handle. */
 export interface DbClient {
   readonly db: Database;
@@ -79,7 +82,15 @@ export function createDbClient({
     pool,
     async migrate() {
       if (!existsSync(MIGRATIONS_DIR)) throw new Error(`migrations folder missing: ${MIGRATIONS_DIR}`);
-      await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+      // Replicas starting together on an empty database: one migrates, the others wait for it.
+      const lock = await pool.connect();
+      try {
+        await lock.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
+        await migrate(db, { migrationsFolder: MIGRATIONS_DIR });
+      } finally {
+        await lock.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => undefined);
+        lock.release();
+      }
     },
     async unreachableReason(timeoutMs) {
       let timer: NodeJS.Timeout | undefined;

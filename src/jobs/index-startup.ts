@@ -30,12 +30,15 @@ export async function planStartup({
   jobs,
   policy,
   logger,
+  replan = true,
 }: {
   matchers: ReadonlyMap<MatcherVersion, Matcher>;
   replica: Replica;
   jobs: RebuildJobs;
   policy: AppConfig["index"]["startupRebuild"];
   logger: Logger;
+  /** Plan again once after a rebuild another replica queued ends (see below). */
+  replan?: boolean;
 }): Promise<IndexTarget[]> {
   const toBuild: IndexTarget[] = [];
   for (const [version, matcher] of matchers) {
@@ -69,6 +72,15 @@ export async function planStartup({
   } catch (err) {
     if (isDomainError(err) && err.code === "REBUILD_IN_PROGRESS") {
       logger.info({ targets: toBuild }, "a rebuild is already queued by another replica; following it");
+      // That rebuild may have read the gallery before this replica's own import finished: once it ends,
+      // plan again (once), so a gallery that changed meanwhile is rebuilt.
+      const open = await jobs.open();
+      if (open && policy === "if-needed" && replan)
+        void jobs
+          .untilDone(open.id, 1000)
+          .then(() => replica.sync())
+          .then(() => planStartup({ matchers, replica, jobs, policy, logger, replan: false }))
+          .catch((e) => logger.warn({ err: e }, "planning again after the followed rebuild failed"));
       return [];
     }
     throw err;
