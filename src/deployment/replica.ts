@@ -372,7 +372,7 @@ export function createReplica({
       { onlyIfNone = false, reason }: { onlyIfNone?: boolean; reason: string },
     ): Promise<string | undefined> {
       const matcher = matchers.get(target.version) as Matcher;
-      const id = await runExclusive(async () => {
+      return runExclusive(async () => {
         const m = await matcher.persistedManifest(target.imageType);
         if (!m) return undefined;
         const published = await artifacts.publish(target.version, target.imageType, m);
@@ -383,7 +383,6 @@ export function createReplica({
         );
         return published.indexVersionId;
       });
-      return id;
     },
 
     /**

@@ -1,4 +1,5 @@
 import type pg from "pg";
+import { iso, isoOrNull } from "../shared/timestamps.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 
 /** The NOTIFY channel replicas listen on; payloads are hints (`flag`, `index`, `task`), the tables the truth. */
@@ -64,9 +65,6 @@ export interface ReplicaRecord {
   ready: boolean;
   served: ServedIndexRecord[];
 }
-
-const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : String(v));
-const isoOrNull = (v: unknown) => (v === null || v === undefined ? null : iso(v));
 
 function versionOf(r: Record<string, unknown>): IndexVersionRecord {
   return {

@@ -2,9 +2,11 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import PgBoss from "pg-boss";
 import type { Logger } from "pino";
+import { STATE_CHANNEL } from "../deployment/serving-state.repository.js";
 import type { GalleryProgress } from "../matchers/gallery-source.js";
 import type { Matcher, RebuildOutcome } from "../matchers/matcher.js";
 import { errors } from "../shared/errors.js";
+import { iso, isoOrNull } from "../shared/timestamps.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 
 /** Lifecycle of a rebuild task: queued (waiting for a replica), running, then succeeded or failed. */
@@ -73,8 +75,6 @@ const MAX_FAILURES_SHOWN = 50;
 const PROGRESS_WRITE_MS = 1000;
 const EMPTY_PROGRESS: GalleryProgress = { total: 0, processed: 0, newlyEmbedded: 0, failed: 0 };
 
-const iso = (v: unknown) => (v instanceof Date ? v.toISOString() : v === null ? null : String(v));
-
 function taskOf(r: Record<string, unknown>): RebuildTask {
   return {
     id: r.task_id as string,
@@ -85,8 +85,8 @@ function taskOf(r: Record<string, unknown>): RebuildTask {
     progress: r.progress as GalleryProgress,
     replicaId: (r.replica_id as string | null) ?? null,
     attempt: r.attempt as number,
-    startedAt: iso(r.created_at) as string,
-    finishedAt: iso(r.finished_at ?? null),
+    startedAt: iso(r.created_at),
+    finishedAt: isoOrNull(r.finished_at),
     durationMs: (r.duration_ms as number | null) ?? null,
     error: (r.error as string | null) ?? null,
     failures: r.failures as RebuildTask["failures"],
@@ -262,7 +262,7 @@ export function createRebuildJobs({
         finished_at: task.finishedAt,
         duration_ms: task.durationMs,
       }).catch((err) => logger.warn({ err, taskId }, "could not record the rebuild's outcome"));
-      await pool.query("select pg_notify('defect_lens_state', 'task')").catch(() => undefined);
+      await pool.query("select pg_notify($1, 'task')", [STATE_CHANNEL]).catch(() => undefined);
       logger.info(
         { taskId, status: task.status, durationMs: Math.round(task.durationMs), progress: task.progress },
         "index rebuild finished",
