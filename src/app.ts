@@ -6,6 +6,7 @@ import { type AdminService, createAdminService } from "./admin/admin.service.js"
 import type { AppConfig } from "./config/config.js";
 import { applyNativeThreadSettings } from "./config/native-threads.js";
 import { createDbClient, type DbClient } from "./db/db.client.js";
+import { createGalleryEditsRepository } from "./db/gallery-edits.repository.js";
 import { createImageRepository, type ImageRepository } from "./db/images.repository.js";
 import { createIndexArtifacts } from "./deployment/index-artifacts.js";
 import { createReplica, defaultReplicaId, type Replica } from "./deployment/replica.js";
@@ -14,6 +15,7 @@ import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
 import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
 import { createGalleryService, type GalleryService } from "./gallery/gallery.service.js";
+import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
 import { startGraphQLEndpoint } from "./graphql/graphql.server.js";
 import { type HttpServer, type Readiness, startHttpServer } from "./http/http.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
@@ -21,6 +23,7 @@ import { createIndexStore, indexScratchDir } from "./index/index.store.js";
 import type { VectorIndexBackend } from "./index/vector-index.js";
 import { createIngestService, type IngestService } from "./ingest/ingest.service.js";
 import { loadSampleGallery, type SampleGalleryResult } from "./ingest/sample-gallery.js";
+import { createCompactionPolicy } from "./jobs/compaction.js";
 import { planStartup, startFromLocalCache } from "./jobs/index-startup.js";
 import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
@@ -51,6 +54,8 @@ export interface App {
   readonly admin: AdminService;
   readonly ingest: IngestService;
   readonly gallery: GalleryService;
+  /** Gallery edits through the API: add, relabel, remove, near-duplicate review. */
+  readonly editor: GalleryEditor;
   readonly metrics: Metrics;
   /** Why the database was unreachable at startup, or null. */
   readonly startupDatabaseError: string | null;
@@ -143,6 +148,7 @@ export async function createApp(
     );
 
     const repository = createImageRepository({ db: db.db });
+    const edits = createGalleryEditsRepository({ db: db.db });
     const store = createIndexStore({ root: config.index.cacheDir });
     const adaptedStore = createIndexStore({ root: path.join(config.index.cacheDir, "adapted") });
     const threads = applyNativeThreadSettings(config);
@@ -179,7 +185,7 @@ export async function createApp(
       createMatcher({
         ...matcherDeps,
         version: "v2",
-        source: createV2GallerySource({ repository, blobStore, embedder, logger }),
+        source: createV2GallerySource({ repository, edits, blobStore, embedder, logger }),
       }),
     );
     if (config.matcher.v1GalleryDir) {
@@ -202,6 +208,7 @@ export async function createApp(
     const cacheLock = new PQueue({ concurrency: 1 });
     const runExclusive = <T>(run: () => Promise<T>) => cacheLock.add(run) as Promise<T>;
     let replica: Replica | undefined;
+    let compaction: ReturnType<typeof createCompactionPolicy> | undefined;
     const jobs = createRebuildJobs({
       pool: db.pool,
       databaseUrl: dbUrl,
@@ -215,6 +222,7 @@ export async function createApp(
       onFinished: metrics.observeRebuild,
     });
     cleanups.push(() => jobs.close());
+    compaction = createCompactionPolicy({ matchers, jobs, settings: config.gallery.compaction, logger });
     const firstContact = async () => {
       await db.migrate();
       await servingState.seedMatcherVersion(config.matcher.initialVersion, replicaId);
@@ -231,6 +239,9 @@ export async function createApp(
       settings: { ...config.replica, replicaId },
       follow: initialiseIndexes,
       onFirstContact: startupDatabaseError === null ? undefined : firstContact,
+      onGallerySynced: initialiseIndexes
+        ? () => (compaction as ReturnType<typeof createCompactionPolicy>).check()
+        : undefined,
       afterFirstContact: initialiseIndexes
         ? () =>
             planStartup({
@@ -308,6 +319,20 @@ export async function createApp(
       blobStore,
       presignExpirySeconds: config.storage.presignExpirySeconds,
     });
+    const editor = createGalleryEditor({
+      edits,
+      repository,
+      blobStore,
+      embedder,
+      matcher: matchers.get("v2") as Matcher,
+      applyChanges: () => (replica as Replica).syncGallery(),
+      gallery,
+      settings: {
+        maxImages: config.gallery.addMaxImages,
+        nearDuplicateSimilarity: config.gallery.nearDuplicateSimilarity,
+      },
+      logger,
+    });
     const admin = createAdminService({
       matchers,
       flag,
@@ -351,13 +376,14 @@ export async function createApp(
       admin,
       ingest,
       gallery,
+      editor,
       metrics,
       startupDatabaseError,
       readiness,
       sampleGallery,
       async listen() {
         const graphql = await startGraphQLEndpoint({
-          services: { search, admin, gallery, maxImageBytes: config.limits.maxImageBytes },
+          services: { search, admin, gallery, editor, maxImageBytes: config.limits.maxImageBytes },
           adminToken: config.adminToken,
           exposeStack: config.env === "development",
           introspection: config.env !== "production",
@@ -376,6 +402,7 @@ export async function createApp(
           host: config.http.host,
           port: config.http.port,
           maxImageBytes: config.limits.maxImageBytes,
+          maxUploadFiles: config.gallery.addMaxImages,
           graphiql: config.http.graphiql,
           imageOrigins: [new URL(config.storage.publicEndpoint ?? infra.s3.endpoint).origin],
           logger,

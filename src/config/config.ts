@@ -276,6 +276,34 @@ export const envSchema = z.object({
   REBUILD_WORKER: bool
     .default(true)
     .describe("Whether this replica runs rebuilds (every replica can request them)."),
+  GALLERY_COMPACTION_SHARE: z.coerce
+    .number()
+    .min(0)
+    .max(1)
+    .default(0.1)
+    .describe(
+      "Gallery changes served beside an index since its build (added plus removed or relabelled images), as a share of it, at which a rebuild folds them in and refits the adapted space.",
+    ),
+  GALLERY_COMPACTION_MIN: int(1)
+    .default(100)
+    .describe("Pending gallery changes below which an index is never rebuilt for them (small galleries)."),
+  GALLERY_COMPACTION_MAX: int(1)
+    .default(5000)
+    .describe(
+      "Pending gallery changes at which an index is always rebuilt (they are searched exactly, beside it).",
+    ),
+  GALLERY_ADD_MAX_IMAGES: int(1)
+    .max(1000)
+    .default(32)
+    .describe("Images one addGalleryImages call may carry."),
+  NEAR_DUPLICATE_SIMILARITY: z.coerce
+    .number()
+    .min(-1)
+    .max(1)
+    .optional()
+    .describe(
+      "Cosine similarity (raw embedding) to the nearest gallery image at which a new image is reported as a near-duplicate; default per model preset, calibrated in docs/near-duplicates.md.",
+    ),
   MATCHER_VERSION: z
     .enum(["v1", "v2"])
     .optional()
@@ -436,6 +464,13 @@ export interface AppConfig {
     readonly keepVersions: number;
   };
   readonly rebuild: { readonly retries: number; readonly timeoutMinutes: number; readonly work: boolean };
+  /** Editing the gallery through the API: compaction of the changes served beside the indexes, limits. */
+  readonly gallery: {
+    readonly compaction: { readonly share: number; readonly minChanges: number; readonly maxChanges: number };
+    readonly addMaxImages: number;
+    /** Cosine similarity at which a new image is a near-duplicate of its nearest gallery image. */
+    readonly nearDuplicateSimilarity: number;
+  };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
   readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
   readonly adminToken: string | undefined;
@@ -605,6 +640,15 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       retries: env.REBUILD_RETRIES,
       timeoutMinutes: env.REBUILD_TIMEOUT_MINUTES,
       work: env.REBUILD_WORKER,
+    },
+    gallery: {
+      compaction: {
+        share: env.GALLERY_COMPACTION_SHARE,
+        minChanges: env.GALLERY_COMPACTION_MIN,
+        maxChanges: env.GALLERY_COMPACTION_MAX,
+      },
+      addMaxImages: env.GALLERY_ADD_MAX_IMAGES,
+      nearDuplicateSimilarity: env.NEAR_DUPLICATE_SIMILARITY ?? preset0.nearDuplicateSimilarity,
     },
     sample: {
       galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),

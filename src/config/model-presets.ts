@@ -40,6 +40,11 @@ export interface ModelPreset {
    * file is loaded from `MODELS_DIR/<name>/model.onnx`; absent for presets that do not ship.
    */
   readonly shippedSha256?: string;
+  /**
+   * Cosine similarity (raw embedding) to the nearest gallery image at which a new image is reported as a
+   * near-duplicate (a resized or recompressed copy); calibrated per model in docs/near-duplicates.md.
+   */
+  readonly nearDuplicateSimilarity: number;
 }
 
 /** torchvision ImageNet normalisation (https://pytorch.org/vision/stable/models.html). */
@@ -75,6 +80,7 @@ export const MODEL_PRESETS = {
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
+    nearDuplicateSimilarity: 0.93,
     source:
       "ONNX Model Zoo mobilenetv2-12-int8 with a DequantizeLinear node exposing the pooled 1280-d tensor as `features`; shipped in models/mobilenetv2-12-int8/",
     // The 576-channel 14 x 14 expansion of the 13th inverted-residual block (stride 16, before the last
@@ -95,6 +101,7 @@ export const MODEL_PRESETS = {
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
+    nearDuplicateSimilarity: 0.93,
     source: "ONNX Model Zoo mobilenetv2-7 (fp32), classifier removed, output `features`",
   },
   "squeezenet1.1": {
@@ -108,6 +115,7 @@ export const MODEL_PRESETS = {
     resizeKernel: "linear",
     mean: IMAGENET_MEAN,
     std: IMAGENET_STD,
+    nearDuplicateSimilarity: 0.93,
     source: "ONNX Model Zoo squeezenet1.1 (fp32), output `features`",
   },
   "clip-vit-b32": {
@@ -120,6 +128,7 @@ export const MODEL_PRESETS = {
     resizeKernel: "cubic",
     mean: CLIP_MEAN,
     std: CLIP_STD,
+    nearDuplicateSimilarity: 0.93,
     source:
       "CLIP ViT-B/32 image tower with projection, e.g. Hugging Face Xenova/clip-vit-base-patch32 onnx/vision_model.onnx (input `pixel_values`, output `image_embeds`)",
   },

@@ -5,6 +5,7 @@ import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import type { Logger } from "pino";
 import { defectTypes } from "./defect-types.table.js";
+import { galleryChanges, nearDuplicates } from "./gallery-changes.table.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
@@ -27,7 +28,15 @@ export const schema = {
   activeIndexes,
   replicas,
   rebuildTasks,
+  galleryChanges,
+  nearDuplicates,
 };
+
+/**
+ * The NOTIFY channel replicas listen on; payloads are hints (`flag`, `index`, `task`, `gallery`), the
+ * tables the truth.
+ */
+export const STATE_CHANNEL = "defect_lens_state";
 /** The typed drizzle handle used by repositories. */
 export type Database = NodePgDatabase<typeof schema>;
 

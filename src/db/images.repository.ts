@@ -2,6 +2,7 @@ import { and, asc, eq, gt, inArray, isNotNull, isNull, type SQL, sql } from "dri
 import type { ImageType } from "../shared/types.js";
 import type { Database } from "./db.client.js";
 import { defectTypes } from "./defect-types.table.js";
+import { appendChanges } from "./gallery-edits.repository.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
@@ -135,7 +136,8 @@ export function createImageRepository({ db }: { db: Database }) {
 
     /**
      * Inserts image rows and their embeddings of `modelId` in one transaction, so a crash never leaves a
-     * row without its embedding; rows whose content hash is already known are left out.
+     * row without its embedding, with their change-log rows; rows whose content hash is already known are
+     * left out.
      * @returns the new image id of each inserted row, by content hash.
      */
     async insertImagesWithEmbeddings(
@@ -157,6 +159,12 @@ export function createImageRepository({ db }: { db: Database }) {
             : [{ imageId, modelId, embedding: r.embedding, dimension: r.embedding.length }];
         });
         if (embeddings.length > 0) await tx.insert(imageEmbeddings).values(embeddings).onConflictDoNothing();
+        // Logged, so running replicas serve the new images without a rebuild.
+        await appendChanges(
+          tx,
+          inserted.map((r) => ({ imageId: r.imageId, kind: "add" as const })),
+          "ingest",
+        );
         return ids;
       });
     },
@@ -326,6 +334,23 @@ export function createImageRepository({ db }: { db: Database }) {
           .where(and(...where)),
       ]);
       return { rows, total: count?.n ?? 0 };
+    },
+
+    /** Gallery images by id, as the browser lists them (ids that do not exist are left out), by id. */
+    async browseByIds(imageIds: readonly number[]): Promise<BrowsedImage[]> {
+      if (imageIds.length === 0) return [];
+      return db
+        .select({
+          ...galleryColumns,
+          thumbnailKey: images.thumbnailKey,
+          width: images.width,
+          height: images.height,
+        })
+        .from(images)
+        .innerJoin(products, eq(images.productId, products.productId))
+        .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))
+        .where(inArray(images.imageId, [...imageIds]))
+        .orderBy(asc(images.imageId));
     },
 
     /** Images with an original in object storage and no thumbnail yet, by image id. */

@@ -104,7 +104,7 @@ export const rebuildTasks = pgTable(
     /** The pg-boss job carrying it. */
     jobId: text("job_id"),
     targets: jsonb("targets").notNull(),
-    trigger: text("trigger", { enum: ["admin", "startup"] }).notNull(),
+    trigger: text("trigger", { enum: ["admin", "startup", "compaction"] }).notNull(),
     status: text("status", { enum: ["queued", "running", "succeeded", "failed"] }).notNull(),
     current: jsonb("current"),
     progress: jsonb("progress").notNull(),

@@ -60,6 +60,7 @@ export function createReplica({
   follow: following = true,
   onFirstContact,
   afterFirstContact,
+  onGallerySynced,
   logger,
 }: {
   databaseUrl: string;
@@ -78,6 +79,8 @@ export function createReplica({
   onFirstContact?: (() => Promise<void>) | undefined;
   /** Run once after the first follow that came after {@link onFirstContact} (the startup policy). */
   afterFirstContact?: (() => Promise<void>) | undefined;
+  /** Run after each read of the gallery change log (the compaction policy). */
+  onGallerySynced?: (() => Promise<void>) | undefined;
   logger: Logger;
 }) {
   let pendingFirstContact = onFirstContact;
@@ -92,6 +95,38 @@ export function createReplica({
   let again = false;
   let listener: pg.Client | undefined;
   let closed = false;
+  let gallerySyncing: Promise<void> | undefined;
+  let galleryAgain = false;
+  let galleryProblem: string | null = null;
+
+  /**
+   * Applies the gallery change log to every matcher's served indexes; calls that arrive while one runs
+   * coalesce into one more, so a burst of NOTIFYs costs two reads.
+   */
+  function syncGallery(): Promise<void> {
+    if (gallerySyncing) {
+      galleryAgain = true;
+      return gallerySyncing;
+    }
+    gallerySyncing = (async () => {
+      do {
+        galleryAgain = false;
+        try {
+          for (const m of matchers.values()) await m.syncGallery();
+          if (galleryProblem) log.info("gallery change log readable again");
+          galleryProblem = null;
+        } catch (err) {
+          if (galleryProblem === null)
+            log.warn({ err }, "gallery change log unreadable; serving what was applied");
+          galleryProblem = (err as Error).message;
+        }
+        await onGallerySynced?.().catch((err) => log.warn({ err }, "compaction check failed"));
+      } while (galleryAgain && !closed);
+    })().finally(() => {
+      gallerySyncing = undefined;
+    });
+    return gallerySyncing;
+  }
   let beating = false;
   let beatTimer: NodeJS.Timeout | undefined;
 
@@ -175,6 +210,7 @@ export function createReplica({
       return;
     }
     if (following) {
+      await syncGallery();
       for (const t of targets()) {
         const want = active.get(key(t.version, t.imageType));
         if (want) await follow(t, want);
@@ -238,7 +274,12 @@ export function createReplica({
       if (!closed) setTimeout(() => void listen(), settings.pollMs).unref();
     };
     client.on("error", retry);
-    client.on("notification", () => void sync());
+    client.on("notification", (message) => {
+      // Gallery edits need no flag or version read: apply them at once, even while a download runs.
+      if (message.payload === "gallery") {
+        if (following) void syncGallery();
+      } else void sync();
+    });
     try {
       await client.connect();
       await client.query(`listen ${STATE_CHANNEL}`);
@@ -425,6 +466,12 @@ export function createReplica({
       await sync();
       return record;
     },
+
+    /**
+     * Applies the gallery change log now (after an edit this replica answered, so the caller's next
+     * search sees it).
+     */
+    syncGallery,
 
     /** Live replicas (heartbeat within REPLICA_STALE_MS). */
     liveReplicas: () => repo.liveReplicas(settings.staleMs),

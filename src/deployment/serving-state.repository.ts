@@ -1,9 +1,9 @@
 import type pg from "pg";
+import { STATE_CHANNEL } from "../db/db.client.js";
 import { iso, isoOrNull } from "../shared/timestamps.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 
-/** The NOTIFY channel replicas listen on; payloads are hints (`flag`, `index`, `task`), the tables the truth. */
-export const STATE_CHANNEL = "defect_lens_state";
+export { STATE_CHANNEL };
 
 /** One switch of the matcher flag. */
 export interface MatcherVersionChange {

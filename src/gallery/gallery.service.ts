@@ -41,6 +41,12 @@ export function createGalleryService({
   const presign = (key: string | null | undefined) =>
     key ? blobStore.presignedGetUrl(key, presignExpirySeconds) : Promise.resolve(null);
 
+  const withUrls = async (r: BrowsedImage): Promise<GalleryImageView> => ({
+    ...r,
+    thumbnailUrl: await presign(r.thumbnailKey),
+    downloadUrl: await presign(r.storageUrl ? blobStore.keyFromStorageUrl(r.storageUrl) : null),
+  });
+
   return {
     /** Products by code, with image counts. */
     products: (): Promise<ProductCount[]> => repository.listProducts(),
@@ -61,14 +67,13 @@ export function createGalleryService({
         limit: first + 1,
       });
       const shown = rows.slice(0, first);
-      const images = await Promise.all(
-        shown.map(async (r) => ({
-          ...r,
-          thumbnailUrl: await presign(r.thumbnailKey),
-          downloadUrl: await presign(r.storageUrl ? blobStore.keyFromStorageUrl(r.storageUrl) : null),
-        })),
-      );
+      const images = await Promise.all(shown.map(withUrls));
       return { total, images, nextCursor: rows.length > first ? (shown.at(-1)?.imageId ?? null) : null };
+    },
+
+    /** Gallery images by id, with presigned URLs (ids that do not exist are left out), by id. */
+    async images(imageIds: readonly number[]): Promise<GalleryImageView[]> {
+      return Promise.all((await repository.browseByIds(imageIds)).map(withUrls));
     },
   };
 }

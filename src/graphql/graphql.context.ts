@@ -1,5 +1,6 @@
 import type { AdminService } from "../admin/admin.service.js";
 import type { GalleryService } from "../gallery/gallery.service.js";
+import type { GalleryEditor } from "../gallery/gallery-editor.service.js";
 import type { SearchService } from "../search/search.service.js";
 
 /** Per-request context handed to resolvers. */
@@ -7,6 +8,7 @@ export interface GraphQLContext {
   search: SearchService;
   admin: AdminService;
   gallery: GalleryService;
+  editor: GalleryEditor;
   /** Largest image a search accepts (bytes); uploads are cut off past it. */
   maxImageBytes: number;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */

@@ -65,6 +65,7 @@ export const resolvers: Resolvers = {
       );
       return { ...page, nextCursor: page.nextCursor === null ? null : String(page.nextCursor) };
     },
+    nearDuplicates: (_, { first }, ctx) => ctx.editor.nearDuplicates(first ?? 50),
   },
 
   Mutation: {
@@ -80,6 +81,47 @@ export const resolvers: Resolvers = {
     activateIndexVersion: (_, { id, reason }, ctx) => {
       requireAdmin(ctx);
       return ctx.admin.activateIndexVersion(String(id), reason, adminCredential(ctx));
+    },
+    addGalleryImages: async (_, { images, skipNearDuplicates }, ctx) => {
+      requireAdmin(ctx);
+      // Each upload is read on its own: one too large or cut off is refused alone.
+      const items = await Promise.all(
+        images.map(async (i) => ({
+          bytes: await readUpload(i.file, ctx.maxImageBytes).catch((e: Error) => e),
+          productCode: i.productCode,
+          defectCode: i.defectCode,
+          productName: i.productName,
+          defectName: i.defectName,
+        })),
+      );
+      const out = await ctx.editor.add(items, {
+        skipNearDuplicates: skipNearDuplicates ?? false,
+        changedBy: adminCredential(ctx),
+      });
+      return {
+        ...out,
+        nearDuplicates: out.nearDuplicates.map((n) => ({
+          ...n,
+          imageId: n.imageId === null ? null : String(n.imageId),
+          neighbourImageId: String(n.neighbourImageId),
+        })),
+      };
+    },
+    relabelGalleryImage: (_, { imageId, productCode, defectCode }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.editor.relabel(
+        parseId(imageId, "imageId"),
+        { productCode, defectCode },
+        adminCredential(ctx),
+      );
+    },
+    removeGalleryImage: (_, { imageId }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.editor.remove(parseId(imageId, "imageId"), adminCredential(ctx));
+    },
+    keepNearDuplicate: (_, { imageId }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.editor.keepNearDuplicate(parseId(imageId, "imageId"));
     },
   },
 

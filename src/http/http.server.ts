@@ -39,6 +39,8 @@ export interface HttpServerOptions {
   port: number;
   /** Largest query image (bytes): the multipart file limit, and with base64's 4/3 the JSON body limit. */
   maxImageBytes: number;
+  /** Files one multipart request may carry (default 1). */
+  maxUploadFiles?: number | undefined;
   /** Serve GraphiQL at `/graphiql` (on in development, off in production by default). */
   graphiql: boolean;
   /** Origins the page may load images from besides itself: the object store that presigned URLs name. */
@@ -165,7 +167,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
         try {
           request.body = await processRequest(request.raw, reply.raw, {
             maxFileSize: opts.maxImageBytes,
-            maxFiles: 1,
+            // A search carries one file; addGalleryImages up to GALLERY_ADD_MAX_IMAGES.
+            maxFiles: opts.maxUploadFiles ?? 1,
             maxFieldSize: JSON_OVERHEAD_BYTES,
           });
         } catch (e) {

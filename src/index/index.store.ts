@@ -56,6 +56,12 @@ export const manifestSchema = z.object({
   buildMs: z.number().nonnegative(),
   /** The gallery source's fingerprint when the build started (see GallerySource.fingerprint). */
   galleryFingerprint: z.string().nullable(),
+  /**
+   * The gallery change log's newest sequence number read before the build collected the gallery: changes
+   * after it are replayed on top of the index when it is served. Absent for sources without a change log
+   * (V1) and for indexes built before the log existed (replayed from 0).
+   */
+  changeWatermark: z.number().int().nonnegative().optional(),
   /** ISO 8601 time the index was built. */
   builtAt: z.string(),
   /** sha256 (hex) of faiss_index.bin. */

@@ -22,7 +22,7 @@ export interface IndexTarget {
 export interface RebuildTask {
   id: string;
   targets: IndexTarget[];
-  trigger: "admin" | "startup";
+  trigger: "admin" | "startup" | "compaction";
   status: RebuildStatus;
   /** Index being rebuilt now, while running. */
   current: IndexTarget | null;
@@ -283,7 +283,7 @@ export function createRebuildJobs({
     async start({
       targets,
       trigger,
-      requestedBy = trigger === "startup" ? `startup of ${replicaId}` : "admin",
+      requestedBy = trigger === "admin" ? "admin" : `${trigger} of ${replicaId}`,
     }: {
       targets: IndexTarget[];
       trigger: RebuildTask["trigger"];

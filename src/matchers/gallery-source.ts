@@ -51,6 +51,30 @@ export interface GallerySource {
    * added or removed; a persisted index built from another fingerprint is stale.
    */
   fingerprint(imageType: ImageType): Promise<string>;
+  /**
+   * The gallery's change log, where the source has one (V2: `gallery_changes`): a build records the
+   * {@link GalleryChangeFeed.watermark} it read before collecting, and a served index replays what came
+   * after, so added, relabelled and removed images are searchable without a rebuild.
+   */
+  changes?: GalleryChangeFeed | undefined;
+}
+
+/** One image the change log touched, as it is now: its entry and embedding, or null once removed. */
+export interface GalleryChange {
+  imageId: number;
+  current: { entry: GalleryEntry; embedding: Float32Array } | null;
+}
+
+/** A gallery's change log, read in commit order. */
+export interface GalleryChangeFeed {
+  /** The newest change's sequence number (0 when none). */
+  watermark(): Promise<number>;
+  /**
+   * Images changed after `seq`, with their state now (an image without an embedding of the model yet is
+   * given as removed until a rebuild embeds it).
+   * @throws when the database is unreachable.
+   */
+  since(seq: number): Promise<{ watermark: number; changed: GalleryChange[] }>;
 }
 
 /** Packs vectors into one row-major `Float32Array`. */

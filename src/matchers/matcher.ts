@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { adaptVector } from "../adapted/projection.js";
 import type { TypePrior } from "../adapted/type-prior.js";
 import { isExactFactory, resolveFactory } from "../index/factory.js";
-import { filteredSearch } from "../index/filtered-search.js";
+import { DEFAULT_PLAN_LIMITS, filteredSearch } from "../index/filtered-search.js";
 import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import {
@@ -23,6 +23,7 @@ import {
   type EmbeddingSpace,
   type IndexSettings,
 } from "./adaptation.service.js";
+import { createGalleryDelta, type GalleryDelta } from "./gallery-delta.js";
 import type { GalleryProgress, GallerySource } from "./gallery-source.js";
 
 export type { AdaptationSettings, EmbeddingSpace, IndexSettings } from "./adaptation.service.js";
@@ -77,6 +78,12 @@ export interface IndexState {
   indexSha256: string | null;
   /** Index version served (sha256 of its manifest, see `indexVersionId`); null when none. */
   indexVersionId: string | null;
+  /** Images served beside the index since its build (added or relabelled into it), until a rebuild. */
+  deltaAdded: number;
+  /** Images of the index left out since its build (removed or relabelled out of it), until a rebuild. */
+  deltaRemoved: number;
+  /** The gallery change log's sequence number this index reflects (its build's, plus the changes replayed). */
+  changeSeq: number | null;
   gallery: string;
   adaptedSpace: AdaptedSpaceState;
 }
@@ -164,12 +171,24 @@ export interface Matcher {
   rebuild(imageType: ImageType, onProgress: (p: GalleryProgress) => void): Promise<RebuildOutcome>;
   /** The index being served for `imageType`, if any (for operations and tests). */
   servedIndex(imageType: ImageType): VectorIndex | undefined;
+  /**
+   * Applies the gallery changes logged since the served indexes' last ones (added, relabelled, removed
+   * images), so they are searchable without a rebuild. Concurrent calls share one read; a no-op for
+   * sources without a change log.
+   * @returns the change sequence number now reflected (null without a change log or a served index).
+   * @throws when the change log cannot be read (database down); the served indexes stay as they were.
+   */
+  syncGallery(): Promise<number | null>;
   /** Releases every index (their workers). */
   close(): Promise<void>;
 }
 
 interface Serving {
   loaded: LoadedIndex;
+  /** Changes since the build, served beside the index. */
+  delta: GalleryDelta;
+  /** The change log's sequence number the delta reflects. */
+  changeSeq: number;
   versionId: string;
   source: IndexSource;
   servingSince: string;
@@ -220,6 +239,7 @@ export function createMatcher({
   const serving = new Map<ImageType, Serving>();
   const log = logger.child({ matcher: version });
   const params = { efConstruction: settings.efConstruction, efSearch: settings.efSearch };
+  const limits = settings.planLimits ?? DEFAULT_PLAN_LIMITS;
 
   const adaptOn = adaptation?.enabled === true && version === "v2";
   const adapting = adaptOn
@@ -234,6 +254,44 @@ export function createMatcher({
         log,
       })
     : undefined;
+
+  // Change-log reads and swaps run one at a time, so a swapped-in index never misses a change applied
+  // to the one it replaces.
+  let changeChain: Promise<unknown> = Promise.resolve();
+  const serialized = <T>(run: () => Promise<T>): Promise<T> => {
+    const next = changeChain.then(run, run);
+    changeChain = next.catch(() => undefined);
+    return next;
+  };
+
+  /** A serving entry for a new index, with the changes logged since its build replayed on top. */
+  async function prepared(
+    imageType: ImageType,
+    base: Omit<Serving, "delta" | "changeSeq">,
+  ): Promise<Serving> {
+    const from = base.loaded.manifest.changeWatermark ?? 0;
+    const entry: Serving = {
+      ...base,
+      delta: createGalleryDelta({
+        imageType,
+        columns: base.loaded.columns,
+        dimension,
+        projection: base.adapted?.projection ?? null,
+      }),
+      changeSeq: from,
+    };
+    if (!source.changes) return entry;
+    try {
+      const { watermark, changed } = await source.changes.since(from);
+      entry.delta.apply(changed);
+      entry.changeSeq = watermark;
+      if (changed.length > 0)
+        log.info({ imageType, from, to: watermark, images: changed.length }, "gallery changes replayed");
+    } catch (err) {
+      log.warn({ err, imageType }, "gallery changes not replayed (database unreachable); retrying later");
+    }
+    return entry;
+  }
 
   /** Serves `next` for `imageType` and releases what it replaces (after its queued searches). */
   function swapIn(imageType: ImageType, next: Serving | undefined) {
@@ -278,7 +336,7 @@ export function createMatcher({
         version,
         imageType,
         ready: s?.loaded.index.ready === true,
-        count: m?.count ?? 0,
+        count: m ? m.count - (s?.delta.removedLabels.size ?? 0) + (s?.delta.addedCount ?? 0) : 0,
         dimension: m?.dimension ?? dimension,
         modelId: m?.modelId ?? null,
         factory: m?.factory ?? null,
@@ -290,6 +348,9 @@ export function createMatcher({
         servingSince: s?.servingSince ?? null,
         indexSha256: m?.indexSha256 ?? null,
         indexVersionId: s?.versionId ?? null,
+        deltaAdded: s?.delta.addedCount ?? 0,
+        deltaRemoved: s?.delta.removedLabels.size ?? 0,
+        changeSeq: s && source.changes ? s.changeSeq : null,
         gallery: source.description,
         adaptedSpace: adaptedState(s),
       };
@@ -314,18 +375,31 @@ export function createMatcher({
       }
       const matching = isFiltering(options) ? matchingLabels(columns, options) : null;
       const exclude = options.excludeContentSha256;
+      const { delta } = s;
+      const removed = delta.removedLabels;
       try {
         const q = space === "adapted" && s.adapted ? adaptVector(s.adapted.projection, query) : query;
         const { hits } = await filteredSearch(index, q, {
           topK: options.topK,
           matching,
           minScore: options.minScore,
-          drop: exclude === undefined ? undefined : (l) => columns.contentSha256[l] === exclude,
-          limits: settings.planLimits,
+          drop:
+            exclude === undefined && removed.size === 0
+              ? undefined
+              : (l) => removed.has(l) || (exclude !== undefined && columns.contentSha256[l] === exclude),
+          // Tombstoned labels may take places among the candidates: ask for that many more.
+          limits:
+            removed.size === 0 ? limits : { ...limits, extra: limits.extra + Math.min(removed.size, 4096) },
         });
+        const matches = hits.map(({ label, score }) => ({ entry: entryAt(columns, label), score }));
+        if (delta.addedCount > 0) {
+          matches.push(...delta.search(q, space, options.topK, options));
+          matches.sort((a, b) => b.score - a.score);
+          matches.length = Math.min(matches.length, options.topK);
+        }
         return {
-          matches: hits.map(({ label, score }) => ({ entry: entryAt(columns, label), score })),
-          indexSize: index.count,
+          matches,
+          indexSize: index.count - removed.size + delta.addedCount,
           space,
         };
       } catch (err) {
@@ -369,7 +443,10 @@ export function createMatcher({
         );
         return false;
       }
-      if (checkGallery) {
+      // With a change log, what changed since the build is replayed on top (and compacted by a rebuild
+      // past a share): only an index without a watermark is judged by the gallery's fingerprint.
+      const replays = source.changes !== undefined && manifest.changeWatermark !== undefined;
+      if (checkGallery && !replays) {
         const current = await source.fingerprint(imageType);
         if (current !== manifest.galleryFingerprint) {
           log.info(
@@ -380,7 +457,7 @@ export function createMatcher({
         }
       }
       const decided = manifest.adaptation;
-      if (checkGallery && adaptOn) {
+      if (checkGallery && adaptOn && !replays) {
         // A projection learns from both image types: a change to either (or to a label) makes it stale.
         const current = await (adapting as AdaptationService).trainingFingerprint();
         if (!decided || decided.trainingFingerprint !== current) {
@@ -415,14 +492,17 @@ export function createMatcher({
           log.warn({ err, imageType }, "persisted adapted index is unusable; serving the raw space only");
         }
       }
-      const entry: Serving = {
-        loaded,
-        versionId: indexVersionId(loaded.manifest),
-        source: how,
-        servingSince: new Date().toISOString(),
-        adapted,
-      };
-      swapIn(imageType, entry);
+      const entry = await serialized(async () => {
+        const e = await prepared(imageType, {
+          loaded,
+          versionId: indexVersionId(loaded.manifest),
+          source: how,
+          servingSince: new Date().toISOString(),
+          adapted,
+        });
+        swapIn(imageType, e);
+        return e;
+      });
       log.info({ imageType, count: loaded.manifest.count, source: how }, "index loaded");
       // Checksums after serving starts: hashing a large index would otherwise dominate startup.
       void store
@@ -437,6 +517,8 @@ export function createMatcher({
     },
 
     async rebuild(imageType, onProgress) {
+      // Read before the gallery: changes committed after it are replayed on top once served.
+      const changeWatermark = source.changes ? await source.changes.watermark() : undefined;
       const galleryFingerprint = await source.fingerprint(imageType);
       const gallery = await source.collect(imageType, onProgress);
       const count = gallery.entries.length;
@@ -495,6 +577,7 @@ export function createMatcher({
               built,
               galleryFingerprint,
             ),
+            ...(changeWatermark === undefined ? {} : { changeWatermark }),
             adaptation: decided
               ? {
                   space: adapted ? "adapted" : "raw",
@@ -518,13 +601,18 @@ export function createMatcher({
         await adapted?.loaded.index.close();
         throw err;
       }
-      swapIn(imageType, {
-        loaded: { manifest, index, columns },
-        versionId: indexVersionId(manifest),
-        source: "built",
-        servingSince: new Date().toISOString(),
-        adapted,
-      });
+      await serialized(async () =>
+        swapIn(
+          imageType,
+          await prepared(imageType, {
+            loaded: { manifest, index, columns },
+            versionId: indexVersionId(manifest),
+            source: "built",
+            servingSince: new Date().toISOString(),
+            adapted,
+          }),
+        ),
+      );
       const swapMs = performance.now() - t0;
       log.info(
         {
@@ -541,6 +629,25 @@ export function createMatcher({
     },
 
     servedIndex: (imageType) => serving.get(imageType)?.loaded.index,
+
+    syncGallery() {
+      const feed = source.changes;
+      if (!feed) return Promise.resolve(null);
+      return serialized(async () => {
+        const served = [...serving.values()];
+        if (served.length === 0) return null;
+        const from = Math.min(...served.map((s) => s.changeSeq));
+        const { watermark, changed } = await feed.since(from);
+        // Applying a change an entry has seen already is harmless: each gives the image's state now.
+        for (const s of serving.values()) {
+          if (changed.length > 0) s.delta.apply(changed);
+          s.changeSeq = Math.max(s.changeSeq, watermark);
+        }
+        if (changed.length > 0)
+          log.debug({ from, to: watermark, images: changed.length }, "gallery changes applied");
+        return watermark;
+      });
+    },
 
     galleryFingerprint: (imageType) => source.fingerprint(imageType),
 

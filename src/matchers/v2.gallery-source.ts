@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
+import type { GalleryEditsRepository } from "../db/gallery-edits.repository.js";
 import type { GalleryRow, ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
@@ -27,11 +28,14 @@ const EMBED_STEP = 64;
  */
 export function createV2GallerySource({
   repository,
+  edits,
   blobStore,
   embedder,
   logger,
 }: {
   repository: ImageRepository;
+  /** The change log; without it, served indexes change only by rebuilds. */
+  edits?: GalleryEditsRepository | undefined;
   blobStore: BlobStore;
   embedder: Embedder;
   logger: Logger;
@@ -75,6 +79,23 @@ export function createV2GallerySource({
       return `count=${count};maxImageId=${maxImageId};labels=${labelsMd5.slice(0, 16)}`;
     },
     collect: (imageType, onProgress) => collectWith(embedder, imageType, onProgress),
+    changes: edits
+      ? {
+          watermark: () => edits.watermark(),
+          async since(seq) {
+            const { watermark, changed } = await edits.changedSince(seq, embedder.modelId);
+            return {
+              watermark,
+              changed: changed.map(({ imageId, current }) => {
+                if (!current || current.embedding?.length !== embedder.dimension)
+                  return { imageId, current: null };
+                const { embedding, ...entry } = current;
+                return { imageId, current: { entry, embedding } };
+              }),
+            };
+          },
+        }
+      : undefined,
     textureModelId: textureId,
     collectTextures: textureEmbedder
       ? (imageType, onProgress, keep) => collectWith(textureEmbedder, imageType, onProgress, keep)

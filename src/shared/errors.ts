@@ -14,7 +14,9 @@ export type DomainErrorCode =
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
   | "OVERLOADED"
-  | "SERVICE_UNAVAILABLE";
+  | "SERVICE_UNAVAILABLE"
+  | "DUPLICATE_IMAGE"
+  | "NEAR_DUPLICATE";
 
 /** An error a caller can act on; `message` is written for a person. */
 export class DomainError extends Error {
@@ -54,6 +56,10 @@ export const errors = {
   forbidden: (message: string) => new DomainError("FORBIDDEN", message),
   serviceUnavailable: (message: string, cause?: unknown) =>
     new DomainError("SERVICE_UNAVAILABLE", message, {}, { cause }),
+  duplicateImage: (message: string, details: Record<string, unknown> = {}) =>
+    new DomainError("DUPLICATE_IMAGE", message, details),
+  nearDuplicate: (message: string, details: Record<string, unknown> = {}) =>
+    new DomainError("NEAR_DUPLICATE", message, details),
   overloaded: (message: string, retryAfterSeconds: number) =>
     new DomainError("OVERLOADED", message, { retryAfterSeconds }),
 };

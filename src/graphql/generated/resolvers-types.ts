@@ -52,6 +52,14 @@ export type AdaptedSpaceStatus = {
   typePrior?: Maybe<Scalars['String']['output']>;
 };
 
+export type AddGalleryImagesResult = {
+  __typename?: 'AddGalleryImagesResult';
+  /** Images added, in the order given; searchable when the mutation answers. */
+  added: Array<GalleryImage>;
+  nearDuplicates: Array<NearDuplicateReport>;
+  refused: Array<GalleryImageRefusal>;
+};
+
 /** The likely defect type of the query image: a similarity-weighted vote of the top-K hits. */
 export type DefectSuggestion = {
   __typename?: 'DefectSuggestion';
@@ -108,6 +116,20 @@ export type GalleryImage = {
   width: Scalars['Int']['output'];
 };
 
+/** One image to add to the gallery. */
+export type GalleryImageInput = {
+  /** Defect code; null or "normal" for a normal image. The defect type is created on first use. */
+  defectCode?: InputMaybe<Scalars['String']['input']>;
+  /** Name of a defect type created by this call (default: the code made readable). */
+  defectName?: InputMaybe<Scalars['String']['input']>;
+  /** The image file (multipart request part). JPEG, PNG, WebP, TIFF, GIF, AVIF; limits as for a search. */
+  file: Scalars['Upload']['input'];
+  /** Product code; the product is created on first use. */
+  productCode: Scalars['String']['input'];
+  /** Name of a product created by this call (default: the code made readable). */
+  productName?: InputMaybe<Scalars['String']['input']>;
+};
+
 /** One page of gallery images, by image id. */
 export type GalleryImagePage = {
   __typename?: 'GalleryImagePage';
@@ -116,6 +138,16 @@ export type GalleryImagePage = {
   nextCursor?: Maybe<Scalars['ID']['output']>;
   /** Images matching the filter, on all pages. */
   total: Scalars['Int']['output'];
+};
+
+/** Why one image of addGalleryImages was not added; the others are unaffected. */
+export type GalleryImageRefusal = {
+  __typename?: 'GalleryImageRefusal';
+  /** Stable code: DUPLICATE_IMAGE, NEAR_DUPLICATE, BAD_USER_INPUT, IMAGE_TOO_LARGE, IMAGE_TOO_SMALL, INVALID_IMAGE_FORMAT, SERVICE_UNAVAILABLE. */
+  code: Scalars['String']['output'];
+  /** Position in the images list, from 0. */
+  index: Scalars['Int']['output'];
+  message: Scalars['String']['output'];
 };
 
 /** Kind of gallery image; each has its own index. */
@@ -153,9 +185,15 @@ export type IndexStatus = {
   activeIndexVersion?: Maybe<Scalars['String']['output']>;
   adaptedSpace: AdaptedSpaceStatus;
   builtAt?: Maybe<Scalars['DateTime']['output']>;
+  /** Sequence number of the gallery change log this index reflects (V2); null for V1 or before an index is served. */
+  changeSeq?: Maybe<Scalars['Float']['output']>;
   /** sha256 of faiss_index.bin. */
   checksum?: Maybe<Scalars['String']['output']>;
   count: Scalars['Int']['output'];
+  /** Images served beside the index since its build (added, or relabelled into it), until the next rebuild. */
+  deltaAdded: Scalars['Int']['output'];
+  /** Images of the index left out since its build (removed, or relabelled out of it), until the next rebuild. */
+  deltaRemoved: Scalars['Int']['output'];
   dimension: Scalars['Int']['output'];
   /** HNSW efSearch in use (INDEX_EF_SEARCH); null for exact indexes. */
   efSearch?: Maybe<Scalars['Int']['output']>;
@@ -249,10 +287,26 @@ export type Mutation = {
    */
   activateIndexVersion: IndexVersion;
   /**
+   * Admin. Adds images to the V2 gallery (at most GALLERY_ADD_MAX_IMAGES per call). Each image goes in fully
+   * or is refused with its reason; the others are unaffected. Added images are searchable when this answers,
+   * on every replica within STATE_POLL_MS, with no rebuild. A near-duplicate of a gallery image is reported
+   * and added, or refused with skipNearDuplicates.
+   */
+  addGalleryImages: AddGalleryImagesResult;
+  /** Admin. Keeps an image reported as a near-duplicate: its pairs leave the review list. Returns the pairs dismissed. */
+  keepNearDuplicate: Scalars['Int']['output'];
+  /**
    * Admin (Authorization: Bearer <ADMIN_TOKEN>). Rebuilds indexes in the background from the gallery and
    * returns the task; searches keep using the old index until the new one is swapped in. One at a time.
    */
   rebuildIndex: RebuildTask;
+  /** Admin. Gives an image another product and defect type (null or "normal": normal). Searches show it at once. */
+  relabelGalleryImage: GalleryImage;
+  /**
+   * Admin. Removes an image: searches stop returning it at once; its row and embeddings are deleted, then its
+   * original and thumbnail in object storage (no retention: add the file again to undo).
+   */
+  removeGalleryImage: Scalars['Boolean']['output'];
   /**
    * Admin. Switches the active matcher for every replica (within STATE_POLL_MS), without restart; recorded
    * with the reason and the admin credential, and kept across restarts.
@@ -267,15 +321,56 @@ export type MutationActivateIndexVersionArgs = {
 };
 
 
+export type MutationAddGalleryImagesArgs = {
+  images: Array<GalleryImageInput>;
+  skipNearDuplicates?: InputMaybe<Scalars['Boolean']['input']>;
+};
+
+
+export type MutationKeepNearDuplicateArgs = {
+  imageId: Scalars['ID']['input'];
+};
+
+
 export type MutationRebuildIndexArgs = {
   imageType?: ImageTypeSelector;
   version?: InputMaybe<MatcherVersion>;
 };
 
 
+export type MutationRelabelGalleryImageArgs = {
+  defectCode?: InputMaybe<Scalars['String']['input']>;
+  imageId: Scalars['ID']['input'];
+  productCode: Scalars['String']['input'];
+};
+
+
+export type MutationRemoveGalleryImageArgs = {
+  imageId: Scalars['ID']['input'];
+};
+
+
 export type MutationSetMatcherVersionArgs = {
   reason?: InputMaybe<Scalars['String']['input']>;
   version: MatcherVersion;
+};
+
+/** Gallery images that are near-duplicates of each other (pairs found at ingestion, joined transitively). */
+export type NearDuplicateGroup = {
+  __typename?: 'NearDuplicateGroup';
+  images: Array<GalleryImage>;
+  /** Highest cosine similarity of a pair in the group. */
+  similarity: Scalars['Float']['output'];
+};
+
+/** A new image whose nearest gallery image's cosine similarity reached NEAR_DUPLICATE_SIMILARITY. */
+export type NearDuplicateReport = {
+  __typename?: 'NearDuplicateReport';
+  /** The added image; null when it was refused for it (skipNearDuplicates). */
+  imageId?: Maybe<Scalars['ID']['output']>;
+  index: Scalars['Int']['output'];
+  neighbourImageId: Scalars['ID']['output'];
+  similarity: Scalars['Float']['output'];
 };
 
 /** A product with how many gallery images it has. */
@@ -294,6 +389,8 @@ export type Query = {
   defectTypes: Array<DefectTypeSummary>;
   /** Gallery images, a page at a time (first: 1 to 100). */
   galleryImages: GalleryImagePage;
+  /** Near-duplicate groups to review, the most similar first (first: 1 to 100). */
+  nearDuplicates: Array<NearDuplicateGroup>;
   /** Products in the gallery database, by product code. */
   products: Array<ProductSummary>;
   rebuildTask?: Maybe<RebuildTask>;
@@ -307,6 +404,11 @@ export type Query = {
 export type QueryGalleryImagesArgs = {
   after?: InputMaybe<Scalars['ID']['input']>;
   filter?: InputMaybe<GalleryFilter>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type QueryNearDuplicatesArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
 };
 
@@ -386,7 +488,7 @@ export type RebuildTask = {
   startedAt: Scalars['DateTime']['output'];
   status: RebuildStatus;
   targets: Array<IndexTarget>;
-  /** STARTUP or ADMIN. */
+  /** STARTUP, ADMIN, or COMPACTION (the gallery changed past GALLERY_COMPACTION_SHARE since the index was built). */
   trigger: Scalars['String']['output'];
 };
 
@@ -582,6 +684,7 @@ export type DirectiveResolverFn<TResult = Record<PropertyKey, never>, TParent = 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
   AdaptedSpaceStatus: ResolverTypeWrapper<AdaptedSpaceStatus>;
+  AddGalleryImagesResult: ResolverTypeWrapper<Omit<AddGalleryImagesResult, 'added'> & { added: Array<ResolversTypes['GalleryImage']> }>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   DefectSuggestion: ResolverTypeWrapper<DefectSuggestion>;
@@ -590,7 +693,9 @@ export type ResolversTypes = {
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   GalleryFilter: GalleryFilter;
   GalleryImage: ResolverTypeWrapper<GalleryImageViewModel>;
+  GalleryImageInput: GalleryImageInput;
   GalleryImagePage: ResolverTypeWrapper<Omit<GalleryImagePage, 'images'> & { images: Array<ResolversTypes['GalleryImage']> }>;
+  GalleryImageRefusal: ResolverTypeWrapper<GalleryImageRefusal>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ImageType: null;
   ImageTypeSelector: null;
@@ -603,6 +708,8 @@ export type ResolversTypes = {
   MatcherVersionChange: ResolverTypeWrapper<MatcherVersionChangeModel>;
   ModelInfo: ResolverTypeWrapper<ModelInfo>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  NearDuplicateGroup: ResolverTypeWrapper<Omit<NearDuplicateGroup, 'images'> & { images: Array<ResolversTypes['GalleryImage']> }>;
+  NearDuplicateReport: ResolverTypeWrapper<NearDuplicateReport>;
   ProductSummary: ResolverTypeWrapper<ProductCountModel>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   QueryImageInput: QueryImageInput;
@@ -626,6 +733,7 @@ export type ResolversTypes = {
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
   AdaptedSpaceStatus: AdaptedSpaceStatus;
+  AddGalleryImagesResult: Omit<AddGalleryImagesResult, 'added'> & { added: Array<ResolversParentTypes['GalleryImage']> };
   Boolean: Scalars['Boolean']['output'];
   DateTime: Scalars['DateTime']['output'];
   DefectSuggestion: DefectSuggestion;
@@ -633,7 +741,9 @@ export type ResolversParentTypes = {
   Float: Scalars['Float']['output'];
   GalleryFilter: GalleryFilter;
   GalleryImage: GalleryImageViewModel;
+  GalleryImageInput: GalleryImageInput;
   GalleryImagePage: Omit<GalleryImagePage, 'images'> & { images: Array<ResolversParentTypes['GalleryImage']> };
+  GalleryImageRefusal: GalleryImageRefusal;
   ID: Scalars['ID']['output'];
   IndexStatus: IndexStatusSnapshotModel;
   IndexTarget: IndexTarget;
@@ -642,6 +752,8 @@ export type ResolversParentTypes = {
   MatcherVersionChange: MatcherVersionChangeModel;
   ModelInfo: ModelInfo;
   Mutation: Record<PropertyKey, never>;
+  NearDuplicateGroup: Omit<NearDuplicateGroup, 'images'> & { images: Array<ResolversParentTypes['GalleryImage']> };
+  NearDuplicateReport: NearDuplicateReport;
   ProductSummary: ProductCountModel;
   Query: Record<PropertyKey, never>;
   QueryImageInput: QueryImageInput;
@@ -671,6 +783,12 @@ export type AdaptedSpaceStatusResolvers<ContextType = GraphQLContext, ParentType
   served?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
   trainingFingerprint?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   typePrior?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+};
+
+export type AddGalleryImagesResultResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['AddGalleryImagesResult'] = ResolversParentTypes['AddGalleryImagesResult']> = {
+  added?: Resolver<Array<ResolversTypes['GalleryImage']>, ParentType, ContextType>;
+  nearDuplicates?: Resolver<Array<ResolversTypes['NearDuplicateReport']>, ParentType, ContextType>;
+  refused?: Resolver<Array<ResolversTypes['GalleryImageRefusal']>, ParentType, ContextType>;
 };
 
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
@@ -712,6 +830,12 @@ export type GalleryImagePageResolvers<ContextType = GraphQLContext, ParentType e
   total?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };
 
+export type GalleryImageRefusalResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['GalleryImageRefusal'] = ResolversParentTypes['GalleryImageRefusal']> = {
+  code?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  index?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
+
 export type ImageTypeResolvers = { DEFECT: 'defect', NORMAL: 'normal' };
 
 export type ImageTypeSelectorResolvers = { ALL: 'all', DEFECT: 'defect', NORMAL: 'normal' };
@@ -723,8 +847,11 @@ export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extend
   activeIndexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   adaptedSpace?: Resolver<ResolversTypes['AdaptedSpaceStatus'], ParentType, ContextType>;
   builtAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  changeSeq?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
   checksum?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  deltaAdded?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  deltaRemoved?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   efSearch?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   factory?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
@@ -783,8 +910,24 @@ export type ModelInfoResolvers<ContextType = GraphQLContext, ParentType extends 
 
 export type MutationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
   activateIndexVersion?: Resolver<ResolversTypes['IndexVersion'], ParentType, ContextType, RequireFields<MutationActivateIndexVersionArgs, 'id'>>;
+  addGalleryImages?: Resolver<ResolversTypes['AddGalleryImagesResult'], ParentType, ContextType, RequireFields<MutationAddGalleryImagesArgs, 'images' | 'skipNearDuplicates'>>;
+  keepNearDuplicate?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationKeepNearDuplicateArgs, 'imageId'>>;
   rebuildIndex?: Resolver<ResolversTypes['RebuildTask'], ParentType, ContextType, RequireFields<MutationRebuildIndexArgs, 'imageType'>>;
+  relabelGalleryImage?: Resolver<ResolversTypes['GalleryImage'], ParentType, ContextType, RequireFields<MutationRelabelGalleryImageArgs, 'imageId' | 'productCode'>>;
+  removeGalleryImage?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationRemoveGalleryImageArgs, 'imageId'>>;
   setMatcherVersion?: Resolver<ResolversTypes['ServiceStatus'], ParentType, ContextType, RequireFields<MutationSetMatcherVersionArgs, 'version'>>;
+};
+
+export type NearDuplicateGroupResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['NearDuplicateGroup'] = ResolversParentTypes['NearDuplicateGroup']> = {
+  images?: Resolver<Array<ResolversTypes['GalleryImage']>, ParentType, ContextType>;
+  similarity?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
+export type NearDuplicateReportResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['NearDuplicateReport'] = ResolversParentTypes['NearDuplicateReport']> = {
+  imageId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
+  index?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  neighbourImageId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  similarity?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
 };
 
 export type ProductSummaryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ProductSummary'] = ResolversParentTypes['ProductSummary']> = {
@@ -798,6 +941,7 @@ export type ProductSummaryResolvers<ContextType = GraphQLContext, ParentType ext
 export type QueryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   defectTypes?: Resolver<Array<ResolversTypes['DefectTypeSummary']>, ParentType, ContextType>;
   galleryImages?: Resolver<ResolversTypes['GalleryImagePage'], ParentType, ContextType, RequireFields<QueryGalleryImagesArgs, 'first'>>;
+  nearDuplicates?: Resolver<Array<ResolversTypes['NearDuplicateGroup']>, ParentType, ContextType, RequireFields<QueryNearDuplicatesArgs, 'first'>>;
   products?: Resolver<Array<ResolversTypes['ProductSummary']>, ParentType, ContextType>;
   rebuildTask?: Resolver<Maybe<ResolversTypes['RebuildTask']>, ParentType, ContextType, RequireFields<QueryRebuildTaskArgs, 'id'>>;
   searchSimilar?: Resolver<ResolversTypes['SearchResult'], ParentType, ContextType, RequireFields<QuerySearchSimilarArgs, 'input'>>;
@@ -916,12 +1060,14 @@ export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTyp
 
 export type Resolvers<ContextType = GraphQLContext> = {
   AdaptedSpaceStatus?: AdaptedSpaceStatusResolvers<ContextType>;
+  AddGalleryImagesResult?: AddGalleryImagesResultResolvers<ContextType>;
   DateTime?: GraphQLScalarType;
   DefectSuggestion?: DefectSuggestionResolvers<ContextType>;
   DefectTypeSummary?: DefectTypeSummaryResolvers<ContextType>;
   EmbeddingSpace?: EmbeddingSpaceResolvers;
   GalleryImage?: GalleryImageResolvers<ContextType>;
   GalleryImagePage?: GalleryImagePageResolvers<ContextType>;
+  GalleryImageRefusal?: GalleryImageRefusalResolvers<ContextType>;
   ImageType?: ImageTypeResolvers;
   ImageTypeSelector?: ImageTypeSelectorResolvers;
   IndexSource?: IndexSourceResolvers;
@@ -932,6 +1078,8 @@ export type Resolvers<ContextType = GraphQLContext> = {
   MatcherVersionChange?: MatcherVersionChangeResolvers<ContextType>;
   ModelInfo?: ModelInfoResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
+  NearDuplicateGroup?: NearDuplicateGroupResolvers<ContextType>;
+  NearDuplicateReport?: NearDuplicateReportResolvers<ContextType>;
   ProductSummary?: ProductSummaryResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   RebuildFailure?: RebuildFailureResolvers<ContextType>;
