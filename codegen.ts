@@ -29,11 +29,13 @@ const config: CodegenConfig = {
           IndexSource: { BUILT: "built", LOADED: "loaded", DOWNLOADED: "downloaded", FALLBACK: "fallback" },
           RebuildStatus: { QUEUED: "queued", RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
           EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
+          SearchGroupBy: { DEFECT_TYPE: "defectType" },
         },
         mapperTypeSuffix: "Model",
         mappers: {
           SearchResult: "../../search/search.service.js#SearchResult",
           SearchHit: "../../search/search.service.js#SearchHit",
+          HitGroup: "../../search/search.service.js#HitGroup",
           IndexStatus: "../../admin/admin.service.js#IndexStatusSnapshot",
           IndexVersion: "../../admin/admin.service.js#IndexVersionView",
           Replica: "../../deployment/serving-state.repository.js#ReplicaRecord",

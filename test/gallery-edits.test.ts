@@ -338,4 +338,62 @@ describe("living gallery: add, relabel and remove through the API, searchable wi
     expect(searches).toBeGreaterThan(5);
     expect(removed.size).toBeGreaterThan(3);
   });
+
+  it("groups the hits by defect type: at most perGroup each, by vote share, each group's first hit the best of its type", async () => {
+    const GROUPED = /* GraphQL */ `
+      query Grouped($input: SearchSimilarInput!) {
+        searchSimilar(input: $input) {
+          hits { rank imageId productCode defectCode }
+          suggestion { productCode defectCode share }
+          groups { productCode defectCode share hits { rank imageId score productCode defectCode } }
+        }
+      }
+    `;
+    type Answer = {
+      searchSimilar: {
+        hits: { rank: number; imageId: string; productCode: string; defectCode: string | null }[];
+        suggestion: { productCode: string; defectCode: string | null; share: number };
+        groups: {
+          productCode: string;
+          defectCode: string | null;
+          share: number;
+          hits: { rank: number; imageId: string; productCode: string; defectCode: string | null }[];
+        }[];
+      };
+    };
+    const file = await readFile(web.queries[12]?.path ?? "");
+    const image = { base64: file.toString("base64") };
+    const grouped = await gql<Answer>(web.graphqlUrl, GROUPED, {
+      input: { image, imageType: "ALL", topK: 5, groupBy: "DEFECT_TYPE", perGroup: 2 },
+    });
+    expect(grouped.errors).toBeUndefined();
+    const plain = await gql<Answer>(web.graphqlUrl, GROUPED, {
+      input: { image, imageType: "ALL", topK: 100 },
+    });
+    const { groups, hits, suggestion } = grouped.data?.searchSimilar ?? { groups: [], hits: [] };
+    expect(hits).toHaveLength(5);
+    expect(plain.data?.searchSimilar.groups).toBeNull();
+    expect(groups.length).toBeGreaterThan(1);
+    for (const g of groups) {
+      expect(g.hits.length).toBeGreaterThanOrEqual(1);
+      expect(g.hits.length).toBeLessThanOrEqual(2);
+      for (const h of g.hits) expect([h.productCode, h.defectCode]).toEqual([g.productCode, g.defectCode]);
+    }
+    const shares = groups.map((g) => g.share);
+    expect(shares).toEqual([...shares].sort((a, b) => b - a));
+    expect(groups[0]).toMatchObject({
+      productCode: suggestion?.productCode,
+      defectCode: suggestion?.defectCode,
+    });
+    expect(groups[0]?.share).toBeCloseTo(suggestion?.share ?? 0, 6);
+    // The union of the groups' first hits is the best hit of each defect type in the plain ranking.
+    const bestOfType = new Map<string, string>();
+    for (const h of plain.data?.searchSimilar.hits ?? []) {
+      const key = `${h.productCode}/${h.defectCode}`;
+      if (!bestOfType.has(key)) bestOfType.set(key, h.imageId);
+    }
+    expect(new Set(groups.map((g) => g.hits[0]?.imageId))).toEqual(new Set(bestOfType.values()));
+    const bad = await gql(web.graphqlUrl, GROUPED, { input: { image, groupBy: "DEFECT_TYPE", perGroup: 0 } });
+    expect(errorCode(bad)).toBe("BAD_USER_INPUT");
+  });
 });

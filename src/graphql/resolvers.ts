@@ -31,6 +31,7 @@ export const resolvers: Resolvers = {
   MatcherVersion: { V1: "v1", V2: "v2" },
   IndexSource: { BUILT: "built", LOADED: "loaded", DOWNLOADED: "downloaded", FALLBACK: "fallback" },
   EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
+  SearchGroupBy: { DEFECT_TYPE: "defectType" },
   RebuildStatus: { QUEUED: "queued", RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
 
   Query: {
@@ -52,6 +53,8 @@ export const resolvers: Resolvers = {
         defectCodes: input.filter?.defectCodes,
         version: input.version,
         space: input.space,
+        groupBy: input.groupBy,
+        perGroup: input.perGroup,
       }),
     status: (_, __, ctx) => ctx.admin.status(),
     rebuildTask: async (_, { id }, ctx) => (await ctx.admin.task(String(id))) ?? null,

@@ -33,7 +33,7 @@ export function suggestDefectType(hits: readonly Voter[], k: number): DefectSugg
   voters.forEach((h, i) => {
     const weight = Math.max(h.score, 0) + 1e-6;
     total += weight;
-    const key = `${h.productCode}\u0000${h.defectCode ?? ""}`;
+    const key = classKey(h);
     const t = tally.get(key);
     if (t) t.weight += weight;
     else tally.set(key, { voter: h, weight, first: i });
@@ -47,4 +47,24 @@ export function suggestDefectType(hits: readonly Voter[], k: number): DefectSugg
     share: best.weight / total,
     votes: voters.length,
   };
+}
+
+/** Key of a voter's class: product and defect type. */
+export const classKey = (v: { productCode: string; defectCode: string | null }) =>
+  `${v.productCode}\u0000${v.defectCode ?? ""}`;
+
+/**
+ * Each class's share of the vote of {@link suggestDefectType} (the same weights over the first `k` hits),
+ * by {@link classKey}; classes without a vote are absent.
+ */
+export function voteShares(hits: readonly Voter[], k: number): Map<string, number> {
+  const voters = hits.slice(0, k);
+  const weights = new Map<string, number>();
+  let total = 0;
+  for (const h of voters) {
+    const w = Math.max(h.score, 0) + 1e-6;
+    total += w;
+    weights.set(classKey(h), (weights.get(classKey(h)) ?? 0) + w);
+  }
+  return new Map([...weights].map(([key, w]) => [key, w / total]));
 }

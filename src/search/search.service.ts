@@ -12,7 +12,7 @@ import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/type
 import type { BlobStore } from "../storage/blob-store.js";
 import { isCallerReadableKey } from "../storage/original-key.js";
 import { thumbnailKey } from "../thumbnails/thumbnail.js";
-import { type DefectSuggestion, suggestDefectType } from "./defect-suggestion.js";
+import { classKey, type DefectSuggestion, suggestDefectType, voteShares } from "./defect-suggestion.js";
 import type { MatcherVersionFlag } from "./matcher-version.flag.js";
 
 /** Where the query image comes from; exactly one field is set. */
@@ -46,6 +46,26 @@ export interface SearchRequest {
    * ("visually similar"); default SEARCH_DEFAULT_SPACE. `adapted` falls back to raw where none is served.
    */
   space?: EmbeddingSpace | null;
+  /**
+   * `defectType`: also answer the hits grouped by (product, defect type), so an inspector sees the
+   * alternatives when the top of the ranking is all one type. Groups are formed from the best `maxTopK`
+   * hits (the same filters apply).
+   */
+  groupBy?: "defectType" | null;
+  /** Hits per group, 1 to 10 (default 3). */
+  perGroup?: number | null;
+}
+
+/** Hits of one (product, defect type), as `groupBy: defectType` answers them. */
+export interface HitGroup {
+  productCode: string;
+  /** Null for normal images. */
+  defectCode: string | null;
+  defectName: string | null;
+  /** The class's share of the suggestion's vote (0 when none of the voting hits has it). */
+  share: number;
+  /** Its best `perGroup` hits, with their ranks in the whole ranking. */
+  hits: SearchHit[];
 }
 
 /** One ranked result with everything the gallery knows about the image. */
@@ -78,8 +98,13 @@ export interface SearchResult {
   space: EmbeddingSpace;
   /** Likely defect type by a weighted vote of the top SUGGESTION_TOP_K hits (filters apply); null without hits. */
   suggestion: DefectSuggestion | null;
+  /** With `groupBy`: the hits by (product, defect type), the largest vote share first; else null. */
+  groups: HitGroup[] | null;
   timing: SearchTiming;
 }
+
+/** Largest `perGroup`. */
+export const MAX_PER_GROUP = 10;
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -299,6 +324,10 @@ export function createSearchService({
     if (req.minScore !== undefined && req.minScore !== null && !(req.minScore >= -1 && req.minScore <= 1)) {
       throw errors.badInput(`minScore is a cosine similarity, from -1 to 1; got ${req.minScore}.`);
     }
+    const perGroup = req.perGroup ?? 3;
+    if (req.groupBy && !(Number.isInteger(perGroup) && perGroup >= 1 && perGroup <= MAX_PER_GROUP)) {
+      throw errors.badInput(`perGroup must be an integer from 1 to ${MAX_PER_GROUP}; got ${perGroup}.`);
+    }
     const version = req.version ?? flag.get();
     const matcher = matchers.get(version);
     if (!matcher) {
@@ -314,8 +343,8 @@ export function createSearchService({
     const { embedding, texture, exclude } = await queryEmbedding(req.image, timing, req.imageType === "all");
     const t0 = performance.now();
     const options = {
-      // The vote may need more neighbours than the caller wants hits.
-      topK: Math.max(req.topK, suggestionTopK),
+      // The vote may need more neighbours than the caller wants hits; groups are formed from maxTopK.
+      topK: req.groupBy ? maxTopK : Math.max(req.topK, suggestionTopK),
       space: req.space ?? undefined,
       minScore: req.minScore ?? undefined,
       productCodes: req.productCodes ?? undefined,
@@ -355,9 +384,9 @@ export function createSearchService({
       suggestionTopK,
     );
     // Download and thumbnail URLs are presigned only when a client asks for them (downloadUrl, thumbnailUrl).
-    const hits = matches
-      .slice(0, req.topK)
-      .map(({ entry, score, space: ranked }, i) => ({ ...entry, rank: i + 1, score, space: ranked }));
+    const all = matches.map(({ entry, score, space: s }, i) => ({ ...entry, rank: i + 1, score, space: s }));
+    const hits = all.slice(0, req.topK);
+    const groups = req.groupBy ? groupByDefectType(all, perGroup, suggestionTopK) : null;
     timing.totalMs = performance.now() - start;
     logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
     return {
@@ -368,9 +397,43 @@ export function createSearchService({
       hits,
       space,
       suggestion,
+      groups,
       timing,
     };
   }
+}
+
+/**
+ * Hits grouped by (product, defect type), as Qdrant's `query_points_groups` groups points: each group holds
+ * its best `perGroup` hits in rank order; groups are ordered by their share of the suggestion's vote
+ * ({@link voteShares} over the first `voteTopK` hits), then by their best hit's rank.
+ */
+export function groupByDefectType(
+  ranked: readonly SearchHit[],
+  perGroup: number,
+  voteTopK: number,
+): HitGroup[] {
+  const shares = voteShares(ranked, voteTopK);
+  const groups = new Map<string, HitGroup & { best: number }>();
+  for (const hit of ranked) {
+    const key = classKey(hit);
+    let g = groups.get(key);
+    if (!g) {
+      g = {
+        productCode: hit.productCode,
+        defectCode: hit.defectCode,
+        defectName: hit.defectName,
+        share: shares.get(key) ?? 0,
+        hits: [],
+        best: hit.rank,
+      };
+      groups.set(key, g);
+    }
+    if (g.hits.length < perGroup) g.hits.push(hit);
+  }
+  return [...groups.values()]
+    .sort((a, b) => b.share - a.share || a.best - b.best)
+    .map(({ best: _best, ...g }) => g);
 }
 
 /**
