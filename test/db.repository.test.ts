@@ -41,10 +41,12 @@ describe("image repository on a real PostgreSQL", () => {
     expect(tables.rows.map((r) => r.table_name)).toEqual([
       "active_indexes",
       "defect_types",
+      "gallery_changes",
       "image_embeddings",
       "images",
       "index_versions",
       "matcher_version_changes",
+      "near_duplicates",
       "products",
       "rebuild_tasks",
       "replicas",

@@ -251,6 +251,52 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     await shot("admin-compare");
   });
 
+  it("confirms a searched image into the gallery, finds it at rank 1, and groups the results by defect type", async () => {
+    const query = web.queries[3];
+    if (!query) throw new Error("no held-back image");
+    const search = async () => {
+      await page.$eval("#search-status", (node) => {
+        (node as unknown as { dataset: Record<string, string> }).dataset.kind = "";
+      });
+      await page.click("#search-button");
+      await page.waitForSelector("#search-status[data-kind='ok']");
+    };
+    await page.evaluate("location.hash = '#search'");
+    await page.setInputFiles("#file-input", query.path);
+    await search();
+    // The confirm form is pre-filled with the suggestion.
+    await page.waitForSelector("#confirm-form:not([hidden])");
+    const api = await apiSearch(query.path, 8);
+    expect(await page.inputValue("#confirm-product")).toBe(api?.suggestion?.productCode);
+    expect(await page.inputValue("#confirm-defect")).toBe(api?.suggestion?.defectCode ?? "normal");
+    await page.fill("#confirm-defect", query.defectCode ?? "normal");
+    await page.click("#confirm-button");
+    await page.waitForSelector("#confirm-status[data-kind='ok']");
+    const added = (await page.textContent("#confirm-status"))?.match(/Added as gallery image (\d+)/)?.[1];
+    expect(added).toMatch(/^\d+$/);
+    await shot("confirm-added");
+    await search();
+    expect(await page.locator("#results li.card").first().getAttribute("data-image-id")).toBe(added);
+    // Grouped: one row per defect type, at most three hits each.
+    await page.check("#group-by");
+    await search();
+    const rows = await page.$$eval("#groups section.group", (groups) =>
+      groups.map((g) => g.querySelectorAll("li.card").length),
+    );
+    expect(rows.length).toBeGreaterThan(0);
+    for (const n of rows) expect(n).toBeLessThanOrEqual(3);
+    expect(
+      await page
+        .locator("#groups section.group")
+        .first()
+        .locator("li.card")
+        .first()
+        .getAttribute("data-image-id"),
+    ).toBe(added);
+    await shot("search-grouped");
+    await page.uncheck("#group-by");
+  });
+
   it("opens GraphiQL with no network beyond the service, and runs a query", async () => {
     const foreign: string[] = [];
     const blocked: string[] = [];

@@ -5,6 +5,7 @@ import { pino } from "pino";
 import { createApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/config.js";
 import { listDatasetImages, type SplitName } from "../ingest/dataset.reader.js";
+import type { NearDuplicateCheck } from "../ingest/ingest.service.js";
 import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 
@@ -35,11 +36,29 @@ program
   .argument("<root>", "dataset folder")
   .addOption(splitOption)
   .option("--split-csv <file>", "split file (default <root>/split.csv)")
-  .action(async (root: string, opts: { split?: SplitName; splitCsv?: string }) => {
+  .addOption(
+    new Option(
+      "--near-duplicates <mode>",
+      "images whose nearest gallery image reaches NEAR_DUPLICATE_SIMILARITY: report (import and list them for review), skip (leave them out), off",
+    )
+      .choices(["report", "skip", "off"])
+      .default("report"),
+  )
+  .action(async (root: string, opts: { split?: SplitName; splitCsv?: string; nearDuplicates: string }) => {
     const config = configOrExit();
     const logger = pino({ level: config.logLevel === "info" ? "warn" : config.logLevel });
     const app = await createApp(config, logger, { initialiseIndexes: false });
     try {
+      // The check searches the indexes in this machine's index cache (the server's, beside it), with the
+      // gallery's later changes replayed; with none built yet, there is nothing to compare against.
+      const v2 = app.matchers.get("v2");
+      let nearCheck: NearDuplicateCheck | undefined;
+      if (opts.nearDuplicates !== "off" && v2) {
+        for (const t of IMAGE_TYPES) await v2.loadPersisted(t, "loaded", false).catch(() => false);
+        if (IMAGE_TYPES.some((t) => v2.state(t).ready))
+          nearCheck = app.editor.nearDuplicateCheck({ skip: opts.nearDuplicates === "skip" });
+        else console.log("no index in the index cache yet: near-duplicates are not checked");
+      }
       const images = await listDatasetImages({
         root: path.resolve(root),
         split: opts.split,
@@ -50,8 +69,10 @@ program
           "ingest [{bar}] {value}/{total} | imported {imported} skipped {skipped} failed {failed} | {eta_formatted}",
       });
       bar.start(images.length, 0, { imported: 0, skipped: 0, failed: 0 });
-      const summary = await app.ingest.ingest(images, (p) =>
-        bar.update(p.imported + p.skipped + p.failed, p),
+      const summary = await app.ingest.ingest(
+        images,
+        (p) => bar.update(p.imported + p.skipped + p.failed, p),
+        nearCheck,
       );
       bar.stop();
       console.log(
@@ -64,8 +85,14 @@ program
             : ""),
       );
       for (const f of summary.failures) console.log(`  failed: ${f.file}: ${f.reason}`);
+      for (const n of summary.nearDuplicates)
+        console.log(
+          `  near-duplicate${n.skipped ? " (skipped)" : ""}: ${n.file} ~ gallery image ${n.neighbourImageId} (cosine similarity ${n.similarity.toFixed(4)})`,
+        );
       if (summary.imported > 0)
-        console.log("Run `npm run cli -- rebuild` (or the rebuildIndex mutation) to serve them.");
+        console.log(
+          "Running replicas serve them now (the gallery change log); with no index built yet, run `npm run cli -- rebuild`.",
+        );
       process.exitCode = summary.failed > 0 ? 1 : 0;
     } finally {
       await app.close();

@@ -4,13 +4,14 @@ import type { GalleryEditsRepository } from "../db/gallery-edits.repository.js";
 import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import { humanizeCode } from "../ingest/dataset.reader.js";
-import { storageKeyFor } from "../ingest/ingest.service.js";
+import { type NearDuplicateCheck, storageKeyFor } from "../ingest/ingest.service.js";
 import type { Matcher } from "../matchers/matcher.js";
 import { errors, isDomainError } from "../shared/errors.js";
-import { IMAGE_TYPES, NORMAL_DEFECT_CODES } from "../shared/types.js";
+import { NORMAL_DEFECT_CODES } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "../thumbnails/thumbnail.js";
 import type { GalleryImageView, GalleryService } from "./gallery.service.js";
+import { nearestGalleryImage } from "./nearest-image.js";
 
 /** One image to add: its bytes (already read from the upload) and its labels. */
 export interface NewGalleryImage {
@@ -134,23 +135,6 @@ export function createGalleryEditor({
   settings: { maxImages: number; nearDuplicateSimilarity: number };
   logger: Logger;
 }) {
-  /** The most similar gallery image (raw space, both image types), if any index is served. */
-  async function nearest(embedding: Float32Array): Promise<{ imageId: number; similarity: number } | null> {
-    let best: { imageId: number; similarity: number } | null = null;
-    for (const imageType of IMAGE_TYPES) {
-      if (!matcher.state(imageType).ready) continue;
-      try {
-        const { matches } = await matcher.search(imageType, embedding, { topK: 1, space: "raw" });
-        const top = matches[0];
-        if (top?.entry.imageId != null && (!best || top.score > best.similarity))
-          best = { imageId: top.entry.imageId, similarity: top.score };
-      } catch (err) {
-        logger.debug({ err, imageType }, "near-duplicate check skipped for an index");
-      }
-    }
-    return best;
-  }
-
   async function view(imageId: number): Promise<GalleryImageView> {
     const [v] = await gallery.images([imageId]);
     if (!v) throw errors.notFound(`No gallery image with id ${imageId}.`, { imageId });
@@ -176,7 +160,7 @@ export function createGalleryEditor({
       );
     const [outcome] = await embedder.embedMany([bytes]);
     if (!outcome?.ok) throw outcome?.error ?? errors.featureExtractionFailed("The image was not embedded.");
-    const near = await nearest(outcome.embedding);
+    const near = await nearestGalleryImage(matcher, outcome.embedding);
     const isNear = near !== null && near.similarity >= settings.nearDuplicateSimilarity;
     if (isNear && skipNearDuplicates) {
       reports.push({ index, imageId: null, neighbourImageId: near.imageId, similarity: near.similarity });
@@ -352,6 +336,18 @@ export function createGalleryEditor({
 
     /** Existing images by id (for tests and the CLI). */
     exists: async (imageId: number) => (await repository.getGalleryImage(imageId)) !== undefined,
+
+    /**
+     * The near-duplicate check an ingestion run uses (the CLI): against the indexes this process serves,
+     * at NEAR_DUPLICATE_SIMILARITY, pairs recorded for the review list.
+     */
+    nearDuplicateCheck: ({ skip }: { skip: boolean }): NearDuplicateCheck => ({
+      nearest: (embedding) => nearestGalleryImage(matcher, embedding),
+      threshold: settings.nearDuplicateSimilarity,
+      skip,
+      refresh: applyChanges,
+      record: (pairs) => edits.saveNearDuplicates(pairs.map((p) => ({ ...p, modelId: embedder.modelId }))),
+    }),
   };
 }
 

@@ -29,6 +29,22 @@ export interface IngestSummary extends IngestProgress {
   imagesPerSecond: number;
   /** The thumbnail pass that follows: thumbnails made, failed (left to the next backfill), and its time (ms). */
   thumbnails: { made: number; failed: number; durationMs: number };
+  /** Images whose nearest gallery image reached the near-duplicate similarity (with a check configured). */
+  nearDuplicates: { file: string; neighbourImageId: number; similarity: number; skipped: boolean }[];
+}
+
+/** The near-duplicate check of an ingestion run: against the served indexes, kept current as it goes. */
+export interface NearDuplicateCheck {
+  /** The most similar gallery image, or null (no index served, empty gallery). */
+  nearest(embedding: Float32Array): Promise<{ imageId: number; similarity: number } | null>;
+  /** Cosine similarity at which an image is a near-duplicate. */
+  threshold: number;
+  /** Leave near-duplicates out instead of importing them (and reporting the pair). */
+  skip: boolean;
+  /** Applies this run's writes to the indexes `nearest` searches, so later images are checked against them. */
+  refresh(): Promise<void>;
+  /** Records the pairs of imported near-duplicates for review. */
+  record(pairs: { imageId: number; neighbourId: number; similarity: number }[]): Promise<void>;
 }
 
 const EXTENSION_BY_TYPE: Record<string, string> = {
@@ -88,6 +104,7 @@ export function createIngestService({
     async ingest(
       images: readonly DatasetImage[],
       onProgress: (p: IngestProgress) => void = () => {},
+      nearCheck?: NearDuplicateCheck,
     ): Promise<IngestSummary> {
       const t0 = performance.now();
       const progress: IngestProgress = {
@@ -98,6 +115,7 @@ export function createIngestService({
         repaired: 0,
       };
       const failures: IngestSummary["failures"] = [];
+      const nearDuplicates: IngestSummary["nearDuplicates"] = [];
       const fail = (file: string, reason: string) => {
         failures.push({ file, reason });
         progress.failed++;
@@ -122,6 +140,8 @@ export function createIngestService({
           info: ImageInfo;
           /** Set when the row exists already and only its embedding is missing. */
           imageId?: number;
+          /** Its nearest gallery image, when that is a near-duplicate. */
+          near?: { neighbourId: number; similarity: number } | undefined;
         }[],
       ) {
         const repairs = items.flatMap((i) =>
@@ -174,6 +194,16 @@ export function createIngestService({
             })),
           );
           ids = await repository.insertImagesWithEmbeddings(rows, embedder.modelId);
+          if (nearCheck) {
+            const pairs = uploaded.flatMap((u) => {
+              const imageId = ids.get(u.sha256);
+              return imageId === undefined || !u.near ? [] : [{ imageId, ...u.near }];
+            });
+            await nearCheck
+              .record(pairs)
+              .catch((err) => logger.warn({ err }, "near-duplicate pairs not recorded"));
+            await nearCheck.refresh();
+          }
           progress.imported += ids.size;
           // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
           progress.skipped += uploaded.length - ids.size;
@@ -224,7 +254,7 @@ export function createIngestService({
           return [known ? { ...r, imageId: known.imageId } : r];
         });
         const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
-        const embedded = fresh.flatMap((f, i) => {
+        let embedded = fresh.flatMap((f, i) => {
           const o = outcomes[i];
           if (o?.ok) return [{ ...f, embedding: o.embedding, texture: o.texture, info: o.info }];
           fail(f.img.path, o?.error.message ?? "not embedded");
@@ -232,6 +262,28 @@ export function createIngestService({
         });
         // Writes of this step overlap reading and embedding the next one; at most one step is in flight.
         await pendingWrites;
+        if (nearCheck) {
+          // After the previous step's write, so its images are among the neighbours.
+          const checked = await Promise.all(
+            embedded.map(async (e) => {
+              if ("imageId" in e) return e;
+              const n = await nearCheck.nearest(e.embedding);
+              if (!n || n.similarity < nearCheck.threshold) return e;
+              nearDuplicates.push({
+                file: e.img.path,
+                neighbourImageId: n.imageId,
+                similarity: n.similarity,
+                skipped: nearCheck.skip,
+              });
+              return nearCheck.skip
+                ? null
+                : { ...e, near: { neighbourId: n.imageId, similarity: n.similarity } };
+            }),
+          );
+          const kept = checked.filter((e): e is NonNullable<typeof e> => e !== null);
+          progress.skipped += embedded.length - kept.length;
+          embedded = kept;
+        }
         pendingWrites = write(embedded).then(() => onProgress({ ...progress }));
       }
       await pendingWrites;
@@ -246,6 +298,7 @@ export function createIngestService({
       const summary = {
         ...progress,
         failures,
+        nearDuplicates,
         durationMs,
         imagesPerSecond: progress.imported / Math.max(durationMs / 1000, 1e-9),
         thumbnails: { ...thumbs, durationMs: performance.now() - t1 },

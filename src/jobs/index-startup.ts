@@ -58,12 +58,9 @@ export async function planStartup({
         // The active version cannot be served here (another model or index type, or its artifact is gone).
         toBuild.push(target);
       } else if (policy === "if-needed") {
-        // An index with a change-log watermark is kept current by replaying the log (and compacted past
-        // GALLERY_COMPACTION_SHARE); only one without is judged by the gallery's fingerprint.
-        const manifest = matcher.servedManifest(imageType);
-        const built = manifest?.changeWatermark === undefined ? manifest?.galleryFingerprint : undefined;
-        if (built !== undefined && built !== (await matcher.galleryFingerprint(imageType)))
-          toBuild.push(target);
+        // Changes in the gallery change log are replayed on the served index (and compacted past
+        // GALLERY_COMPACTION_SHARE); only a change the log does not explain needs a rebuild.
+        if (await matcher.galleryChangedOutsideLog(imageType)) toBuild.push(target);
       }
     }
   }

@@ -160,6 +160,11 @@ export interface Matcher {
   ): Promise<boolean>;
   /** The gallery source's current fingerprint of `imageType` (what a persisted index was built from). */
   galleryFingerprint(imageType: ImageType): Promise<string>;
+  /**
+   * Whether the gallery of the served index changed since its build in a way the change log does not
+   * replay (no watermark, or a change made outside it): then only a rebuild brings it up to date.
+   */
+  galleryChangedOutsideLog(imageType: ImageType): Promise<boolean>;
   /** The manifest of the index served for `imageType`, if any. */
   servedManifest(imageType: ImageType): IndexManifest | undefined;
   /** The manifest of the index persisted in the local cache for `imageType`, if any (after crash recovery). */
@@ -263,6 +268,17 @@ export function createMatcher({
     changeChain = next.catch(() => undefined);
     return next;
   };
+
+  /**
+   * Whether the changes since `manifest`'s build are the change log's to replay (and to compact by a
+   * rebuild past a share), rather than the gallery fingerprint's to judge: the log has entries after the
+   * build's watermark. An index without a watermark, or a gallery changed outside the log (SQL by hand),
+   * is judged by its fingerprint, as before the log existed.
+   */
+  async function replaysChanges(manifest: IndexManifest): Promise<boolean> {
+    if (!source.changes || manifest.changeWatermark === undefined) return false;
+    return (await source.changes.watermark()) > manifest.changeWatermark;
+  }
 
   /** A serving entry for a new index, with the changes logged since its build replayed on top. */
   async function prepared(
@@ -443,9 +459,7 @@ export function createMatcher({
         );
         return false;
       }
-      // With a change log, what changed since the build is replayed on top (and compacted by a rebuild
-      // past a share): only an index without a watermark is judged by the gallery's fingerprint.
-      const replays = source.changes !== undefined && manifest.changeWatermark !== undefined;
+      const replays = await replaysChanges(manifest);
       if (checkGallery && !replays) {
         const current = await source.fingerprint(imageType);
         if (current !== manifest.galleryFingerprint) {
@@ -650,6 +664,12 @@ export function createMatcher({
     },
 
     galleryFingerprint: (imageType) => source.fingerprint(imageType),
+
+    async galleryChangedOutsideLog(imageType) {
+      const manifest = serving.get(imageType)?.loaded.manifest;
+      if (!manifest?.galleryFingerprint || (await replaysChanges(manifest))) return false;
+      return manifest.galleryFingerprint !== (await source.fingerprint(imageType));
+    },
 
     servedManifest: (imageType) => serving.get(imageType)?.loaded.manifest,
 

@@ -78,7 +78,8 @@ const HIT_FIELDS = `rank score space imageId imageType productCode productName d
   downloadUrl thumbnailUrl contentSha256`;
 const SEARCH = `query Search($input: SearchSimilarInput!) {
   searchSimilar(input: $input) { version imageType indexSize tookMs space
-    suggestion { productCode defectCode defectName share votes } hits { ${HIT_FIELDS} } }
+    suggestion { productCode defectCode defectName share votes } hits { ${HIT_FIELDS} }
+    groups { productCode defectCode defectName share hits { ${HIT_FIELDS} } } }
 }`;
 
 /** "Too large", "not an image", "index not ready": the API's own words, with what to do. */
@@ -112,6 +113,7 @@ function showView(name) {
   }
   if (view === "admin") refreshStatus();
   if (view === "gallery" && !$("gallery-grid").hasChildNodes()) loadGallery(true);
+  if (view === "gallery") loadDuplicates();
 }
 
 window.addEventListener("hashchange", () => showView(location.hash.slice(1)));
@@ -131,6 +133,12 @@ async function loadLabels() {
       for (const d of data.defectTypes)
         select.append(el("option", { value: d.defectCode, text: `${d.defectName} (${d.imageCount})` }));
     }
+    // The confirm form suggests the codes the gallery has; new ones are created on first use.
+    $("product-codes").replaceChildren(...data.products.map((p) => el("option", { value: p.productCode })));
+    $("defect-codes").replaceChildren(
+      el("option", { value: "normal" }),
+      ...data.defectTypes.map((d) => el("option", { value: d.defectCode })),
+    );
   } catch (e) {
     setStatus($("search-status"), `Filters unavailable: ${describeError(e)}`, "error");
   }
@@ -265,6 +273,10 @@ function searchOptions() {
     if (product) input.filter.productCodes = [product];
     if (defect) input.filter.defectCodes = [defect];
   }
+  if ($("group-by").checked) {
+    input.groupBy = "DEFECT_TYPE";
+    input.perGroup = 3;
+  }
   return input;
 }
 
@@ -276,8 +288,10 @@ async function runSearch(describe, send) {
   setStatus(status, `Searching ${describe}...`, "busy");
   try {
     const { searchSimilar: r } = await send();
-    renderResults($("results"), r.hits);
+    renderGroups(r.groups);
+    renderResults($("results"), r.groups ? [] : r.hits);
     renderSuggestion(r.suggestion);
+    offerConfirm(r.suggestion);
     setStatus(
       status,
       `${r.hits.length} similar ${r.imageType === "ALL" ? "defect and normal" : r.imageType.toLowerCase()} images for ${describe}, from ${r.indexSize} (matcher ${r.version}, ${r.space === "ADAPTED" ? "adapted space" : "raw embedding"}, ${r.tookMs.toFixed(0)} ms).`,
@@ -285,7 +299,9 @@ async function runSearch(describe, send) {
     );
   } catch (e) {
     $("results").replaceChildren();
+    renderGroups(null);
     renderSuggestion(null);
+    offerConfirm(null);
     setStatus(status, describeError(e), "error");
   } finally {
     button.disabled = false;
@@ -371,10 +387,95 @@ function renderResults(list, hits) {
   );
 }
 
+/** Results by defect type: one row per group, with its share of the vote. */
+function renderGroups(groups) {
+  const node = $("groups");
+  if (!groups) {
+    node.replaceChildren();
+    return;
+  }
+  node.replaceChildren(
+    ...groups.map((g) => {
+      const list = el("ol", { className: "grid group-row" });
+      renderResults(list, g.hits);
+      return el(
+        "section",
+        { className: "group", "data-defect": g.defectCode ?? "normal" },
+        el("h3", {
+          text: `${g.defectCode ? (g.defectName ?? g.defectCode) : "Normal"} (${g.productCode}), ${Math.round(g.share * 100)}% of the vote`,
+        }),
+        list,
+      );
+    }),
+  );
+}
+
+/**
+ * After a search of an uploaded image, the inspector can add it to the gallery with the defect type they
+ * confirm, pre-filled with the suggestion: this is how the gallery learns.
+ */
+function offerConfirm(suggestion) {
+  const form = $("confirm-form");
+  form.hidden = !suggestion || !query.file || query.searchedGalleryImage;
+  setStatus($("confirm-status"), "");
+  if (form.hidden) return;
+  $("confirm-product").value = suggestion.productCode;
+  $("confirm-defect").value = suggestion.defectCode ?? "normal";
+}
+
+async function confirmIntoGallery(e) {
+  e.preventDefault();
+  const status = $("confirm-status");
+  const button = $("confirm-button");
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    setStatus(status, "Adding to the gallery needs the admin token (Admin page).", "error");
+    return;
+  }
+  button.disabled = true;
+  setStatus(status, "Adding...", "busy");
+  try {
+    const defect = $("confirm-defect").value.trim();
+    const { addGalleryImages: r } = await gqlUpload(
+      `mutation Add($images: [GalleryImageInput!]!) { addGalleryImages(images: $images) {
+        added { imageId productCode defectCode } refused { code message }
+        nearDuplicates { neighbourImageId similarity } } }`,
+      {
+        images: [
+          {
+            file: null,
+            productCode: $("confirm-product").value.trim(),
+            defectCode: defect === "" || defect === "normal" ? null : defect,
+          },
+        ],
+      },
+      await queryBlob(),
+      "variables.images.0.file",
+      { admin: true },
+    );
+    const added = r.added[0];
+    if (!added) {
+      const refused = r.refused[0];
+      setStatus(status, describeError(new ApiError(refused?.message ?? "not added", refused?.code)), "error");
+      return;
+    }
+    const dup = r.nearDuplicates[0];
+    setStatus(
+      status,
+      `Added as gallery image ${added.imageId}; searchable now.${dup ? ` It is a near-duplicate of image ${dup.neighbourImageId} (similarity ${dup.similarity.toFixed(3)}): review it on the Gallery page.` : ""}`,
+      "ok",
+    );
+  } catch (err) {
+    setStatus(status, describeError(err), "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function searchByGalleryImage(imageId, describe) {
   if (location.hash !== "#search") location.hash = "#search";
   $("search-query-note").textContent =
     `Query: gallery image ${imageId} (${describe}); it is left out of its own results.`;
+  query.searchedGalleryImage = true;
   return runSearch(describe, () =>
     gql(SEARCH, { input: { ...searchOptions(), image: { galleryImageId: String(imageId) } } }),
   );
@@ -389,6 +490,7 @@ function setupSearch() {
       return;
     }
     const file = await queryBlob();
+    query.searchedGalleryImage = false;
     const describe = query.crop ? "the cropped region" : `'${query.file.name ?? "pasted image"}'`;
     $("search-query-note").textContent = "";
     await runSearch(describe, () =>
@@ -450,6 +552,14 @@ async function loadGallery(reset) {
                 searchByGalleryImage(img.imageId, `${product}, ${labelOf(img)}`);
               },
             }),
+            el("button", {
+              type: "button",
+              text: "Remove",
+              "aria-label": `Remove gallery image ${img.imageId}`,
+              onclick: async (e) => {
+                if (await removeImage(img.imageId, status)) e.target.closest("li")?.remove();
+              },
+            }),
           ),
         ),
       );
@@ -457,6 +567,91 @@ async function loadGallery(reset) {
     gallery.cursor = page.nextCursor;
     $("gallery-more").hidden = page.nextCursor === null;
     setStatus(status, `Showing ${grid.childElementCount} of ${page.total} images.`, "ok");
+  } catch (e) {
+    setStatus(status, describeError(e), "error");
+  }
+}
+
+/** Removes a gallery image (admin); searches stop returning it at once. */
+async function removeImage(imageId, status) {
+  if (!confirm(`Remove gallery image ${imageId}? Its original and thumbnail are deleted.`)) return false;
+  try {
+    await gql(
+      "mutation Remove($id: ID!) { removeGalleryImage(imageId: $id) }",
+      { id: imageId },
+      { admin: true },
+    );
+    setStatus(status, `Image ${imageId} removed.`, "ok");
+    return true;
+  } catch (e) {
+    setStatus(status, describeError(e), "error");
+    return false;
+  }
+}
+
+async function loadDuplicates() {
+  const status = $("duplicates-status");
+  const node = $("duplicate-groups");
+  try {
+    const { nearDuplicates: groups } = await gql(`{ nearDuplicates(first: 20) { similarity
+      images { imageId productCode productName defectCode defectName thumbnailUrl } } }`);
+    setStatus(
+      status,
+      groups.length === 0 ? "No near-duplicates to review." : `${groups.length} groups to review.`,
+      "ok",
+    );
+    node.replaceChildren(
+      ...groups.map((g) => {
+        const list = el("ul", { className: "grid" });
+        for (const img of g.images) {
+          const product = img.productName ?? img.productCode;
+          list.append(
+            el(
+              "li",
+              { className: "card", "data-image-id": img.imageId },
+              thumbnailOf(img, product),
+              el("div", { className: "label product", text: `#${img.imageId} ${product}` }),
+              el("div", { className: `label defect ${img.defectCode ? "" : "normal"}`, text: labelOf(img) }),
+              el(
+                "div",
+                { className: "actions" },
+                el("button", {
+                  type: "button",
+                  text: "Keep",
+                  "aria-label": `Keep image ${img.imageId}`,
+                  onclick: async () => {
+                    try {
+                      await gql(
+                        "mutation Keep($id: ID!) { keepNearDuplicate(imageId: $id) }",
+                        { id: img.imageId },
+                        { admin: true },
+                      );
+                      await loadDuplicates();
+                    } catch (e) {
+                      setStatus(status, describeError(e), "error");
+                    }
+                  },
+                }),
+                el("button", {
+                  type: "button",
+                  text: "Remove",
+                  "aria-label": `Remove image ${img.imageId}`,
+                  onclick: async () => {
+                    if (await removeImage(img.imageId, status)) await loadDuplicates();
+                  },
+                }),
+              ),
+            ),
+          );
+        }
+        return el(
+          "section",
+          { className: "group" },
+          el("h4", { text: `Similarity ${g.similarity.toFixed(3)}` }),
+          list,
+        );
+      }),
+    );
   } catch (e) {
     setStatus(status, describeError(e), "error");
   }
@@ -736,6 +931,7 @@ async function start() {
   setupQueryInput();
   setupCrop();
   setupSearch();
+  $("confirm-form").addEventListener("submit", confirmIntoGallery);
   setupGallery();
   setupAdmin();
   showView(location.hash.slice(1));
