@@ -9,7 +9,7 @@ import { IMAGE_TYPES } from "../src/shared/types.js";
 import type { RealEmbeddings } from "./real-mixture.js";
 
 /** Parts of the benchmark, each runnable alone with `--only`. */
-export const PARTS = ["embedding", "search", "http", "rebuild", "startup", "replicas"] as const;
+export const PARTS = ["embedding", "search", "http", "rebuild", "startup", "replicas", "gallery"] as const;
 /** One part's name. */
 export type PartName = (typeof PARTS)[number];
 

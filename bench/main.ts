@@ -8,6 +8,7 @@ import { machineInfo } from "../src/eval/machine.js";
 import { createScratchFactory, stderrLogger } from "../src/eval/scratch-env.js";
 import { type BenchContext, type BenchOptions, PARTS, type PartName } from "./context.js";
 import { benchEmbedding } from "./parts/embedding.js";
+import { benchGallery } from "./parts/gallery.js";
 import { benchHttp } from "./parts/http.js";
 import { benchRebuild } from "./parts/rebuild.js";
 import { benchReplicas } from "./parts/replicas.js";
@@ -133,6 +134,9 @@ const runners: Record<PartName, () => Promise<void>> = {
   },
   replicas: async () => {
     report.replicas = await benchReplicas(ctx);
+  },
+  gallery: async () => {
+    report.gallery = await benchGallery(ctx);
   },
 };
 try {

@@ -5,6 +5,7 @@ import { againstMax, againstMin } from "../src/eval/targets.js";
 import type { BenchOptions } from "./context.js";
 import { formatBytes } from "./memory.js";
 import type { EmbeddingResult } from "./parts/embedding.js";
+import type { GalleryEditResult } from "./parts/gallery.js";
 import type { HttpBench } from "./parts/http.js";
 import type { RebuildBench } from "./parts/rebuild.js";
 import type { ReplicaResult } from "./parts/replicas.js";
@@ -25,6 +26,7 @@ export interface BenchReport {
   rebuild?: RebuildBench;
   startup?: StartupResult[];
   replicas?: ReplicaResult[];
+  gallery?: GalleryEditResult[];
   /** Parts that threw, with the error. */
   failed: { part: string; error: string }[];
 }
@@ -275,6 +277,45 @@ function replicas(r: ReplicaResult[]): string[] {
   ];
 }
 
+function gallery(r: GalleryEditResult[]): string[] {
+  const d = (x: { p50: number; p99: number }) => `${ms(x.p50)} / ${ms(x.p99)}`;
+  return [
+    "### Living gallery (addGalleryImages and removeGalleryImage over HTTP, one image per call; no rebuild)",
+    "",
+    ...table(
+      [
+        "defect index vectors",
+        "factory",
+        "added",
+        "add p50 / p99 ms",
+        "add answer to searchable p50 / p99 ms",
+        "ranked 1st",
+        "adds/s",
+        "search c=4 p50 / p99 ms quiet",
+        "while adding",
+        "failed searches",
+        "remove p50 / p99 ms",
+      ],
+      r.map((x) => [
+        x.vectors,
+        x.factory,
+        x.added,
+        d(x.addMs),
+        d(x.addToSearchableMs),
+        `${x.foundAtRank1} of ${x.added}`,
+        fmt(x.addsPerSecond, 1),
+        d(x.quietSearch),
+        d(x.searchDuringAdds),
+        x.failedSearches,
+        d(x.removeMs),
+      ]),
+    ),
+    "",
+    "An add is applied to the answering replica's indexes before the mutation answers: the next search is the first to see it. Other replicas follow the change log's NOTIFY (or STATE_POLL_MS).",
+    "",
+  ];
+}
+
 /** The Markdown report of a benchmark run. */
 export function renderBench(r: BenchReport, dimension: number): string {
   return [
@@ -291,6 +332,7 @@ export function renderBench(r: BenchReport, dimension: number): string {
     ...(r.rebuild ? rebuild(r.rebuild) : []),
     ...(r.startup ? startup(r.startup) : []),
     ...(r.replicas ? replicas(r.replicas) : []),
+    ...(r.gallery ? gallery(r.gallery) : []),
     ...(r.failed.length
       ? ["### Failed parts", "", ...r.failed.map((f) => `- ${f.part}: ${f.error}`), ""]
       : []),

@@ -234,6 +234,53 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     expect(latest?.setBy).toMatch(/^admin-token:[0-9a-f]{12}$/);
   }, 60_000);
 
+  it("a gallery image added on A is searchable on B within seconds (no rebuild), and its removal on A hides it on B", async () => {
+    const held = path.join(SAMPLE_DIR, "held-back", "steel_strip_xsdd", "oxide_scale_of_temperature_system");
+    const bytes = await readFile(path.join(held, (await readdir(held))[0] as string));
+    const form = new FormData();
+    form.append(
+      "operations",
+      JSON.stringify({
+        query: `mutation($images: [GalleryImageInput!]!) { addGalleryImages(images: $images) { added { imageId } refused { code message } } }`,
+        variables: {
+          images: [
+            { file: null, productCode: "steel_strip_xsdd", defectCode: "oxide_scale_of_temperature_system" },
+          ],
+        },
+      }),
+    );
+    form.append("map", JSON.stringify({ 0: ["variables.images.0.file"] }));
+    form.append("0", new Blob([new Uint8Array(bytes)]), "added.jpg");
+    const res = await fetch(a.graphqlUrl, {
+      method: "POST",
+      body: form,
+      headers: { "apollo-require-preflight": "true", authorization: `Bearer ${TOKEN}` },
+    });
+    const added = ((await res.json()) as { data: { addGalleryImages: { added: { imageId: string }[] } } })
+      .data.addGalleryImages.added[0]?.imageId;
+    expect(added).toMatch(/^\d+$/);
+    const topOnB = async () =>
+      (
+        await gql<{ searchSimilar: { hits: { imageId: string }[] } }>(b.graphqlUrl, SEARCH, {
+          input: { image: { base64: bytes.toString("base64") }, topK: 3, version: "V2" },
+        })
+      ).data?.searchSimilar.hits[0]?.imageId;
+    const addMs = await until(
+      "B to serve the image added on A",
+      async () => (await topOnB()) === added,
+      10_000,
+    );
+    const removed = await gql(
+      a.graphqlUrl,
+      `mutation($id: ID!) { removeGalleryImage(imageId: $id) }`,
+      { id: added },
+      TOKEN,
+    );
+    expect(removed.errors).toBeUndefined();
+    const removeMs = await until("B to stop returning it", async () => (await topOnB()) !== added, 10_000);
+    console.log(`gallery change A -> B: add ${addMs} ms, remove ${removeMs} ms`);
+  }, 60_000);
+
   it("a rebuild requested on A is built once for the deployment; B swaps it in with no failed search", async () => {
     // The rebuild must compute some embeddings to count: drop those of 20 gallery images.
     await sql.query(
