@@ -111,12 +111,17 @@ export async function collectQueryImages(inputs: readonly string[]): Promise<str
   return [...new Set(found)];
 }
 
+/** Longest wait before a retry of an OVERLOADED answer, whatever `Retry-After` says (ms). */
+const MAX_RETRY_WAIT_MS = 10_000;
+
 /**
  * Searches the gallery with one query image through `searchSimilar`, as a GraphQL multipart request
- * (the file as a part, header `Apollo-Require-Preflight: true`).
+ * (the file as a part, header `Apollo-Require-Preflight: true`). An `OVERLOADED` answer (HTTP 503, the
+ * service shedding load) is retried up to `retries` times after its `Retry-After` (at most 10 s); nothing
+ * else is retried, since every other error would come back the same.
  * @param url - the service's GraphQL endpoint, e.g. `http://127.0.0.1:4000/graphql`.
  * @param topK - hits to ask for (the service accepts 1 to its configured maximum).
- * @param timeoutMs - abort the request after this many milliseconds.
+ * @param timeoutMs - abort each request after this many milliseconds.
  * @returns the hits and suggestion, or a failure; never throws for a bad file, an HTTP or GraphQL error.
  */
 export async function searchQueryImage({
@@ -125,20 +130,49 @@ export async function searchQueryImage({
   topK,
   imageType,
   timeoutMs,
+  retries = 2,
 }: {
   url: string;
   queryFile: string;
   topK: number;
   imageType: ImageTypeSelector;
   timeoutMs: number;
+  retries?: number;
 }): Promise<QueryOutcome> {
-  const fail = (message: string, code: string): QueryOutcome => ({ queryFile, ok: false, message, code });
   let bytes: Buffer;
   try {
     bytes = await readFile(queryFile);
   } catch (e) {
-    return fail((e as Error).message, "READ_ERROR");
+    return { queryFile, ok: false, message: (e as Error).message, code: "READ_ERROR" };
   }
+  for (let attempt = 0; ; attempt++) {
+    const { outcome, retryAfterMs } = await searchOnce({ url, queryFile, bytes, topK, imageType, timeoutMs });
+    if (outcome.ok || outcome.code !== "OVERLOADED" || attempt >= retries) return outcome;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(retryAfterMs, MAX_RETRY_WAIT_MS)));
+  }
+}
+
+/** One request of {@link searchQueryImage}, with the wait the service asked for (`Retry-After`, ms; 1 s without). */
+async function searchOnce({
+  url,
+  queryFile,
+  bytes,
+  topK,
+  imageType,
+  timeoutMs,
+}: {
+  url: string;
+  queryFile: string;
+  bytes: Buffer;
+  topK: number;
+  imageType: ImageTypeSelector;
+  timeoutMs: number;
+}): Promise<{ outcome: QueryOutcome; retryAfterMs: number }> {
+  let retryAfterMs = 1000;
+  const fail = (message: string, code: string) => ({
+    outcome: { queryFile, ok: false, message, code } satisfies QueryOutcome,
+    retryAfterMs,
+  });
   const form = new FormData();
   form.append(
     "operations",
@@ -156,6 +190,8 @@ export async function searchQueryImage({
       signal: AbortSignal.timeout(timeoutMs),
     });
     body = await res.text();
+    const seconds = Number(res.headers.get("retry-after"));
+    if (Number.isFinite(seconds) && seconds >= 0) retryAfterMs = seconds * 1000;
   } catch (e) {
     const err = e as Error & { cause?: { code?: string; message?: string } };
     const detail = err.cause?.message ?? err.message;
@@ -177,7 +213,7 @@ export async function searchQueryImage({
   }
   const result = answer.data?.searchSimilar;
   if (!result) return fail(`HTTP ${res.status}: no searchSimilar in the answer`, `HTTP_${res.status}`);
-  return { queryFile, ok: true, hits: result.hits, suggestion: result.suggestion };
+  return { outcome: { queryFile, ok: true, hits: result.hits, suggestion: result.suggestion }, retryAfterMs };
 }
 
 /**
@@ -279,13 +315,15 @@ export interface SearchOptions {
   concurrency: number;
   /** Per-request timeout (ms). */
   timeoutMs: number;
+  /** Retries of an OVERLOADED answer per query image. */
+  retries: number;
 }
 
 /**
  * Searches every query image of `inputs` and writes the results (CSV or JSON) to `out` or standard
  * output, with a progress bar and the failures on standard error.
- * @returns the exit code: 0 when every query image was searched, 1 when one failed, none was found, or
- *   the configuration is invalid.
+ * @returns the exit code: 0 when every query image was searched, 1 when one failed, none was found, the
+ *   results could not be written, or the configuration is invalid.
  */
 export async function runSearch(inputs: readonly string[], options: SearchOptions): Promise<number> {
   let url: string;
@@ -321,6 +359,7 @@ export async function runSearch(inputs: readonly string[], options: SearchOption
       topK: options.topK,
       imageType: options.imageType,
       timeoutMs: options.timeoutMs,
+      retries: options.retries,
     });
     if (!o.ok) failed++;
     bar.increment(1, { failed });
@@ -329,12 +368,17 @@ export async function runSearch(inputs: readonly string[], options: SearchOption
   bar.stop();
 
   const text = options.format === "json" ? formatJson(outcomes) : formatCsv(toResultRows(outcomes));
-  await new Promise<void>((resolve, reject) => {
-    const stream = options.out ? createWriteStream(options.out) : process.stdout;
-    stream.once("error", reject);
-    if (options.out) stream.end(text, () => resolve());
-    else stream.write(text, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const stream = options.out ? createWriteStream(options.out) : process.stdout;
+      stream.once("error", reject);
+      if (options.out) stream.end(text, () => resolve());
+      else stream.write(text, () => resolve());
+    });
+  } catch (e) {
+    console.error(`search: cannot write the results: ${(e as Error).message}`);
+    return 1;
+  }
   const failures = outcomes.filter((o) => !o.ok);
   console.error(
     `searched ${files.length} query images at ${url}: ${files.length - failures.length} ok, ${failures.length} failed` +
@@ -355,7 +399,7 @@ const intIn = (min: number, max: number) => (value: string) => {
 
 /**
  * Adds the `search` subcommand to `program`: `search <folder or files...> [--top-k N] [--format csv|json]
- * [--out file] [--url url] [--image-type DEFECT|NORMAL|ALL] [--concurrency N] [--timeout-ms N]`. It sets
+ * [--out file] [--url url] [--image-type DEFECT|NORMAL|ALL] [--concurrency N] [--retries N] [--timeout-ms N]`. It sets
  * `process.exitCode` to {@link runSearch}'s result.
  */
 export function addSearchCommand(program: Command): Command {
@@ -377,6 +421,11 @@ export function addSearchCommand(program: Command): Command {
     )
     .addOption(
       new Option("--concurrency <n>", "requests in flight at once").argParser(intIn(1, 16)).default(3),
+    )
+    .addOption(
+      new Option("--retries <n>", "retries of an OVERLOADED answer (after its Retry-After)")
+        .argParser(intIn(0, 10))
+        .default(2),
     )
     .addOption(
       new Option("--timeout-ms <ms>", "per-request timeout").argParser(intIn(1, 3_600_000)).default(60_000),
