@@ -4,21 +4,25 @@
  * gallery neighbour. A measurement tool, not product code; results go to docs/near-duplicates.md.
  *
  *   npm run calibrate:near-duplicates -- [--datasets-dir ../shared/datasets] [--models-dir ../shared/models]
- *     [--presets mobilenetv2-12-int8,mobilenetv2-1.0,squeezenet1.1] [--per-class 50] [--seed 42]
+ *     [--presets mobilenetv2-12-int8,mobilenetv2-1.0,squeezenet1.1] [--per-class 60] [--seed 42]
+ *     [--reference gallery|sample] [--diagnostic-images 40]
  *     [--json bench/results/near-duplicates.json]
  *
  * Per dataset (gallery split only), a class-stratified sample (at most `--per-class` (default 60) images of each
  * product + defect type) is embedded, and:
  * - positives: each sampled image against its own re-encoding, resized to a factor in {0.5 .. 0.9} of its
  *   size and recompressed as JPEG at quality {70 .. 90} (both drawn per image, seeded);
- * - negatives: each sampled image's nearest neighbour among the other sampled images of its class,
- *   leaving out byte-identical files and files of the same near-duplicate group of split.csv (those are
- *   duplicates, not distinct images).
+ * - negatives: each sampled image's nearest neighbour among the other gallery images of its class (the
+ *   whole gallery split by default, as the service would search it; `--reference sample`: only the sample,
+ *   faster but biased low), leaving out byte-identical files, files of one near-duplicate group of split.csv
+ *   and pairs listed in near_duplicates.csv (those are duplicates, not distinct images; their similarities
+ *   are reported apart).
  * One positive and one negative per image, so precision is measured at a 1:1 mix.
  */
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { Command } from "commander";
+import { Command, Option } from "commander";
+import { parse } from "csv-parse/sync";
 import sharp from "sharp";
 import { loadConfig } from "../src/config/config.js";
 import { createEmbedder, type Embedder } from "../src/embedding/embedder.service.js";
@@ -38,7 +42,10 @@ const GRID = Array.from({ length: 1001 }, (_, i) => i / 1000);
 /** Similarities of one model on one dataset. */
 interface Measurement {
   dataset: string;
+  /** Sampled images (one positive and at most one negative each). */
   images: number;
+  /** Images the nearest neighbours were searched among. */
+  referenceImages: number;
   /** Image vs its own resized + recompressed copy (cosine similarity). */
   positives: number[];
   /** Resize factor of each positive's copy. */
@@ -142,52 +149,99 @@ async function embedAll(embedder: Embedder, buffers: readonly Buffer[]): Promise
   return out;
 }
 
+/** Key of an unordered pair of paths relative to the dataset root. */
+const pairKey = (a: string, b: string) => (a < b ? `${a}|${b}` : `${b}|${a}`);
+
+/**
+ * The pairs of the dataset's `near_duplicates.csv` (columns path_a, path_b, relative to the datasets folder,
+ * i.e. starting with the dataset's name), keyed by {@link pairKey} of their paths relative to the dataset root.
+ */
+async function listedNearDuplicates(datasetDir: string): Promise<Set<string>> {
+  let text: string;
+  try {
+    text = await readFile(path.join(datasetDir, "near_duplicates.csv"), "utf8");
+  } catch {
+    return new Set();
+  }
+  const rows = parse(text, { columns: true }) as { path_a: string; path_b: string }[];
+  const rel = (p: string) => p.split("/").slice(1).join("/");
+  return new Set(rows.map((r) => pairKey(rel(r.path_a), rel(r.path_b))));
+}
+
 async function measure({
   embedder,
   dataset,
   sample,
+  reference,
+  listedPairs,
   seed,
   diagnosticImages,
 }: {
   embedder: Embedder;
   dataset: string;
+  /** Images whose re-encoding and nearest neighbour are measured. */
   sample: readonly DatasetImage[];
+  /** Images the nearest distinct neighbour is searched among (the gallery, or the sample itself). */
+  reference: readonly DatasetImage[];
+  /** Pairs listed in the dataset's near_duplicates.csv ({@link pairKey}). */
+  listedPairs: ReadonlySet<string>;
   seed: number;
   /** Images of the sample the diagnostic re-encodes. */
   diagnosticImages: number;
 }): Promise<Measurement> {
   const rand = seededRandom(seed + 1);
-  const bytes = await Promise.all(sample.map((im) => readFile(im.path)));
+  const inSample = new Set(sample.map((im) => im.path));
+  // The sample first, then the rest of the reference, each embedded once.
+  const all = [...sample, ...reference.filter((im) => !inSample.has(im.path))];
+  const bytes = await Promise.all(all.map((im) => readFile(im.path)));
   const hashes = bytes.map((b) => sha256(b));
-  const scales = bytes.map(() => SCALES[Math.floor(rand() * SCALES.length)] ?? 0.5);
-  const qualities = bytes.map(() => QUALITIES[Math.floor(rand() * QUALITIES.length)] ?? 70);
-  const variants = await Promise.all(bytes.map((b, i) => reencode(b, scales[i] ?? 0.5, qualities[i] ?? 70)));
-  const originals = await embedAll(embedder, bytes);
-  const copies = await embedAll(embedder, variants);
-  const positives = originals.map((v, i) => dot(v, copies[i] as Float32Array));
+  const embeddings = await embedAll(embedder, bytes);
+  const sampleBytes = bytes.slice(0, sample.length);
+  const scales = sampleBytes.map(() => SCALES[Math.floor(rand() * SCALES.length)] ?? 0.5);
+  const qualities = sampleBytes.map(() => QUALITIES[Math.floor(rand() * QUALITIES.length)] ?? 70);
+  const copies = await embedAll(
+    embedder,
+    await Promise.all(sampleBytes.map((b, i) => reencode(b, scales[i] ?? 0.5, qualities[i] ?? 70))),
+  );
+  const at = (i: number) => embeddings[i] as Float32Array;
+  const positives = copies.map((v, i) => dot(v, at(i)));
   const negatives: number[] = [];
-  const groupPairs: number[] = [];
+  const groupPairs = new Map<string, number>();
   sample.forEach((im, i) => {
     let best = Number.NEGATIVE_INFINITY;
-    sample.forEach((other, j) => {
+    all.forEach((other, j) => {
       if (j === i || other.productCode !== im.productCode || other.defectCode !== im.defectCode) return;
-      if (hashes[j] === hashes[i] || (im.groupId !== null && other.groupId === im.groupId)) {
-        if (j > i) groupPairs.push(dot(originals[i] as Float32Array, originals[j] as Float32Array));
+      const key = pairKey(im.relPath, other.relPath);
+      if (
+        hashes[j] === hashes[i] ||
+        (im.groupId !== null && other.groupId === im.groupId) ||
+        listedPairs.has(key)
+      ) {
+        groupPairs.set(key, dot(at(i), at(j)));
         return;
       }
-      best = Math.max(best, dot(originals[i] as Float32Array, originals[j] as Float32Array));
+      best = Math.max(best, dot(at(i), at(j)));
     });
     if (best > Number.NEGATIVE_INFINITY) negatives.push(best);
   });
   // Which step costs the similarity: resize alone (lossless PNG), JPEG alone, both.
-  const few = bytes.slice(0, diagnosticImages);
+  const few = sampleBytes.slice(0, diagnosticImages);
   const diagnostic = [];
   for (const { variant, scale, quality } of DIAGNOSTIC_VARIANTS) {
-    const copies = await embedAll(embedder, await Promise.all(few.map((b) => reencode(b, scale, quality))));
-    const sims = copies.map((v, i) => dot(v, originals[i] as Float32Array));
+    const variants = await embedAll(embedder, await Promise.all(few.map((b) => reencode(b, scale, quality))));
+    const sims = variants.map((v, i) => dot(v, at(i)));
     diagnostic.push({ variant, median: percentile(sims, 50) });
   }
-  return { dataset, images: sample.length, positives, scales, negatives, groupPairs, diagnostic };
+  return {
+    dataset,
+    images: sample.length,
+    referenceImages: all.length,
+    positives,
+    scales,
+    negatives,
+    groupPairs: [...groupPairs.values()],
+    diagnostic,
+  };
 }
 
 const opts = new Command()
@@ -195,6 +249,11 @@ const opts = new Command()
   .option("--models-dir <dir>", "folder of the shared models", path.join("..", "shared", "models"))
   .option("--presets <list>", "model presets", "mobilenetv2-12-int8,mobilenetv2-1.0,squeezenet1.1")
   .option("--per-class <n>", "images sampled per product + defect type", "60")
+  .addOption(
+    new Option("--reference <set>", "where nearest distinct neighbours are searched")
+      .choices(["gallery", "sample"])
+      .default("gallery"),
+  )
   .option("--seed <n>", "sampling seed", "42")
   .option("--diagnostic-images <n>", "images per dataset the resize/JPEG diagnostic re-encodes", "40")
   .option(
@@ -209,6 +268,7 @@ const opts = new Command()
     presets: string;
     perClass: string;
     seed: string;
+    reference: "gallery" | "sample";
     diagnosticImages: string;
     json: string;
   }>();
@@ -221,14 +281,17 @@ const datasetNames = (await readdir(opts.datasetsDir, { withFileTypes: true }))
   .map((d) => d.name)
   .sort();
 const samples = await Promise.all(
-  datasetNames.map(async (name) => ({
-    name,
-    sample: stratifiedSample(
-      await listDatasetImages({ root: path.join(opts.datasetsDir, name), split: "gallery" }),
-      perClass,
-      seed,
-    ),
-  })),
+  datasetNames.map(async (name) => {
+    const dir = path.join(opts.datasetsDir, name);
+    const gallery = await listDatasetImages({ root: dir, split: "gallery" });
+    const sample = stratifiedSample(gallery, perClass, seed);
+    return {
+      name,
+      sample,
+      reference: opts.reference === "gallery" ? gallery : sample,
+      listedPairs: await listedNearDuplicates(dir),
+    };
+  }),
 );
 
 const fmt = (x: number) => x.toFixed(3);
@@ -252,8 +315,16 @@ for (const preset of opts.presets.split(",")) {
   });
   const t0 = performance.now();
   const measurements = [];
-  for (const { name, sample } of samples) {
-    const m = await measure({ embedder, dataset: name, sample, seed, diagnosticImages });
+  for (const { name, sample, reference, listedPairs } of samples) {
+    const m = await measure({
+      embedder,
+      dataset: name,
+      sample,
+      reference,
+      listedPairs,
+      seed,
+      diagnosticImages,
+    });
     measurements.push({ ...m, f1Threshold: bestF1(m), lowestAt99: lowestAtPrecision(m) });
   }
   await model.close();
@@ -265,9 +336,9 @@ for (const preset of opts.presets.split(",")) {
 
 const lines: string[] = [];
 lines.push(
-  `Sample: at most ${perClass} gallery images per class (seed ${seed}); one re-encoding and one nearest distinct neighbour per image.`,
+  `Sample: at most ${perClass} gallery images per class (seed ${seed}); one re-encoding and one nearest distinct neighbour per image, searched among the ${opts.reference === "gallery" ? "whole gallery" : "sample"} of its class.`,
   "",
-  "| model | dataset | images | threshold | precision | recall | FPR | F1-best t | lowest t at P>=0.99 | re-encodings p1 / p5 / p50 / min | distinct NN p50 / p95 / p99 / max | dataset near-dup pairs: n, p5 / p50, recall |",
+  "| model | dataset | images (searched among) | threshold | precision | recall | FPR | F1-best t | lowest t at P>=0.99 | re-encodings p1 / p5 / p50 / min | distinct NN p50 / p95 / p99 / max | dataset near-dup pairs: n, p5 / p50, recall |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|",
 );
 for (const r of results) {
@@ -276,7 +347,7 @@ for (const r of results) {
     const p = m.positives;
     const n = m.negatives;
     lines.push(
-      `| ${r.preset} | ${m.dataset} | ${m.images} | ${fmt(r.threshold)} | ${fmt(at.precision)} | ${fmt(at.recall)} | ${fmt(at.fpr)} | ${m.f1Threshold === null ? "none" : fmt(m.f1Threshold)} | ${fmt(m.lowestAt99)} | ` +
+      `| ${r.preset} | ${m.dataset} | ${m.images} (${m.referenceImages}) | ${fmt(r.threshold)} | ${fmt(at.precision)} | ${fmt(at.recall)} | ${fmt(at.fpr)} | ${m.f1Threshold === null ? "none" : fmt(m.f1Threshold)} | ${fmt(m.lowestAt99)} | ` +
         `${fmt(percentile(p, 1))} / ${fmt(percentile(p, 5))} / ${fmt(percentile(p, 50))} / ${fmt(Math.min(...p))} | ` +
         `${fmt(percentile(n, 50))} / ${fmt(percentile(n, 95))} / ${fmt(percentile(n, 99))} / ${fmt(Math.max(...n))} | ` +
         (m.groupPairs.length === 0
