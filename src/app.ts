@@ -16,6 +16,7 @@ import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.m
 import { ensureModelFile } from "./embedding/model.file.js";
 import { createGalleryService, type GalleryService } from "./gallery/gallery.service.js";
 import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
+import { DEFAULT_HASH_RULE } from "./gallery/nearest-image.js";
 import { startGraphQLEndpoint } from "./graphql/graphql.server.js";
 import { type HttpServer, type Readiness, startHttpServer } from "./http/http.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
@@ -329,7 +330,11 @@ export async function createApp(
       gallery,
       settings: {
         maxImages: config.gallery.addMaxImages,
-        nearDuplicateSimilarity: config.gallery.nearDuplicateSimilarity,
+        nearDuplicate: {
+          similarity: config.gallery.nearDuplicateSimilarity,
+          maxHashDistance: config.gallery.nearDuplicateHashDistance,
+          candidates: DEFAULT_HASH_RULE.candidates,
+        },
       },
       logger,
     });

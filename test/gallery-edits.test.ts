@@ -14,7 +14,7 @@ const ADD = /* GraphQL */ `
     addGalleryImages(images: $images, skipNearDuplicates: $skip) {
       added { imageId imageType productCode productName defectCode defectName width height thumbnailUrl }
       refused { index code message }
-      nearDuplicates { index imageId neighbourImageId similarity }
+      nearDuplicates { index imageId neighbourImageId similarity hashDistance }
     }
   }
 `;
@@ -44,7 +44,13 @@ interface AddAnswer {
       thumbnailUrl: string | null;
     }[];
     refused: { index: number; code: string; message: string }[];
-    nearDuplicates: { index: number; imageId: string | null; neighbourImageId: string; similarity: number }[];
+    nearDuplicates: {
+      index: number;
+      imageId: string | null;
+      neighbourImageId: string;
+      similarity: number;
+      hashDistance: number | null;
+    }[];
   };
 }
 
@@ -183,6 +189,11 @@ describe("living gallery: add, relabel and remove through the API, searchable wi
     );
     expect(skipped.data?.addGalleryImages.refused[0]?.code).toBe("NEAR_DUPLICATE");
     expect(skipped.data?.addGalleryImages.added).toHaveLength(0);
+    // The embedding moved (about 0.94, under the model's 0.979); the perceptual hash caught it.
+    const originalId = (await search(bytes)).data?.searchSimilar.hits[0]?.imageId;
+    const report = skipped.data?.addGalleryImages.nearDuplicates[0];
+    expect(report).toMatchObject({ index: 0, imageId: null, neighbourImageId: originalId });
+    expect(report?.hashDistance).toBeLessThanOrEqual(6);
     const reported = await addImages(web.graphqlUrl, [
       { file: copy, productCode: original.productCode, defectCode: original.defectCode },
       {

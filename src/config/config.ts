@@ -304,6 +304,12 @@ export const envSchema = z.object({
     .describe(
       "Cosine similarity (raw embedding) to the nearest gallery image at which a new image is reported as a near-duplicate; default per model preset, calibrated in docs/near-duplicates.md.",
     ),
+  NEAR_DUPLICATE_HASH_DISTANCE: int(-1)
+    .max(64)
+    .default(6)
+    .describe(
+      "Perceptual-hash (pHash) Hamming distance, of 64 bits, at which one of a new image's 5 nearest gallery images is a near-duplicate (a resized or recompressed copy); -1 turns the hash check off.",
+    ),
   MATCHER_VERSION: z
     .enum(["v1", "v2"])
     .optional()
@@ -470,6 +476,8 @@ export interface AppConfig {
     readonly addMaxImages: number;
     /** Cosine similarity at which a new image is a near-duplicate of its nearest gallery image. */
     readonly nearDuplicateSimilarity: number;
+    /** pHash Hamming distance (of 64 bits) at which a near neighbour is a near-duplicate; -1: off. */
+    readonly nearDuplicateHashDistance: number;
   };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
   readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
@@ -649,6 +657,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       },
       addMaxImages: env.GALLERY_ADD_MAX_IMAGES,
       nearDuplicateSimilarity: env.NEAR_DUPLICATE_SIMILARITY ?? preset0.nearDuplicateSimilarity,
+      nearDuplicateHashDistance: env.NEAR_DUPLICATE_HASH_DISTANCE,
     },
     sample: {
       galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),

@@ -11,7 +11,7 @@ import { NORMAL_DEFECT_CODES } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "../thumbnails/thumbnail.js";
 import type { GalleryImageView, GalleryService } from "./gallery.service.js";
-import { nearestGalleryImage } from "./nearest-image.js";
+import { findNearDuplicate, type NearDuplicateRule, type NearestImage } from "./nearest-image.js";
 
 /** One image to add: its bytes (already read from the upload) and its labels. */
 export interface NewGalleryImage {
@@ -42,6 +42,8 @@ export interface NearDuplicateReport {
   neighbourImageId: number;
   /** Cosine similarity of the raw embeddings. */
   similarity: number;
+  /** pHash Hamming distance (of 64 bits) when the hash decided; null when the similarity did. */
+  hashDistance: number | null;
 }
 
 /** What {@link GalleryEditor.add} did. */
@@ -98,6 +100,12 @@ function labels(input: {
   };
 }
 
+/** Why an image is a near-duplicate, for a person. */
+const describeNear = (n: NearestImage, rule: NearDuplicateRule) =>
+  n.hashDistance === null
+    ? `cosine similarity ${n.similarity.toFixed(4)} >= ${rule.similarity}`
+    : `perceptual hash ${n.hashDistance} of 64 bits apart (<= ${rule.maxHashDistance}), cosine similarity ${n.similarity.toFixed(4)}`;
+
 const refusalOf = (index: number, e: unknown): AddRefusal => ({
   index,
   code: isDomainError(e) ? e.code : "SERVICE_UNAVAILABLE",
@@ -132,7 +140,7 @@ export function createGalleryEditor({
   /** Applies the change log to this replica's served indexes (all matchers). */
   applyChanges: () => Promise<void>;
   gallery: GalleryService;
-  settings: { maxImages: number; nearDuplicateSimilarity: number };
+  settings: { maxImages: number; nearDuplicate: NearDuplicateRule };
   logger: Logger;
 }) {
   async function view(imageId: number): Promise<GalleryImageView> {
@@ -160,12 +168,24 @@ export function createGalleryEditor({
       );
     const [outcome] = await embedder.embedMany([bytes]);
     if (!outcome?.ok) throw outcome?.error ?? errors.featureExtractionFailed("The image was not embedded.");
-    const near = await nearestGalleryImage(matcher, outcome.embedding);
-    const isNear = near !== null && near.similarity >= settings.nearDuplicateSimilarity;
+    const near = await findNearDuplicate(
+      matcher,
+      blobStore,
+      bytes,
+      outcome.embedding,
+      settings.nearDuplicate,
+    );
+    const isNear = near !== null;
     if (isNear && skipNearDuplicates) {
-      reports.push({ index, imageId: null, neighbourImageId: near.imageId, similarity: near.similarity });
+      reports.push({
+        index,
+        imageId: null,
+        neighbourImageId: near.imageId,
+        similarity: near.similarity,
+        hashDistance: near.hashDistance,
+      });
       throw errors.nearDuplicate(
-        `The image is a near-duplicate of gallery image ${near.imageId} (cosine similarity ${near.similarity.toFixed(4)}, threshold ${settings.nearDuplicateSimilarity}); it was not added (skipNearDuplicates).`,
+        `The image is a near-duplicate of gallery image ${near.imageId} (${describeNear(near, settings.nearDuplicate)}); it was not added (skipNearDuplicates).`,
       );
     }
     const { info } = outcome;
@@ -212,6 +232,7 @@ export function createGalleryEditor({
         imageId: added.imageId,
         neighbourImageId: near.imageId,
         similarity: near.similarity,
+        hashDistance: near.hashDistance,
       });
     // The next image of the batch is checked against this one too.
     await applyChanges();
@@ -342,8 +363,8 @@ export function createGalleryEditor({
      * at NEAR_DUPLICATE_SIMILARITY, pairs recorded for the review list.
      */
     nearDuplicateCheck: ({ skip }: { skip: boolean }): NearDuplicateCheck => ({
-      nearest: (embedding) => nearestGalleryImage(matcher, embedding),
-      threshold: settings.nearDuplicateSimilarity,
+      find: (bytes, embedding) =>
+        findNearDuplicate(matcher, blobStore, bytes, embedding, settings.nearDuplicate),
       skip,
       refresh: applyChanges,
       record: (pairs) => edits.saveNearDuplicates(pairs.map((p) => ({ ...p, modelId: embedder.modelId }))),

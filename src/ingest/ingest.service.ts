@@ -35,10 +35,8 @@ export interface IngestSummary extends IngestProgress {
 
 /** The near-duplicate check of an ingestion run: against the served indexes, kept current as it goes. */
 export interface NearDuplicateCheck {
-  /** The most similar gallery image, or null (no index served, empty gallery). */
-  nearest(embedding: Float32Array): Promise<{ imageId: number; similarity: number } | null>;
-  /** Cosine similarity at which an image is a near-duplicate. */
-  threshold: number;
+  /** The gallery image a new one duplicates (its bytes and raw embedding), or null. */
+  find(bytes: Buffer, embedding: Float32Array): Promise<{ imageId: number; similarity: number } | null>;
   /** Leave near-duplicates out instead of importing them (and reporting the pair). */
   skip: boolean;
   /** Applies this run's writes to the indexes `nearest` searches, so later images are checked against them. */
@@ -267,8 +265,8 @@ export function createIngestService({
           const checked = await Promise.all(
             embedded.map(async (e) => {
               if ("imageId" in e) return e;
-              const n = await nearCheck.nearest(e.embedding);
-              if (!n || n.similarity < nearCheck.threshold) return e;
+              const n = await nearCheck.find(e.bytes, e.embedding);
+              if (!n) return e;
               nearDuplicates.push({
                 file: e.img.path,
                 neighbourImageId: n.imageId,

@@ -376,13 +376,16 @@ export type NearDuplicateGroup = {
   similarity: Scalars['Float']['output'];
 };
 
-/** A new image whose nearest gallery image's cosine similarity reached NEAR_DUPLICATE_SIMILARITY. */
+/** A new image that nearly duplicates a gallery image: cosine similarity at NEAR_DUPLICATE_SIMILARITY or more, or a perceptual hash within NEAR_DUPLICATE_HASH_DISTANCE bits. */
 export type NearDuplicateReport = {
   __typename?: 'NearDuplicateReport';
+  /** Hamming distance of the perceptual hashes (of 64 bits) when they decided; null when the similarity alone did. */
+  hashDistance?: Maybe<Scalars['Int']['output']>;
   /** The added image; null when it was refused for it (skipNearDuplicates). */
   imageId?: Maybe<Scalars['ID']['output']>;
   index: Scalars['Int']['output'];
   neighbourImageId: Scalars['ID']['output'];
+  /** Cosine similarity of the raw embeddings. */
   similarity: Scalars['Float']['output'];
 };
 
@@ -961,6 +964,7 @@ export type NearDuplicateGroupResolvers<ContextType = GraphQLContext, ParentType
 };
 
 export type NearDuplicateReportResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['NearDuplicateReport'] = ResolversParentTypes['NearDuplicateReport']> = {
+  hashDistance?: Resolver<Maybe<ResolversTypes['Int']>, ParentType, ContextType>;
   imageId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
   index?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   neighbourImageId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
