@@ -61,9 +61,11 @@ export async function benchGallery(ctx: BenchContext): Promise<GalleryEditResult
     for (const size of opts.sizes) {
       ctx.log(`gallery: ${size}-vector index`);
       const padded = await writePaddedIndex(app, size, await ctx.real());
-      await app.replica.sync();
       const matcher = app.matchers.get("v2");
-      if (matcher?.state("defect").indexVersionId !== padded.indexVersionId)
+      if (
+        !(await matcher?.loadPersisted("defect", "loaded", false)) ||
+        matcher?.state("defect").count !== size
+      )
         throw new Error("the padded index was not swapped in");
       let stop = false;
       let failed = 0;
