@@ -1,14 +1,19 @@
 import {
-  adaptVectors,
+  addMoments,
   type FitParams,
   fitPca,
   fitProjection,
+  fitWhitening,
   type PcaBasis,
   type Projection,
+  type ScatterMoments,
   sampleRows,
+  scatterMoments,
   toPca,
+  type Whitening,
 } from "./projection.js";
 import {
+  discriminantFromMoments,
   fitDiscriminant,
   foldTypePrior,
   type SubspaceDiscriminant,
@@ -196,19 +201,24 @@ export function decideAdaptation({
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
   // One set of fold fits per (shrinkage, axes); blends and scopes only reweigh the same similarities.
+  // The class moments of each fold are summed once; every fit of every fold is built from them.
+  const foldMoments = Array.from({ length: settings.folds }, (_, f) =>
+    scatterMoments(
+      z,
+      classOf,
+      basis.dims,
+      classNames.length,
+      foldOf.flatMap((g, i) => (g === f ? [i] : [])),
+    ),
+  );
+  const trainMoments = foldMoments.map((_, f) => addMoments(foldMoments.filter((_, g) => g !== f)));
   const fitKey = (c: FitParams) => `${c.shrinkage}|${c.axes ?? ""}`;
   const adaptedByFit = new Map<string, Float64Array>();
   for (const fit of new Map(settings.candidates.map((c) => [fitKey(c), c])).values()) {
     const adaptedCos = new Float64Array(rows.length * rows.length);
     for (let f = 0; f < settings.folds; f++) {
-      const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
-      const projection = fitProjection(
-        basis,
-        train.map((i) => z[i] as Float64Array),
-        train.map((i) => classOf[i] as number),
-        { shrinkage: fit.shrinkage, axes: fit.axes, blend: 1 },
-      );
-      fillFoldGram(adaptedCos, adaptedOnly(projection, sample), projection.outDim, foldOf, f);
+      const whitening = fitWhitening(trainMoments[f] as ScatterMoments, fit);
+      fillFoldGram(adaptedCos, whitenedRows(whitening, z), whitening.keep, foldOf, f);
     }
     adaptedByFit.set(fitKey(fit), adaptedCos);
   }
@@ -274,7 +284,7 @@ export function decideAdaptation({
     foldOf,
     classNames,
     defectRow,
-    descriptors: [
+    descriptors: () => [
       { name: "embedding", basis, z },
       ...(textureOf ? [texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims)] : []),
     ],
@@ -392,7 +402,8 @@ function chooseTypePrior({
   foldOf: readonly number[];
   classNames: readonly string[];
   defectRow: readonly boolean[];
-  descriptors: PriorDescriptor[];
+  /** Built only when the prior is tried (a texture PCA is seconds on a large gallery). */
+  descriptors: () => PriorDescriptor[];
 }): {
   chosen: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null;
   reason: string;
@@ -405,13 +416,22 @@ function chooseTypePrior({
   let best: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null =
     null;
   const tried: string[] = [];
-  for (const desc of descriptors) {
+  const typeOf = defectRow.map((d) => (d ? 1 : 0));
+  for (const desc of descriptors()) {
     const lean = new Float64Array(m);
+    const dims = desc.z[0]?.length ?? 0;
+    const foldMoments = Array.from({ length: settings.folds }, (_, f) =>
+      scatterMoments(
+        desc.z,
+        typeOf,
+        dims,
+        2,
+        foldOf.flatMap((g, i) => (g === f ? [i] : [])),
+      ),
+    );
     for (let f = 0; f < settings.folds; f++) {
-      const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
-      const d: SubspaceDiscriminant | null = fitDiscriminant(
-        train.map((i) => desc.z[i] as Float64Array),
-        train.map((i) => defectRow[i] as boolean),
+      const d: SubspaceDiscriminant | null = discriminantFromMoments(
+        addMoments(foldMoments.filter((_, g) => g !== f)),
         settings.typePrior.shrinkage,
       );
       for (let i = 0; i < m; i++)
@@ -489,13 +509,23 @@ function gram(v: Float32Array, width: number): Float64Array {
   return out;
 }
 
-/** The unit-length adapted parts `y` of every row (outDim values each). */
-function adaptedOnly(p: Projection, v: Float32Array): Float32Array {
-  const full = adaptVectors({ ...p, blend: 1 }, v);
-  const n = v.length / p.inDim;
-  const width = p.inDim + p.outDim;
-  const out = new Float32Array(n * p.outDim);
-  for (let i = 0; i < n; i++) out.set(full.subarray(i * width + p.inDim, (i + 1) * width), i * p.outDim);
+/** The unit-length adapted parts `y = w z / |w z|` of every row (`keep` values each), from PCA coordinates. */
+function whitenedRows(whitening: Whitening, z: readonly Float64Array[]): Float32Array {
+  const { keep, dims, w } = whitening;
+  const out = new Float32Array(z.length * keep);
+  const y = new Float64Array(keep);
+  z.forEach((v, i) => {
+    let norm = 0;
+    for (let k = 0; k < keep; k++) {
+      let s = 0;
+      const off = k * dims;
+      for (let d = 0; d < dims; d++) s += (w[off + d] as number) * (v[d] as number);
+      y[k] = s;
+      norm += s * s;
+    }
+    const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+    for (let k = 0; k < keep; k++) out[i * keep + k] = (y[k] as number) * inv;
+  });
   return out;
 }
 

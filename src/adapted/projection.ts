@@ -1,4 +1,4 @@
-import { EigenvalueDecomposition, Matrix } from "ml-matrix";
+import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from "ml-matrix";
 import type { TypePrior } from "./type-prior.js";
 
 /**
@@ -69,9 +69,56 @@ export function sampleRows(count: number, max: number): number[] {
   return Array.from({ length: max }, (_, i) => Math.floor(i * step));
 }
 
+/** Rows accumulated together into a d x d sum of outer products: the sum is read once per block, not per row. */
+const OUTER_BLOCK = 16;
+
+/**
+ * Adds `sum_r c_r c_r^T` of `rows` (`dim` values each, read through `rowAt`) into the upper triangle of
+ * `target` (`dim` x `dim`, row-major), blocked by {@link OUTER_BLOCK} rows so the target streams through
+ * the cache once per block (a d x d float64 sum of 1280-d rows is 13 MB, larger than the cache).
+ */
+function addOuterProducts(
+  target: Float64Array,
+  dim: number,
+  rows: number,
+  rowAt: (r: number, out: Float64Array) => void,
+): void {
+  const block = new Float64Array(OUTER_BLOCK * dim);
+  const row = new Float64Array(dim);
+  // Transposed: column-block layout, block[i * B + b] = value i of the block's row b.
+  for (let r0 = 0; r0 < rows; r0 += OUTER_BLOCK) {
+    const b = Math.min(OUTER_BLOCK, rows - r0);
+    block.fill(0);
+    for (let k = 0; k < b; k++) {
+      rowAt(r0 + k, row);
+      for (let i = 0; i < dim; i++) block[i * OUTER_BLOCK + k] = row[i] as number;
+    }
+    for (let i = 0; i < dim; i++) {
+      const bi = i * OUTER_BLOCK;
+      const off = i * dim;
+      for (let j = i; j < dim; j++) {
+        const bj = j * OUTER_BLOCK;
+        let s = 0;
+        for (let k = 0; k < b; k++) s += (block[bi + k] as number) * (block[bj + k] as number);
+        target[off + j] = (target[off + j] as number) + s;
+      }
+    }
+  }
+}
+
+/** Copies the upper triangle of a `dim` x `dim` row-major matrix onto its lower one. */
+function mirrorUpper(m: Float64Array, dim: number): void {
+  for (let i = 0; i < dim; i++) for (let j = i + 1; j < dim; j++) m[j * dim + i] = m[i * dim + j] as number;
+}
+
 /**
  * The principal subspace of `vectors` (row-major, `dim` values per row): top eigenvectors of the
  * covariance, at most {@link MAX_PCA_DIMS} and at most rows - 1.
+ *
+ * When every direction of the rows is kept (rows - 1 <= `maxDims`, e.g. the 210-image sample gallery)
+ * the basis comes from the rows x rows Gram matrix instead (the snapshot method, Sirovich 1987): the same
+ * subspace exactly, from an eigen-decomposition of rows x rows instead of an iteration on dim x dim.
+ * Everything fitted in the basis (whitening, discriminants) is invariant to a rotation within it.
  */
 export function fitPca(vectors: Float32Array, dim: number, maxDims = MAX_PCA_DIMS): PcaBasis {
   const count = vectors.length / dim;
@@ -80,26 +127,69 @@ export function fitPca(vectors: Float32Array, dim: number, maxDims = MAX_PCA_DIM
   for (const r of rows)
     for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) + (vectors[r * dim + d] as number);
   for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) / rows.length;
-  const cov = new Float64Array(dim * dim);
-  const centred = new Float64Array(dim);
-  for (const r of rows) {
-    for (let d = 0; d < dim; d++) centred[d] = (vectors[r * dim + d] as number) - (mean[d] as number);
-    for (let i = 0; i < dim; i++) {
-      const ci = centred[i] as number;
-      if (ci === 0) continue;
-      const off = i * dim;
-      for (let j = i; j < dim; j++) cov[off + j] = (cov[off + j] as number) + ci * (centred[j] as number);
-    }
-  }
-  for (let i = 0; i < dim; i++)
-    for (let j = i; j < dim; j++) {
-      const v = (cov[i * dim + j] as number) / rows.length;
-      cov[i * dim + j] = v;
-      cov[j * dim + i] = v;
-    }
+  const centredRow = (i: number, out: Float64Array) => {
+    const off = (rows[i] as number) * dim;
+    for (let d = 0; d < dim; d++) out[d] = (vectors[off + d] as number) - (mean[d] as number);
+  };
   const dims = Math.max(1, Math.min(maxDims, rows.length - 1, dim));
+  if (rows.length - 1 <= maxDims && rows.length > 1) {
+    const snapshot = snapshotPca(rows.length, dim, centredRow, dims);
+    if (snapshot) return { inDim: dim, mean, components: snapshot.components, dims: snapshot.dims };
+  }
+  const cov = new Float64Array(dim * dim);
+  addOuterProducts(cov, dim, rows.length, centredRow);
+  for (let i = 0; i < dim; i++)
+    for (let j = i; j < dim; j++) cov[i * dim + j] = (cov[i * dim + j] as number) / rows.length;
+  mirrorUpper(cov, dim);
   const components = topEigenvectors(cov, dim, dims);
   return { inDim: dim, mean, components, dims };
+}
+
+/**
+ * Principal axes from the Gram matrix `G = X X^T` of `n` centred rows: `v_k = X^T u_k / sqrt(l_k)` for
+ * its eigenpairs `(l_k, u_k)` (ml-matrix's symmetric eigen-decomposition), largest first.
+ * @returns null when fewer than `dims` eigenvalues are clearly above zero (duplicate rows): the caller
+ *   then uses the covariance route, which completes the basis.
+ */
+function snapshotPca(
+  n: number,
+  dim: number,
+  centredRow: (i: number, out: Float64Array) => void,
+  dims: number,
+): { components: Float64Array; dims: number } | null {
+  const x = new Float64Array(n * dim);
+  const row = new Float64Array(dim);
+  for (let i = 0; i < n; i++) {
+    centredRow(i, row);
+    x.set(row, i * dim);
+  }
+  const g = new Matrix(n, n);
+  for (let a = 0; a < n; a++)
+    for (let b = a; b < n; b++) {
+      let s = 0;
+      const oa = a * dim;
+      const ob = b * dim;
+      for (let d = 0; d < dim; d++) s += (x[oa + d] as number) * (x[ob + d] as number);
+      g.set(a, b, s);
+      g.set(b, a, s);
+    }
+  const e = new EigenvalueDecomposition(g, { assumeSymmetric: true });
+  const values = e.realEigenvalues;
+  const vectors = e.eigenvectorMatrix;
+  const top = values[n - 1] ?? 0;
+  if (!(top > 0) || (values[n - dims] ?? 0) <= 1e-10 * top) return null;
+  const components = new Float64Array(dims * dim);
+  for (let k = 0; k < dims; k++) {
+    const col = n - 1 - k;
+    const scale = 1 / Math.sqrt(values[col] as number);
+    const o = components.subarray(k * dim, (k + 1) * dim);
+    for (let a = 0; a < n; a++) {
+      const w = vectors.get(a, col) * scale;
+      const oa = a * dim;
+      for (let d = 0; d < dim; d++) o[d] = (o[d] as number) + w * (x[oa + d] as number);
+    }
+  }
+  return { components, dims };
 }
 
 /**
@@ -127,16 +217,32 @@ export function topEigenvectors(a: Float64Array, n: number, k: number): Float64A
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     q[i] = seed / 0x7fffffff - 0.5;
   }
+  // A times every basis vector; four rows of A per pass over the basis (the basis is read n/4 times).
   const multiply = (basis: Float64Array) => {
     const out = new Float64Array(width * n);
-    for (let r = 0; r < width; r++) {
-      const b = basis.subarray(r * n, (r + 1) * n);
-      const o = out.subarray(r * n, (r + 1) * n);
-      for (let i = 0; i < n; i++) {
-        let s = 0;
-        const off = i * n;
-        for (let j = 0; j < n; j++) s += (a[off + j] as number) * (b[j] as number);
-        o[i] = s;
+    for (let i = 0; i < n; i += 4) {
+      const rowsHere = Math.min(4, n - i);
+      const o0 = i * n;
+      const o1 = Math.min(i + 1, n - 1) * n;
+      const o2 = Math.min(i + 2, n - 1) * n;
+      const o3 = Math.min(i + 3, n - 1) * n;
+      for (let r = 0; r < width; r++) {
+        const bo = r * n;
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        for (let j = 0; j < n; j++) {
+          const bj = basis[bo + j] as number;
+          s0 += (a[o0 + j] as number) * bj;
+          s1 += (a[o1 + j] as number) * bj;
+          s2 += (a[o2 + j] as number) * bj;
+          s3 += (a[o3 + j] as number) * bj;
+        }
+        out[bo + i] = s0;
+        if (rowsHere > 1) out[bo + i + 1] = s1;
+        if (rowsHere > 2) out[bo + i + 2] = s2;
+        if (rowsHere > 3) out[bo + i + 3] = s3;
       }
     }
     return out;
@@ -187,123 +293,233 @@ export function topEigenvectors(a: Float64Array, n: number, k: number): Float64A
 /** Rows of `vectors` expressed in the PCA basis (centred). */
 export function toPca(basis: PcaBasis, vectors: Float32Array, rows: readonly number[]): Float64Array[] {
   const { inDim, dims, components, mean } = basis;
-  const centred = new Float64Array(inDim);
-  return rows.map((r) => {
-    for (let d = 0; d < inDim; d++) centred[d] = (vectors[r * inDim + d] as number) - (mean[d] as number);
-    const z = new Float64Array(dims);
+  const out = rows.map(() => new Float64Array(dims));
+  // Four rows per pass over the components (the basis, 2.6 MB at 256 x 1280, is read a quarter as often).
+  const c = new Float64Array(4 * inDim);
+  for (let r0 = 0; r0 < rows.length; r0 += 4) {
+    const b = Math.min(4, rows.length - r0);
+    c.fill(0);
+    for (let t = 0; t < b; t++) {
+      const off = (rows[r0 + t] as number) * inDim;
+      for (let d = 0; d < inDim; d++) c[t * inDim + d] = (vectors[off + d] as number) - (mean[d] as number);
+    }
+    const z0 = out[r0] as Float64Array;
+    const z1 = out[Math.min(r0 + 1, rows.length - 1)] as Float64Array;
+    const z2 = out[Math.min(r0 + 2, rows.length - 1)] as Float64Array;
+    const z3 = out[Math.min(r0 + 3, rows.length - 1)] as Float64Array;
     for (let k = 0; k < dims; k++) {
-      let s = 0;
       const off = k * inDim;
-      for (let d = 0; d < inDim; d++) s += (components[off + d] as number) * (centred[d] as number);
-      z[k] = s;
-    }
-    return z;
-  });
-}
-
-/**
- * The within-class and between-class covariances of PCA coordinates `z` with class `labels`
- * (each class weighted by its size).
- */
-export function classScatter(z: readonly Float64Array[], labels: readonly number[], dims: number) {
-  const means = new Map<number, { sum: Float64Array; n: number }>();
-  z.forEach((v, i) => {
-    const l = labels[i] as number;
-    let m = means.get(l);
-    if (!m) {
-      m = { sum: new Float64Array(dims), n: 0 };
-      means.set(l, m);
-    }
-    for (let d = 0; d < dims; d++) m.sum[d] = (m.sum[d] as number) + (v[d] as number);
-    m.n++;
-  });
-  const total = new Float64Array(dims);
-  for (const m of means.values()) {
-    for (let d = 0; d < dims; d++) {
-      total[d] = (total[d] as number) + (m.sum[d] as number);
-      m.sum[d] = (m.sum[d] as number) / m.n;
-    }
-  }
-  for (let d = 0; d < dims; d++) total[d] = (total[d] as number) / z.length;
-  const sw = new Matrix(dims, dims);
-  const diff = new Float64Array(dims);
-  const accumulate = (target: Matrix, weight: number) => {
-    for (let i = 0; i < dims; i++) {
-      const di = (diff[i] as number) * weight;
-      if (di === 0) continue;
-      for (let j = i; j < dims; j++) target.set(i, j, target.get(i, j) + di * (diff[j] as number));
-    }
-  };
-  z.forEach((v, i) => {
-    const m = means.get(labels[i] as number);
-    if (!m) return;
-    for (let d = 0; d < dims; d++) diff[d] = (v[d] as number) - (m.sum[d] as number);
-    accumulate(sw, 1);
-  });
-  const sb = new Matrix(dims, dims);
-  for (const m of means.values()) {
-    for (let d = 0; d < dims; d++) diff[d] = (m.sum[d] as number) - (total[d] as number);
-    accumulate(sb, m.n);
-  }
-  for (const s of [sw, sb])
-    for (let i = 0; i < dims; i++)
-      for (let j = i; j < dims; j++) {
-        const v = s.get(i, j) / z.length;
-        s.set(i, j, v);
-        s.set(j, i, v);
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      for (let d = 0; d < inDim; d++) {
+        const w = components[off + d] as number;
+        s0 += w * (c[d] as number);
+        s1 += w * (c[inDim + d] as number);
+        s2 += w * (c[2 * inDim + d] as number);
+        s3 += w * (c[3 * inDim + d] as number);
       }
-  return { sw, sb, classes: means.size };
+      z0[k] = s0;
+      if (b > 1) z1[k] = s1;
+      if (b > 2) z2[k] = s2;
+      if (b > 3) z3[k] = s3;
+    }
+  }
+  return out;
 }
 
 /**
- * Fits the discriminative whitening in PCA space and composes it with the PCA into one matrix.
- * @param z - PCA coordinates of the training rows; `labels[i]` the class of row i.
+ * First and second moments of labelled PCA coordinates: the class scatters of any union of row sets
+ * (the training folds of a cross-validation) follow from sums of these, without another pass over rows.
  */
-export function fitProjection(
-  basis: PcaBasis,
+export interface ScatterMoments {
+  dims: number;
+  /** Rows per class label (labels are 0 .. classes - 1). */
+  count: Float64Array;
+  /** Per class, the sum of its rows: classes x dims, row-major. */
+  sum: Float64Array;
+  /** `sum_i z_i z_i^T` over every row: dims x dims, row-major, symmetric. */
+  second: Float64Array;
+}
+
+/**
+ * The moments of rows `z` with class `labels` (integers in 0 .. `classes` - 1).
+ * @param rows - which rows of `z` to include; default all.
+ */
+export function scatterMoments(
   z: readonly Float64Array[],
   labels: readonly number[],
-  params: FitParams,
-): Projection {
-  const p = basis.dims;
-  const { sw, sb, classes } = classScatter(z, labels, p);
+  dims: number,
+  classes: number,
+  rows?: readonly number[],
+): ScatterMoments {
+  const which = rows ?? z.map((_, i) => i);
+  const count = new Float64Array(classes);
+  const sum = new Float64Array(classes * dims);
+  for (const i of which) {
+    const l = labels[i] as number;
+    const v = z[i] as Float64Array;
+    count[l] = (count[l] as number) + 1;
+    const o = l * dims;
+    for (let d = 0; d < dims; d++) sum[o + d] = (sum[o + d] as number) + (v[d] as number);
+  }
+  const second = new Float64Array(dims * dims);
+  addOuterProducts(second, dims, which.length, (r, out) => {
+    out.set(z[which[r] as number] as Float64Array);
+  });
+  mirrorUpper(second, dims);
+  return { dims, count, sum, second };
+}
+
+/** The moments of the union of disjoint row sets: element-wise sums. */
+export function addMoments(parts: readonly ScatterMoments[]): ScatterMoments {
+  const first = parts[0];
+  if (!first) throw new Error("addMoments needs at least one part");
+  const out: ScatterMoments = {
+    dims: first.dims,
+    count: new Float64Array(first.count.length),
+    sum: new Float64Array(first.sum.length),
+    second: new Float64Array(first.second.length),
+  };
+  for (const p of parts) {
+    for (const key of ["count", "sum", "second"] as const) {
+      const t = out[key];
+      const s = p[key];
+      for (let i = 0; i < t.length; i++) t[i] = (t[i] as number) + (s[i] as number);
+    }
+  }
+  return out;
+}
+
+/**
+ * The within-class and between-class covariances from moments (each class weighted by its size, both
+ * divided by the row count): `Sw = (sum_i z z^T - sum_c s_c s_c^T / n_c) / n`,
+ * `Sb = sum_c n_c (mu_c - mu)(mu_c - mu)^T / n`, with the between-class part also as its factor
+ * `M` (dims x present classes, column c = sqrt(n_c / n) (mu_c - mu)), `Sb = M M^T`.
+ */
+export function classScatter(m: ScatterMoments) {
+  const { dims, count, sum, second } = m;
+  const present = [...count.keys()].filter((c) => (count[c] as number) > 0);
+  const n = present.reduce((s, c) => s + (count[c] as number), 0);
+  const total = new Float64Array(dims);
+  for (const c of present)
+    for (let d = 0; d < dims; d++) total[d] = (total[d] as number) + (sum[c * dims + d] as number) / n;
+  const sw = new Matrix(dims, dims);
+  const factor = new Matrix(dims, present.length);
+  const mu = new Float64Array(dims);
+  for (let i = 0; i < dims; i++) for (let j = 0; j < dims; j++) sw.set(i, j, second[i * dims + j] as number);
+  present.forEach((c, k) => {
+    const nc = count[c] as number;
+    for (let d = 0; d < dims; d++) mu[d] = (sum[c * dims + d] as number) / nc;
+    for (let i = 0; i < dims; i++) {
+      const a = nc * (mu[i] as number);
+      if (a === 0) continue;
+      for (let j = i; j < dims; j++) sw.set(i, j, sw.get(i, j) - a * (mu[j] as number));
+    }
+    const w = Math.sqrt(nc / n);
+    for (let d = 0; d < dims; d++) factor.set(d, k, w * ((mu[d] as number) - (total[d] as number)));
+  });
+  // Exactly symmetric (Cholesky checks): the upper triangle, mirrored.
+  for (let i = 0; i < dims; i++)
+    for (let j = i; j < dims; j++) {
+      const v = sw.get(i, j) / n;
+      sw.set(i, j, v);
+      sw.set(j, i, v);
+    }
+  const sb = factor.mmul(factor.transpose());
+  return { sw, sb, factor, classes: present.length };
+}
+
+/** The discriminative whitening in PCA space: `keep` rows of `dims` values (row-major), largest first. */
+export interface Whitening {
+  keep: number;
+  dims: number;
+  w: Float64Array;
+}
+
+/**
+ * The discriminative whitening from class moments: the leading generalised eigenvectors of
+ * `(Sb, Sw_shrunk)`, each scaled so `w^T Sw_shrunk w = 1`.
+ *
+ * Since `Sb = M M^T` has rank classes - 1, they come from the classes x classes matrix
+ * `G = M^T Sw^-1 M` (ml-matrix: a Cholesky solve and a small eigen-decomposition): for its eigenpairs
+ * `(l, u)`, `w = Sw^-1 M u / sqrt(l)` (the same vectors as whitening with `Sw^-1/2` and rotating onto the
+ * principal axes of the whitened `Sb`, up to sign, which no inner product sees). More axes than that rank,
+ * or a scatter that is not positive definite, take the full route: `Sw^-1/2` from an eigen-decomposition,
+ * then the eigenvectors of `Sw^-1/2 Sb Sw^-1/2`.
+ */
+export function fitWhitening(m: ScatterMoments, params: Pick<FitParams, "shrinkage" | "axes">): Whitening {
+  const p = m.dims;
+  const { sw, sb, factor, classes } = classScatter(m);
   const keep = Math.max(1, Math.min(p, params.axes ?? classes - 1));
   let trace = 0;
   for (let i = 0; i < p; i++) trace += sw.get(i, i);
   const ridge = (params.shrinkage * trace) / p;
   const shrunk = sw.clone().mul(1 - params.shrinkage);
   for (let i = 0; i < p; i++) shrunk.set(i, i, shrunk.get(i, i) + ridge + 1e-12);
+  if (keep <= classes - 1) {
+    const small = smallWhitening(shrunk, factor, keep);
+    if (small) return { keep, dims: p, w: small };
+  }
   // Sw^{-1/2} from its eigen-decomposition.
   const e = new EigenvalueDecomposition(shrunk, { assumeSymmetric: true });
   const u = e.eigenvectorMatrix;
   const inv = e.realEigenvalues.map((l) => 1 / Math.sqrt(Math.max(l, 1e-12)));
-  const whiten = new Matrix(p, p);
-  for (let i = 0; i < p; i++)
-    for (let j = 0; j < p; j++) {
-      let s = 0;
-      for (let k = 0; k < p; k++) s += u.get(i, k) * (inv[k] as number) * u.get(j, k);
-      whiten.set(i, j, s);
-    }
+  const whiten = u.mmul(Matrix.diag(inv)).mmul(u.transpose());
   // Rotate onto the between-class axes (largest first); a rotation keeps cosines, it only orders dims.
   const rotated = whiten.mmul(sb).mmul(whiten);
   const r = new EigenvalueDecomposition(rotated, { assumeSymmetric: true }).eigenvectorMatrix;
-  const order = Array.from({ length: keep }, (_, k) => p - 1 - k);
-  const w = new Matrix(keep, p);
-  order.forEach((col, k) => {
+  const w = new Float64Array(keep * p);
+  for (let k = 0; k < keep; k++) {
+    const col = p - 1 - k;
     for (let j = 0; j < p; j++) {
       let s = 0;
       for (let i = 0; i < p; i++) s += r.get(i, col) * whiten.get(i, j);
-      w.set(k, j, s);
+      w[k * p + j] = s;
     }
-  });
-  // Compose with the PCA: matrix = w (p x p) * components (p x inDim).
+  }
+  return { keep, dims: p, w };
+}
+
+/** {@link fitWhitening}'s classes x classes route; null when it does not apply (see there). */
+function smallWhitening(shrunk: Matrix, factor: Matrix, keep: number): Float64Array | null {
+  const chol = new CholeskyDecomposition(shrunk);
+  if (!chol.isPositiveDefinite()) return null;
+  const solved = chol.solve(factor); // Sw^-1 M, dims x classes
+  const g = factor.transpose().mmul(solved);
+  const sym = g.add(g.transpose()).mul(0.5);
+  const e = new EigenvalueDecomposition(sym, { assumeSymmetric: true });
+  const values = e.realEigenvalues;
+  const c = values.length;
+  const top = values[c - 1] ?? 0;
+  // Every kept axis needs a clearly positive eigenvalue (classes with equal means give none).
+  if (!(top > 0) || (values[c - keep] ?? 0) <= 1e-10 * top) return null;
+  const p = shrunk.rows;
+  const w = new Float64Array(keep * p);
+  const u = e.eigenvectorMatrix;
+  for (let k = 0; k < keep; k++) {
+    const col = c - 1 - k;
+    const scale = 1 / Math.sqrt(values[col] as number);
+    for (let d = 0; d < p; d++) {
+      let s = 0;
+      for (let j = 0; j < c; j++) s += solved.get(d, j) * u.get(j, col);
+      w[k * p + d] = s * scale;
+    }
+  }
+  return w;
+}
+
+/** Composes a whitening (in PCA space) with the PCA into one `keep` x inDim projection. */
+export function composeProjection(basis: PcaBasis, whitening: Whitening, params: FitParams): Projection {
   const { inDim, components } = basis;
+  const { keep, dims: p, w } = whitening;
   const matrix = new Float32Array(keep * inDim);
   const row = new Float64Array(inDim);
   for (let k = 0; k < keep; k++) {
     row.fill(0);
     for (let j = 0; j < p; j++) {
-      const wk = w.get(k, j);
+      const wk = w[k * p + j] as number;
       const off = j * inDim;
       for (let d = 0; d < inDim; d++) row[d] = (row[d] as number) + wk * (components[off + d] as number);
     }
@@ -318,6 +534,24 @@ export function fitProjection(
     shrinkage: params.shrinkage,
     scope: params.scope ?? "all",
   };
+}
+
+/**
+ * Fits the discriminative whitening in PCA space and composes it with the PCA into one matrix.
+ * @param z - PCA coordinates of the training rows; `labels[i]` the class of row i (0 .. classes - 1).
+ */
+export function fitProjection(
+  basis: PcaBasis,
+  z: readonly Float64Array[],
+  labels: readonly number[],
+  params: FitParams,
+): Projection {
+  const classes = labels.reduce((m, l) => Math.max(m, l + 1), 0);
+  return composeProjection(
+    basis,
+    fitWhitening(scatterMoments(z, labels, basis.dims, classes), params),
+    params,
+  );
 }
 
 /**
