@@ -19,7 +19,7 @@ import { loadConfig } from "../src/config/config.js";
 import { createEmbedder } from "../src/embedding/embedder.service.js";
 import { loadEmbeddingModel } from "../src/embedding/embedding.model.js";
 import { sha256File } from "../src/embedding/model.file.js";
-import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
+import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
 import { seededRandom } from "./synthetic.js";
 
 interface FitInput {
@@ -32,17 +32,20 @@ interface FitInput {
 }
 
 /** Every image under `root`: one dataset (`<product>/<defect>/<file>`) or a folder of datasets. */
-async function imagesUnder(root: string): Promise<DatasetImage[]> {
-  const direct = await listDatasetImages({ root });
+async function imagesUnder(root: string, split: SplitName | undefined): Promise<DatasetImage[]> {
+  const direct = await listDatasetImages({ root, split });
   if (direct.length > 0) return direct;
   const out: DatasetImage[] = [];
   for (const d of await readdir(root, { withFileTypes: true }))
-    if (d.isDirectory()) out.push(...(await imagesUnder(path.join(root, d.name))));
+    if (d.isDirectory()) out.push(...(await imagesUnder(path.join(root, d.name), split)));
   return out;
 }
 
-async function embedFolder(root: string, modelsDir: string): Promise<FitInput> {
-  const key = createHash("sha256").update(path.resolve(root)).digest("hex").slice(0, 12);
+async function embedFolder(root: string, modelsDir: string, split: SplitName | undefined): Promise<FitInput> {
+  const key = createHash("sha256")
+    .update(`${path.resolve(root)}|${split ?? ""}`)
+    .digest("hex")
+    .slice(0, 12);
   const cache = path.join("bench", "results", `fit-input-${key}.json`);
   if (existsSync(cache)) {
     const c = JSON.parse(await readFile(cache, "utf8"));
@@ -59,7 +62,7 @@ async function embedFolder(root: string, modelsDir: string): Promise<FitInput> {
     modelConfig: config.model,
     limits: { maxBytes: 50e6, maxPixels: 1e8, minSide: 8 },
   });
-  const images = await imagesUnder(root);
+  const images = await imagesUnder(root, split);
   const outcomes = await embedder.embedMany(await Promise.all(images.map((i) => readFile(i.path))));
   await model.close();
   const ok = outcomes.flatMap((o, i) => (o.ok && o.texture ? [{ o, img: images[i] as DatasetImage }] : []));
@@ -126,15 +129,23 @@ const program = new Command()
   .option("--size <n>", "rows to fit on (real rows repeated with perturbations beyond their count)", "0")
   .option("--runs <n>", "timed runs", "1")
   .option("--save <file>", "write the last run's decision and projection as JSON")
+  .option("--split <name>", "only this split of each dataset's split.csv (gallery or query)")
   .parse();
-const opts = program.opts<{ root: string; modelsDir: string; size: string; runs: string; save?: string }>();
-const input = grow(await embedFolder(opts.root, opts.modelsDir), Number(opts.size));
+const opts = program.opts<{
+  root: string;
+  modelsDir: string;
+  size: string;
+  runs: string;
+  save?: string;
+  split?: SplitName;
+}>();
+const input = grow(await embedFolder(opts.root, opts.modelsDir, opts.split), Number(opts.size));
 const n = input.labels.length;
 const times: number[] = [];
-let last: ReturnType<typeof decideAdaptation> | undefined;
+let last: Awaited<ReturnType<typeof decideAdaptation>> | undefined;
 for (let r = 0; r < Number(opts.runs); r++) {
   const t0 = performance.now();
-  last = decideAdaptation({
+  last = await decideAdaptation({
     vectors: input.vectors.slice(),
     dim: input.dim,
     labels: input.labels,

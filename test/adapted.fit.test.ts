@@ -18,8 +18,11 @@ import { MODELS_DIR, REPO_ROOT, SAMPLE_DIR } from "./support/services.js";
  */
 describe("adapted-space fit on the shipped sample gallery", () => {
   let model: EmbeddingModel;
-  let result: ReturnType<typeof decideAdaptation>;
-  let reference: { decision: ReturnType<typeof decideAdaptation>["decision"]; projection: Projection };
+  let result: Awaited<ReturnType<typeof decideAdaptation>>;
+  let reference: {
+    decision: Awaited<ReturnType<typeof decideAdaptation>>["decision"];
+    projection: Projection;
+  };
 
   beforeAll(async () => {
     const fixture = JSON.parse(
@@ -47,7 +50,7 @@ describe("adapted-space fit on the shipped sample gallery", () => {
       vectors.set(o.embedding, i * dim);
       if (o.texture) textures.set(o.texture, i * td);
     });
-    result = decideAdaptation({
+    result = await decideAdaptation({
       vectors,
       dim,
       labels: images.map((i) => `${i.productCode}/${i.defectCode ?? "normal"}`),

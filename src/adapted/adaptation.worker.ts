@@ -4,11 +4,11 @@ import { decideAdaptation } from "./cross-validation.js";
 import { adaptVectors } from "./projection.js";
 
 // The cross-validation is seconds of arithmetic: here it runs off the event loop, one request per worker.
-parentPort?.once("message", (req: AdaptationRequest) => {
+parentPort?.once("message", async (req: AdaptationRequest) => {
   try {
     if (req.kind === "decide") {
       const { kind: _kind, ...args } = req;
-      parentPort?.postMessage({ ok: true, value: decideAdaptation(args) });
+      parentPort?.postMessage({ ok: true, value: await decideAdaptation(args) });
     } else {
       const out = adaptVectors(req.projection, req.vectors);
       parentPort?.postMessage({ ok: true, value: out }, [out.buffer as ArrayBuffer]);

@@ -1,3 +1,4 @@
+import { createDenseKernels, type DenseKernels } from "./dense.js";
 import {
   addMoments,
   type FitParams,
@@ -126,7 +127,7 @@ export interface AdaptationDecision {
  *   rows `rowIds` names only (the gate reads no other; {@link trainingRowIds}).
  * @param labels - class per row (e.g. `product/defect`), every row.
  */
-export function decideAdaptation({
+export async function decideAdaptation({
   vectors,
   rowIds,
   dim,
@@ -134,6 +135,7 @@ export function decideAdaptation({
   isDefect,
   textures,
   settings = DEFAULT_GATE,
+  threads = 1,
 }: {
   vectors: Float32Array;
   /** The rows `vectors` holds, ascending (at least {@link trainingRowIds}); default every row in order. */
@@ -145,7 +147,36 @@ export function decideAdaptation({
   /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
   isDefect?: readonly boolean[];
   settings?: GateSettings;
-}): { decision: AdaptationDecision; projection: Projection | null } {
+  /** onnxruntime intra-op threads for the dense products ({@link createDenseKernels}). */
+  threads?: number;
+}): Promise<{ decision: AdaptationDecision; projection: Projection | null }> {
+  const dense = createDenseKernels({ threads });
+  try {
+    return await decide({ vectors, rowIds, dim, labels, isDefect, textures, settings, dense });
+  } finally {
+    await dense.close();
+  }
+}
+
+async function decide({
+  vectors,
+  rowIds,
+  dim,
+  labels,
+  isDefect,
+  textures,
+  settings,
+  dense,
+}: {
+  vectors: Float32Array;
+  rowIds?: Int32Array | undefined;
+  dim: number;
+  labels: readonly string[];
+  textures?: TrainingTextures | undefined;
+  isDefect?: readonly boolean[] | undefined;
+  settings: GateSettings;
+  dense: DenseKernels;
+}): Promise<{ decision: AdaptationDecision; projection: Projection | null }> {
   const t0 = performance.now();
   const n = labels.length;
   const counts = new Map<string, number>();
@@ -179,7 +210,7 @@ export function decideAdaptation({
   const sample = packRows(vectorOf, dim, rows);
   // Stratified folds: the i-th group of each class goes to fold i mod k. A group (near-duplicate shots
   // of one part) stays in one fold, else its members answer each other and flatter the held-out figures.
-  const rawGram = gram(sample, dim);
+  const rawGram = await gram(sample, dim, dense);
   const groupOf = nearDuplicateGroups(rawGram, rows.length, settings.nearDuplicateCos);
   const seen = new Map<number, number>();
   const groupFold = new Map<number, number>();
@@ -192,11 +223,12 @@ export function decideAdaptation({
     groupFold.set(g, k % settings.folds);
     return k % settings.folds;
   });
-  const basis = fitPca(sample, dim, settings.pcaDims);
-  const z = toPca(
+  const basis = await fitPca(sample, dim, dense, settings.pcaDims);
+  const z = await toPca(
     basis,
     sample,
     rows.map((_, i) => i),
+    dense,
   );
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
@@ -218,7 +250,7 @@ export function decideAdaptation({
     const adaptedCos = new Float64Array(rows.length * rows.length);
     for (let f = 0; f < settings.folds; f++) {
       const whitening = fitWhitening(trainMoments[f] as ScatterMoments, fit);
-      fillFoldGram(adaptedCos, whitenedRows(whitening, z), whitening.keep, foldOf, f);
+      await fillFoldGram(adaptedCos, whitenedRows(whitening, z), whitening.keep, foldOf, f, dense);
     }
     adaptedByFit.set(fitKey(fit), adaptedCos);
   }
@@ -266,16 +298,17 @@ export function decideAdaptation({
   const allClasses = [...counts.keys()].sort();
   const projection = fitProjection(
     basis,
-    toPca(
+    await toPca(
       basis,
       packRows(vectorOf, dim, fitRows),
       fitRows.map((_, i) => i),
+      dense,
     ),
     fitRows.map((r) => allClasses.indexOf(labels[r] as string)),
     chosen.params,
   );
   const textureOf = textures ? rowLookup(textures, [...rows, ...fitRows]) : null;
-  const prior = chooseTypePrior({
+  const prior = await chooseTypePrior({
     settings,
     merged: blendedGram(chosen.params),
     baseline: chosen,
@@ -284,9 +317,9 @@ export function decideAdaptation({
     foldOf,
     classNames,
     defectRow,
-    descriptors: () => [
+    descriptors: async () => [
       { name: "embedding", basis, z },
-      ...(textureOf ? [texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims)] : []),
+      ...(textureOf ? [await texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims, dense)] : []),
     ],
   });
   let typePrior: TypePrior | undefined;
@@ -294,15 +327,17 @@ export function decideAdaptation({
     const basisOf = prior.chosen.basis;
     const fitted = fitDiscriminant(
       prior.chosen.descriptor === "texture" && textureOf && textures
-        ? toPca(
+        ? await toPca(
             basisOf,
             packRows(textureOf, textures.dim, fitRows),
             fitRows.map((_, i) => i),
+            dense,
           )
-        : toPca(
+        : await toPca(
             basisOf,
             packRows(vectorOf, dim, fitRows),
             fitRows.map((_, i) => i),
+            dense,
           ),
       fitRows.map((r) => isDefect?.[r] ?? true),
       settings.typePrior.shrinkage,
@@ -333,21 +368,23 @@ interface PriorDescriptor {
   z: Float64Array[];
 }
 
-function texturePca(
+async function texturePca(
   textureOf: (row: number) => Float32Array,
   dim: number,
   rows: readonly number[],
   pcaDims: number,
-): PriorDescriptor {
+  dense: DenseKernels,
+): Promise<PriorDescriptor> {
   const sample = packRows(textureOf, dim, rows);
-  const basis = fitPca(sample, dim, pcaDims);
+  const basis = await fitPca(sample, dim, dense, pcaDims);
   return {
     name: "texture",
     basis,
-    z: toPca(
+    z: await toPca(
       basis,
       sample,
       rows.map((_, i) => i),
+      dense,
     ),
   };
 }
@@ -383,7 +420,7 @@ function rowLookup(t: TrainingTextures, needed: readonly number[]): ((row: numbe
  * learned on the other folds leans each held-out row towards defect or normal, and the gallery rows of
  * each type are shifted by `beta * lean` before P@10 is counted.
  */
-function chooseTypePrior({
+async function chooseTypePrior({
   settings,
   merged,
   baseline,
@@ -403,11 +440,11 @@ function chooseTypePrior({
   classNames: readonly string[];
   defectRow: readonly boolean[];
   /** Built only when the prior is tried (a texture PCA is seconds on a large gallery). */
-  descriptors: () => PriorDescriptor[];
-}): {
+  descriptors: () => Promise<PriorDescriptor[]>;
+}): Promise<{
   chosen: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null;
   reason: string;
-} {
+}> {
   const m = classOf.length;
   const defects = defectRow.filter(Boolean).length;
   if (settings.typePrior.betas.length === 0) return { chosen: null, reason: "the type prior is off" };
@@ -417,7 +454,7 @@ function chooseTypePrior({
     null;
   const tried: string[] = [];
   const typeOf = defectRow.map((d) => (d ? 1 : 0));
-  for (const desc of descriptors()) {
+  for (const desc of await descriptors()) {
     const lean = new Float64Array(m);
     const dims = desc.z[0]?.length ?? 0;
     const foldMoments = Array.from({ length: settings.folds }, (_, f) =>
@@ -492,20 +529,13 @@ export function nearDuplicateGroups(sims: Float64Array, n: number, threshold: nu
   return Int32Array.from({ length: n }, (_, i) => find(i));
 }
 
-/** Inner products of every pair of rows (n x n, row-major). */
-function gram(v: Float32Array, width: number): Float64Array {
+/** Inner products of every pair of rows (n x n, row-major), float64, in `dense`. */
+async function gram(v: Float32Array, width: number, dense: DenseKernels): Promise<Float64Array> {
   const n = v.length / width;
-  const out = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const a = i * width;
-    for (let j = i; j < n; j++) {
-      let s = 0;
-      const b = j * width;
-      for (let d = 0; d < width; d++) s += (v[a + d] as number) * (v[b + d] as number);
-      out[i * n + j] = s;
-      out[j * n + i] = s;
-    }
-  }
+  const x = Float64Array.from(v);
+  const out = await dense.gemm({ a: x, b: x, rows: n, inner: width, cols: n, transB: true });
+  // Exactly symmetric, as the pairwise sums were: (i, j) and (j, i) hold one value.
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) out[j * n + i] = out[i * n + j] as number;
   return out;
 }
 
@@ -529,26 +559,42 @@ function whitenedRows(whitening: Whitening, z: readonly Float64Array[]): Float32
   return out;
 }
 
-/** Inner products between fold `f`'s rows (queries) and the other folds' rows, into `out`. */
-function fillFoldGram(
+/**
+ * Inner products between fold `f`'s rows (queries) and the other folds' rows, into `out` (n x n); the
+ * product of the two row sets runs in `dense`.
+ */
+async function fillFoldGram(
   out: Float64Array,
   v: Float32Array,
   width: number,
   foldOf: readonly number[],
   f: number,
-) {
+  dense: DenseKernels,
+): Promise<void> {
   const n = foldOf.length;
-  for (let i = 0; i < n; i++) {
-    if (foldOf[i] !== f) continue;
-    const a = i * width;
-    for (let j = 0; j < n; j++) {
-      if (foldOf[j] === f) continue;
-      let s = 0;
-      const b = j * width;
-      for (let d = 0; d < width; d++) s += (v[a + d] as number) * (v[b + d] as number);
-      out[i * n + j] = s;
-    }
-  }
+  const inFold = foldOf.flatMap((g, i) => (g === f ? [i] : []));
+  const others = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
+  const pack = (rows: number[]) => {
+    const x = new Float64Array(rows.length * width);
+    rows.forEach((r, i) => {
+      for (let d = 0; d < width; d++) x[i * width + d] = v[r * width + d] as number;
+    });
+    return x;
+  };
+  const sims = await dense.gemm({
+    a: pack(inFold),
+    b: pack(others),
+    rows: inFold.length,
+    inner: width,
+    cols: others.length,
+    transB: true,
+  });
+  inFold.forEach((i, a) => {
+    const row = a * others.length;
+    others.forEach((j, b) => {
+      out[i * n + j] = sims[row + b] as number;
+    });
+  });
 }
 
 /** Mean P@10 of every row queried against the rows of the other folds, overall and per class. */

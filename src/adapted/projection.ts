@@ -1,4 +1,5 @@
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from "ml-matrix";
+import type { DenseKernels } from "./dense.js";
 import type { TypePrior } from "./type-prior.js";
 
 /**
@@ -113,92 +114,96 @@ function mirrorUpper(m: Float64Array, dim: number): void {
 
 /**
  * The principal subspace of `vectors` (row-major, `dim` values per row): top eigenvectors of the
- * covariance, at most {@link MAX_PCA_DIMS} and at most rows - 1.
+ * covariance, at most {@link MAX_PCA_DIMS} and at most rows - 1. The products run in `dense`.
  *
  * When every direction of the rows is kept (rows - 1 <= `maxDims`, e.g. the 210-image sample gallery)
  * the basis comes from the rows x rows Gram matrix instead (the snapshot method, Sirovich 1987): the same
  * subspace exactly, from an eigen-decomposition of rows x rows instead of an iteration on dim x dim.
  * Everything fitted in the basis (whitening, discriminants) is invariant to a rotation within it.
  */
-export function fitPca(vectors: Float32Array, dim: number, maxDims = MAX_PCA_DIMS): PcaBasis {
+export async function fitPca(
+  vectors: Float32Array,
+  dim: number,
+  dense: DenseKernels,
+  maxDims = MAX_PCA_DIMS,
+): Promise<PcaBasis> {
   const count = vectors.length / dim;
   const rows = sampleRows(count, MAX_FIT_ROWS);
+  const n = rows.length;
   const mean = new Float64Array(dim);
   for (const r of rows)
     for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) + (vectors[r * dim + d] as number);
-  for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) / rows.length;
-  const centredRow = (i: number, out: Float64Array) => {
-    const off = (rows[i] as number) * dim;
-    for (let d = 0; d < dim; d++) out[d] = (vectors[off + d] as number) - (mean[d] as number);
-  };
-  const dims = Math.max(1, Math.min(maxDims, rows.length - 1, dim));
-  if (rows.length - 1 <= maxDims && rows.length > 1) {
-    const snapshot = snapshotPca(rows.length, dim, centredRow, dims);
-    if (snapshot) return { inDim: dim, mean, components: snapshot.components, dims: snapshot.dims };
+  for (let d = 0; d < dim; d++) mean[d] = (mean[d] as number) / n;
+  const x = new Float64Array(n * dim);
+  rows.forEach((r, i) => {
+    for (let d = 0; d < dim; d++) x[i * dim + d] = (vectors[r * dim + d] as number) - (mean[d] as number);
+  });
+  const dims = Math.max(1, Math.min(maxDims, n - 1, dim));
+  if (n - 1 <= maxDims && n > 1) {
+    const components = await snapshotPca(x, n, dim, dims, dense);
+    if (components) return { inDim: dim, mean, components, dims };
   }
-  const cov = new Float64Array(dim * dim);
-  addOuterProducts(cov, dim, rows.length, centredRow);
-  for (let i = 0; i < dim; i++)
-    for (let j = i; j < dim; j++) cov[i * dim + j] = (cov[i * dim + j] as number) / rows.length;
-  mirrorUpper(cov, dim);
-  const components = topEigenvectors(cov, dim, dims);
+  const cov = await dense.gemm({ a: x, b: x, rows: dim, inner: n, cols: dim, transA: true });
+  for (let i = 0; i < cov.length; i++) cov[i] = (cov[i] as number) / n;
+  symmetrise(cov, dim);
+  const components = await topEigenvectors(cov, dim, dims, dense);
   return { inDim: dim, mean, components, dims };
 }
 
+/** Averages a square row-major matrix with its transpose (products leave asymmetries of rounding). */
+function symmetrise(m: Float64Array, dim: number): void {
+  for (let i = 0; i < dim; i++)
+    for (let j = i + 1; j < dim; j++) {
+      const v = ((m[i * dim + j] as number) + (m[j * dim + i] as number)) / 2;
+      m[i * dim + j] = v;
+      m[j * dim + i] = v;
+    }
+}
+
 /**
- * Principal axes from the Gram matrix `G = X X^T` of `n` centred rows: `v_k = X^T u_k / sqrt(l_k)` for
+ * Principal axes from the Gram matrix `G = X X^T` of `n` centred rows `x`: `v_k = X^T u_k / sqrt(l_k)` for
  * its eigenpairs `(l_k, u_k)` (ml-matrix's symmetric eigen-decomposition), largest first.
  * @returns null when fewer than `dims` eigenvalues are clearly above zero (duplicate rows): the caller
  *   then uses the covariance route, which completes the basis.
  */
-function snapshotPca(
+async function snapshotPca(
+  x: Float64Array,
   n: number,
   dim: number,
-  centredRow: (i: number, out: Float64Array) => void,
   dims: number,
-): { components: Float64Array; dims: number } | null {
-  const x = new Float64Array(n * dim);
-  const row = new Float64Array(dim);
-  for (let i = 0; i < n; i++) {
-    centredRow(i, row);
-    x.set(row, i * dim);
-  }
-  const g = new Matrix(n, n);
-  for (let a = 0; a < n; a++)
-    for (let b = a; b < n; b++) {
-      let s = 0;
-      const oa = a * dim;
-      const ob = b * dim;
-      for (let d = 0; d < dim; d++) s += (x[oa + d] as number) * (x[ob + d] as number);
-      g.set(a, b, s);
-      g.set(b, a, s);
-    }
-  const e = new EigenvalueDecomposition(g, { assumeSymmetric: true });
+  dense: DenseKernels,
+): Promise<Float64Array | null> {
+  const g = await dense.gemm({ a: x, b: x, rows: n, inner: dim, cols: n, transB: true });
+  symmetrise(g, n);
+  const e = new EigenvalueDecomposition(
+    new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n)))),
+    { assumeSymmetric: true },
+  );
   const values = e.realEigenvalues;
-  const vectors = e.eigenvectorMatrix;
   const top = values[n - 1] ?? 0;
   if (!(top > 0) || (values[n - dims] ?? 0) <= 1e-10 * top) return null;
-  const components = new Float64Array(dims * dim);
+  // Scaled eigenvectors as rows (dims x n), times X (n x dim).
+  const u = new Float64Array(dims * n);
   for (let k = 0; k < dims; k++) {
     const col = n - 1 - k;
     const scale = 1 / Math.sqrt(values[col] as number);
-    const o = components.subarray(k * dim, (k + 1) * dim);
-    for (let a = 0; a < n; a++) {
-      const w = vectors.get(a, col) * scale;
-      const oa = a * dim;
-      for (let d = 0; d < dim; d++) o[d] = (o[d] as number) + w * (x[oa + d] as number);
-    }
+    for (let a = 0; a < n; a++) u[k * n + a] = e.eigenvectorMatrix.get(a, col) * scale;
   }
-  return { components, dims };
+  return dense.gemm({ a: u, b: x, rows: dims, inner: n, cols: dim });
 }
 
 /**
  * The `k` leading eigenvectors of a symmetric `n` x `n` matrix (row-major), as `k` rows of `n` values,
  * largest eigenvalue first: randomized subspace iteration (Halko, Martinsson & Tropp, SIAM Review 2011,
  * Algorithm 4.4) with a Rayleigh-Ritz step, so only a k x k eigen-decomposition is needed (a full
- * 1280 x 1280 one takes ml-matrix about 10 s).
+ * 1280 x 1280 one takes ml-matrix about 10 s). The products with `a` run in `dense`.
  */
-export function topEigenvectors(a: Float64Array, n: number, k: number): Float64Array {
+export async function topEigenvectors(
+  a: Float64Array,
+  n: number,
+  k: number,
+  dense: DenseKernels,
+): Promise<Float64Array> {
   if (k >= n / 2) {
     const evd = new EigenvalueDecomposition(
       new Matrix(Array.from({ length: n }, (_, i) => Array.from(a.subarray(i * n, (i + 1) * n)))),
@@ -211,43 +216,16 @@ export function topEigenvectors(a: Float64Array, n: number, k: number): Float64A
   }
   const width = Math.min(n, k + 16);
   // Basis vectors as rows (width x n); a fixed seed keeps rebuilds reproducible.
-  let q = new Float64Array(width * n);
+  let q: Float64Array = new Float64Array(width * n);
   let seed = 12345;
   for (let i = 0; i < q.length; i++) {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     q[i] = seed / 0x7fffffff - 0.5;
   }
-  // A times every basis vector; four rows of A per pass over the basis (the basis is read n/4 times).
-  const multiply = (basis: Float64Array) => {
-    const out = new Float64Array(width * n);
-    for (let i = 0; i < n; i += 4) {
-      const rowsHere = Math.min(4, n - i);
-      const o0 = i * n;
-      const o1 = Math.min(i + 1, n - 1) * n;
-      const o2 = Math.min(i + 2, n - 1) * n;
-      const o3 = Math.min(i + 3, n - 1) * n;
-      for (let r = 0; r < width; r++) {
-        const bo = r * n;
-        let s0 = 0;
-        let s1 = 0;
-        let s2 = 0;
-        let s3 = 0;
-        for (let j = 0; j < n; j++) {
-          const bj = basis[bo + j] as number;
-          s0 += (a[o0 + j] as number) * bj;
-          s1 += (a[o1 + j] as number) * bj;
-          s2 += (a[o2 + j] as number) * bj;
-          s3 += (a[o3 + j] as number) * bj;
-        }
-        out[bo + i] = s0;
-        if (rowsHere > 1) out[bo + i + 1] = s1;
-        if (rowsHere > 2) out[bo + i + 2] = s2;
-        if (rowsHere > 3) out[bo + i + 3] = s3;
-      }
-    }
-    return out;
-  };
-  const orthonormalise = (basis: Float64Array) => {
+  // Rows of Q A^T = (A Q^T)^T: A times every basis vector (A is symmetric).
+  const multiply = (basis: Float64Array) =>
+    dense.gemm({ a: basis, b: a, rows: width, inner: n, cols: n, transB: true });
+  const gramSchmidt = (basis: Float64Array) => {
     for (let r = 0; r < width; r++) {
       const v = basis.subarray(r * n, (r + 1) * n);
       for (let pass = 0; pass < 2; pass++)
@@ -262,71 +240,75 @@ export function topEigenvectors(a: Float64Array, n: number, k: number): Float64A
       norm = Math.sqrt(norm) || 1;
       for (let i = 0; i < n; i++) v[i] = (v[i] as number) / norm;
     }
+    return basis;
   };
-  orthonormalise(q);
-  for (let it = 0; it < 3; it++) {
-    q = multiply(q);
-    orthonormalise(q);
-  }
-  const aq = multiply(q);
+  // CholeskyQR2 (Fukaya et al., 2014): Q <- L^-1 Q with L L^T = Q Q^T, twice; the same orthonormal rows as
+  // Gram-Schmidt in order, with the products in `dense`. Rows too close to dependent for it (the Cholesky
+  // fails) take Gram-Schmidt.
+  const choleskyQr = async (basis: Float64Array): Promise<Float64Array | null> => {
+    const g = await dense.gemm({ a: basis, b: basis, rows: width, inner: n, cols: width, transB: true });
+    symmetrise(g, width);
+    const chol = new CholeskyDecomposition(
+      new Matrix(Array.from({ length: width }, (_, i) => Array.from(g.subarray(i * width, (i + 1) * width)))),
+    );
+    if (!chol.isPositiveDefinite()) return null;
+    const lower = chol.lowerTriangularMatrix;
+    for (let i = 0; i < width; i++) if (!(lower.get(i, i) > 1e-8 * Math.sqrt(g[0] ?? 1))) return null;
+    // L^-1 by forward substitution, column by column (lower triangular, w^3 / 6 multiply-adds).
+    const l = lower.to1DArray();
+    const li = new Float64Array(width * width);
+    for (let c = 0; c < width; c++) {
+      li[c * width + c] = 1 / (l[c * width + c] as number);
+      for (let i = c + 1; i < width; i++) {
+        let sum = 0;
+        for (let k = c; k < i; k++) sum += (l[i * width + k] as number) * (li[k * width + c] as number);
+        li[i * width + c] = -sum / (l[i * width + i] as number);
+      }
+    }
+    return dense.gemm({ a: li, b: basis, rows: width, inner: width, cols: n });
+  };
+  const orthonormalise = async (basis: Float64Array): Promise<Float64Array> => {
+    const once = await choleskyQr(basis);
+    const twice = once && (await choleskyQr(once));
+    return twice ?? gramSchmidt(basis);
+  };
+  q = await orthonormalise(q);
+  for (let it = 0; it < 3; it++) q = await orthonormalise(await multiply(q));
+  const aq = await multiply(q);
+  const qaq = await dense.gemm({ a: q, b: aq, rows: width, inner: n, cols: width, transB: true });
   const small = new Matrix(width, width);
   for (let r = 0; r < width; r++)
-    for (let c = 0; c < width; c++) {
-      let s = 0;
-      for (let i = 0; i < n; i++) s += (q[r * n + i] as number) * (aq[c * n + i] as number);
-      small.set(r, c, s);
-    }
+    for (let c = 0; c < width; c++) small.set(r, c, qaq[r * width + c] as number);
   const sym = small.add(small.transpose()).mul(0.5);
   const e = new EigenvalueDecomposition(sym, { assumeSymmetric: true }).eigenvectorMatrix;
-  const out = new Float64Array(k * n);
-  for (let c = 0; c < k; c++) {
-    const col = width - 1 - c;
-    const o = out.subarray(c * n, (c + 1) * n);
-    for (let r = 0; r < width; r++) {
-      const w = e.get(r, col);
-      for (let i = 0; i < n; i++) o[i] = (o[i] as number) + w * (q[r * n + i] as number);
-    }
-  }
-  return out;
+  // Ritz vectors: rows of E_k^T Q (k x width times width x n).
+  const ek = new Float64Array(k * width);
+  for (let c = 0; c < k; c++) for (let r = 0; r < width; r++) ek[c * width + r] = e.get(r, width - 1 - c);
+  return dense.gemm({ a: ek, b: q, rows: k, inner: width, cols: n });
 }
 
-/** Rows of `vectors` expressed in the PCA basis (centred). */
-export function toPca(basis: PcaBasis, vectors: Float32Array, rows: readonly number[]): Float64Array[] {
+/** Rows of `vectors` expressed in the PCA basis (centred), as views of one buffer; products in `dense`. */
+export async function toPca(
+  basis: PcaBasis,
+  vectors: Float32Array,
+  rows: readonly number[],
+  dense: DenseKernels,
+): Promise<Float64Array[]> {
   const { inDim, dims, components, mean } = basis;
-  const out = rows.map(() => new Float64Array(dims));
-  // Four rows per pass over the components (the basis, 2.6 MB at 256 x 1280, is read a quarter as often).
-  const c = new Float64Array(4 * inDim);
-  for (let r0 = 0; r0 < rows.length; r0 += 4) {
-    const b = Math.min(4, rows.length - r0);
-    c.fill(0);
-    for (let t = 0; t < b; t++) {
-      const off = (rows[r0 + t] as number) * inDim;
-      for (let d = 0; d < inDim; d++) c[t * inDim + d] = (vectors[off + d] as number) - (mean[d] as number);
-    }
-    const z0 = out[r0] as Float64Array;
-    const z1 = out[Math.min(r0 + 1, rows.length - 1)] as Float64Array;
-    const z2 = out[Math.min(r0 + 2, rows.length - 1)] as Float64Array;
-    const z3 = out[Math.min(r0 + 3, rows.length - 1)] as Float64Array;
-    for (let k = 0; k < dims; k++) {
-      const off = k * inDim;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      for (let d = 0; d < inDim; d++) {
-        const w = components[off + d] as number;
-        s0 += w * (c[d] as number);
-        s1 += w * (c[inDim + d] as number);
-        s2 += w * (c[2 * inDim + d] as number);
-        s3 += w * (c[3 * inDim + d] as number);
-      }
-      z0[k] = s0;
-      if (b > 1) z1[k] = s1;
-      if (b > 2) z2[k] = s2;
-      if (b > 3) z3[k] = s3;
-    }
-  }
-  return out;
+  const x = new Float64Array(rows.length * inDim);
+  rows.forEach((r, i) => {
+    for (let d = 0; d < inDim; d++)
+      x[i * inDim + d] = (vectors[r * inDim + d] as number) - (mean[d] as number);
+  });
+  const z = await dense.gemm({
+    a: x,
+    b: components,
+    rows: rows.length,
+    inner: inDim,
+    cols: dims,
+    transB: true,
+  });
+  return rows.map((_, i) => z.subarray(i * dims, (i + 1) * dims));
 }
 
 /**
