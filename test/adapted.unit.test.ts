@@ -45,37 +45,37 @@ function gallery({ classes, perClass, dim, signal, noise, seed, nuisance = 0 }: 
 const gate = { ...DEFAULT_GATE, pcaDims: 32, candidates: DEFAULT_GATE.candidates.slice(0, 2) };
 
 describe("cross-validation gate of the adapted space", () => {
-  it("refuses a projection on a gallery where raw is already right (nothing to gain)", () => {
+  it("refuses a projection on a gallery where raw is already right (nothing to gain)", async () => {
     // Classes far apart: raw cosine ranks every class perfectly, so no projection can beat it.
     const g = gallery({ classes: 4, perClass: 30, dim: 24, signal: 3, noise: 0.2, seed: 1 });
-    const { decision, projection } = decideAdaptation({ ...g, settings: gate });
+    const { decision, projection } = await decideAdaptation({ ...g, settings: gate });
     expect(decision.raw?.p10).toBe(1);
     expect(decision.space).toBe("raw");
     expect(projection).toBeNull();
     expect(decision.reason).toMatch(/keeps raw/);
   });
 
-  it("refuses a projection when the labels carry no information the embedding can learn", () => {
+  it("refuses a projection when the labels carry no information the embedding can learn", async () => {
     // Labels assigned at random: cross-validation shows no gain on held-out folds.
     const g = gallery({ classes: 1, perClass: 120, dim: 24, signal: 0, noise: 1, seed: 2 });
     const r = rng(3);
     const labels = g.labels.map(() => `p/c${Math.floor((r() + 0.5) * 4)}`);
-    const { decision } = decideAdaptation({ vectors: g.vectors, dim: g.dim, labels, settings: gate });
+    const { decision } = await decideAdaptation({ vectors: g.vectors, dim: g.dim, labels, settings: gate });
     expect(decision.space).toBe("raw");
   });
 
-  it("keeps small galleries raw and says why", () => {
+  it("keeps small galleries raw and says why", async () => {
     const g = gallery({ classes: 2, perClass: 10, dim: 8, signal: 1, noise: 1, seed: 4 });
-    const { decision } = decideAdaptation({ ...g, settings: gate });
+    const { decision } = await decideAdaptation({ ...g, settings: gate });
     expect(decision.space).toBe("raw");
     expect(decision.reason).toMatch(/too small/);
   });
 
-  it("accepts a projection when the classes differ along weak directions drowned by nuisance", () => {
+  it("accepts a projection when the classes differ along weak directions drowned by nuisance", async () => {
     // The class signal (0.5) is small next to the nuisance spread (6, in 8 dims shared by every class):
     // raw cosine mixes the classes, whitening by the within-class covariance separates them.
     const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
-    const { decision, projection } = decideAdaptation({ ...g, settings: gate });
+    const { decision, projection } = await decideAdaptation({ ...g, settings: gate });
     expect(decision.space).toBe("adapted");
     expect(decision.best?.p10 ?? 0).toBeGreaterThan((decision.raw?.p10 ?? 1) + 0.1);
     expect(projection?.outDim).toBe(3);
@@ -83,9 +83,9 @@ describe("cross-validation gate of the adapted space", () => {
 });
 
 describe("projection file", () => {
-  it("round-trips exactly: the reloaded projection maps a vector to the same bits", () => {
+  it("round-trips exactly: the reloaded projection maps a vector to the same bits", async () => {
     const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
-    const { projection } = decideAdaptation({ ...g, settings: gate });
+    const { projection } = await decideAdaptation({ ...g, settings: gate });
     if (!projection) throw new Error("expected a projection");
     const again = parseProjection(serializeProjection(projection));
     const x = g.vectors.subarray(0, g.dim);
@@ -191,9 +191,9 @@ function mixedGallery(typeSignal: number, seed: number) {
 const priorGate = { ...gate, candidates: [{ shrinkage: 0.05, blend: 1, scope: "all" as const }] };
 
 describe("type prior for searches of both image types", () => {
-  it("is chosen from the texture descriptor when only the texture tells defect from normal", () => {
+  it("is chosen from the texture descriptor when only the texture tells defect from normal", async () => {
     const g = mixedGallery(1.5, 7);
-    const { decision, projection } = decideAdaptation({ ...g, settings: priorGate });
+    const { decision, projection } = await decideAdaptation({ ...g, settings: priorGate });
     expect(decision.space).toBe("adapted");
     expect(decision.typePrior?.descriptor).toBe("texture");
     expect(decision.typePrior?.p10 ?? 0).toBeGreaterThan((decision.best?.p10 ?? 1) + 0.05);
@@ -214,16 +214,16 @@ describe("type prior for searches of both image types", () => {
     );
   });
 
-  it("is refused when neither descriptor tells defect from normal, and says what it tried", () => {
+  it("is refused when neither descriptor tells defect from normal, and says what it tried", async () => {
     // The same embeddings as above (same seed); only the texture lost its type signal.
     const g = mixedGallery(0, 7);
-    const { decision, projection } = decideAdaptation({ ...g, settings: priorGate });
+    const { decision, projection } = await decideAdaptation({ ...g, settings: priorGate });
     expect(decision.typePrior).toBeNull();
     expect(projection?.typePrior).toBeUndefined();
     expect(decision.typePriorReason).toMatch(/no type prior .*texture 0\.1/);
   });
 
-  it("decides the same from the embeddings of its training rows alone as from the whole gallery", () => {
+  it("decides the same from the embeddings of its training rows alone as from the whole gallery", async () => {
     // 21,000 images: more than the final fit's 20,000-row sample, so some rows are never read.
     const g = gallery({ classes: 4, perClass: 5250, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 9 });
     const settings = {
@@ -237,8 +237,14 @@ describe("type prior for searches of both image types", () => {
     rowIds.forEach((r, i) => {
       compact.set(g.vectors.subarray(r * g.dim, (r + 1) * g.dim), i * g.dim);
     });
-    const whole = decideAdaptation({ ...g, settings });
-    const sampled = decideAdaptation({ vectors: compact, rowIds, dim: g.dim, labels: g.labels, settings });
+    const whole = await decideAdaptation({ ...g, settings });
+    const sampled = await decideAdaptation({
+      vectors: compact,
+      rowIds,
+      dim: g.dim,
+      labels: g.labels,
+      settings,
+    });
     expect(sampled.decision.space).toBe("adapted");
     expect(sampled.decision.best?.p10).toBe(whole.decision.best?.p10);
     expect(Array.from(sampled.projection?.matrix ?? [])).toEqual(Array.from(whole.projection?.matrix ?? [0]));
@@ -254,9 +260,9 @@ describe("type prior for searches of both image types", () => {
     expect(big[big.length - 1]).toBeLessThan(1_000_000);
   });
 
-  it("is not tried on a gallery of one image type", () => {
+  it("is not tried on a gallery of one image type", async () => {
     const g = gallery({ classes: 4, perClass: 40, dim: 24, signal: 0.5, noise: 0.3, nuisance: 6, seed: 5 });
-    const { decision } = decideAdaptation({ ...g, settings: gate });
+    const { decision } = await decideAdaptation({ ...g, settings: gate });
     expect(decision.space).toBe("adapted");
     expect(decision.typePriorReason).toMatch(/both image types/);
   });

@@ -16,7 +16,12 @@ export type AdaptationRequest =
     }
   | { kind: "adapt"; projection: Projection; vectors: Float32Array };
 
-/** Runs one request in a fresh worker thread (the work is seconds long; a thread start is milliseconds). */
+/**
+ * Runs one request in a fresh worker thread (the work is seconds long; a thread start is milliseconds).
+ * The worker ends itself after its reply and is never terminated from here: it runs onnxruntime
+ * (`dense.ts`), and `worker.terminate()` during a native onnxruntime call aborts the whole process (see
+ * `embedding.model.ts`). It stays referenced, so the process does not exit under it either.
+ */
 function inWorker<T>(req: AdaptationRequest, transfer: ArrayBuffer[]): Promise<T> {
   const worker = startModuleWorker(siblingModule(import.meta.url, "adaptation.worker"));
   return new Promise<T>((resolve, reject) => {
@@ -27,8 +32,6 @@ function inWorker<T>(req: AdaptationRequest, transfer: ArrayBuffer[]): Promise<T
     worker.once("error", reject);
     worker.once("exit", (code) => reject(new Error(`adaptation worker exited with code ${code}`)));
     worker.postMessage(req, transfer);
-  }).finally(() => {
-    void worker.terminate();
   });
 }
 

@@ -1,14 +1,20 @@
+import { createDenseKernels, type DenseKernels } from "./dense.js";
 import {
-  adaptVectors,
+  addMoments,
   type FitParams,
   fitPca,
   fitProjection,
+  fitWhitening,
   type PcaBasis,
   type Projection,
+  type ScatterMoments,
   sampleRows,
+  scatterMoments,
   toPca,
+  type Whitening,
 } from "./projection.js";
 import {
+  discriminantFromMoments,
   fitDiscriminant,
   foldTypePrior,
   type SubspaceDiscriminant,
@@ -121,7 +127,7 @@ export interface AdaptationDecision {
  *   rows `rowIds` names only (the gate reads no other; {@link trainingRowIds}).
  * @param labels - class per row (e.g. `product/defect`), every row.
  */
-export function decideAdaptation({
+export async function decideAdaptation({
   vectors,
   rowIds,
   dim,
@@ -129,6 +135,7 @@ export function decideAdaptation({
   isDefect,
   textures,
   settings = DEFAULT_GATE,
+  threads = 1,
 }: {
   vectors: Float32Array;
   /** The rows `vectors` holds, ascending (at least {@link trainingRowIds}); default every row in order. */
@@ -140,7 +147,36 @@ export function decideAdaptation({
   /** Per row, whether it is a defect image (for candidates that adapt the defect index only); default all. */
   isDefect?: readonly boolean[];
   settings?: GateSettings;
-}): { decision: AdaptationDecision; projection: Projection | null } {
+  /** onnxruntime intra-op threads for the dense products ({@link createDenseKernels}). */
+  threads?: number;
+}): Promise<{ decision: AdaptationDecision; projection: Projection | null }> {
+  const dense = createDenseKernels({ threads });
+  try {
+    return await decide({ vectors, rowIds, dim, labels, isDefect, textures, settings, dense });
+  } finally {
+    await dense.close();
+  }
+}
+
+async function decide({
+  vectors,
+  rowIds,
+  dim,
+  labels,
+  isDefect,
+  textures,
+  settings,
+  dense,
+}: {
+  vectors: Float32Array;
+  rowIds?: Int32Array | undefined;
+  dim: number;
+  labels: readonly string[];
+  textures?: TrainingTextures | undefined;
+  isDefect?: readonly boolean[] | undefined;
+  settings: GateSettings;
+  dense: DenseKernels;
+}): Promise<{ decision: AdaptationDecision; projection: Projection | null }> {
   const t0 = performance.now();
   const n = labels.length;
   const counts = new Map<string, number>();
@@ -174,7 +210,7 @@ export function decideAdaptation({
   const sample = packRows(vectorOf, dim, rows);
   // Stratified folds: the i-th group of each class goes to fold i mod k. A group (near-duplicate shots
   // of one part) stays in one fold, else its members answer each other and flatter the held-out figures.
-  const rawGram = gram(sample, dim);
+  const rawGram = await gram(sample, dim, dense);
   const groupOf = nearDuplicateGroups(rawGram, rows.length, settings.nearDuplicateCos);
   const seen = new Map<number, number>();
   const groupFold = new Map<number, number>();
@@ -187,28 +223,34 @@ export function decideAdaptation({
     groupFold.set(g, k % settings.folds);
     return k % settings.folds;
   });
-  const basis = fitPca(sample, dim, settings.pcaDims);
-  const z = toPca(
+  const basis = await fitPca(sample, dim, dense, settings.pcaDims);
+  const z = await toPca(
     basis,
     sample,
     rows.map((_, i) => i),
+    dense,
   );
   const rawScore = score(rawGram, null, classOf, foldOf, classNames, settings.folds);
 
   // One set of fold fits per (shrinkage, axes); blends and scopes only reweigh the same similarities.
+  // The class moments of each fold are summed once; every fit of every fold is built from them.
+  const foldMoments = Array.from({ length: settings.folds }, (_, f) =>
+    scatterMoments(
+      z,
+      classOf,
+      basis.dims,
+      classNames.length,
+      foldOf.flatMap((g, i) => (g === f ? [i] : [])),
+    ),
+  );
+  const trainMoments = foldMoments.map((_, f) => addMoments(foldMoments.filter((_, g) => g !== f)));
   const fitKey = (c: FitParams) => `${c.shrinkage}|${c.axes ?? ""}`;
   const adaptedByFit = new Map<string, Float64Array>();
   for (const fit of new Map(settings.candidates.map((c) => [fitKey(c), c])).values()) {
     const adaptedCos = new Float64Array(rows.length * rows.length);
     for (let f = 0; f < settings.folds; f++) {
-      const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
-      const projection = fitProjection(
-        basis,
-        train.map((i) => z[i] as Float64Array),
-        train.map((i) => classOf[i] as number),
-        { shrinkage: fit.shrinkage, axes: fit.axes, blend: 1 },
-      );
-      fillFoldGram(adaptedCos, adaptedOnly(projection, sample), projection.outDim, foldOf, f);
+      const whitening = fitWhitening(trainMoments[f] as ScatterMoments, fit);
+      await fillFoldGram(adaptedCos, whitenedRows(whitening, z), whitening.keep, foldOf, f, dense);
     }
     adaptedByFit.set(fitKey(fit), adaptedCos);
   }
@@ -256,16 +298,17 @@ export function decideAdaptation({
   const allClasses = [...counts.keys()].sort();
   const projection = fitProjection(
     basis,
-    toPca(
+    await toPca(
       basis,
       packRows(vectorOf, dim, fitRows),
       fitRows.map((_, i) => i),
+      dense,
     ),
     fitRows.map((r) => allClasses.indexOf(labels[r] as string)),
     chosen.params,
   );
   const textureOf = textures ? rowLookup(textures, [...rows, ...fitRows]) : null;
-  const prior = chooseTypePrior({
+  const prior = await chooseTypePrior({
     settings,
     merged: blendedGram(chosen.params),
     baseline: chosen,
@@ -274,9 +317,9 @@ export function decideAdaptation({
     foldOf,
     classNames,
     defectRow,
-    descriptors: [
+    descriptors: async () => [
       { name: "embedding", basis, z },
-      ...(textureOf ? [texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims)] : []),
+      ...(textureOf ? [await texturePca(textureOf, textures?.dim ?? 0, rows, settings.pcaDims, dense)] : []),
     ],
   });
   let typePrior: TypePrior | undefined;
@@ -284,15 +327,17 @@ export function decideAdaptation({
     const basisOf = prior.chosen.basis;
     const fitted = fitDiscriminant(
       prior.chosen.descriptor === "texture" && textureOf && textures
-        ? toPca(
+        ? await toPca(
             basisOf,
             packRows(textureOf, textures.dim, fitRows),
             fitRows.map((_, i) => i),
+            dense,
           )
-        : toPca(
+        : await toPca(
             basisOf,
             packRows(vectorOf, dim, fitRows),
             fitRows.map((_, i) => i),
+            dense,
           ),
       fitRows.map((r) => isDefect?.[r] ?? true),
       settings.typePrior.shrinkage,
@@ -323,21 +368,23 @@ interface PriorDescriptor {
   z: Float64Array[];
 }
 
-function texturePca(
+async function texturePca(
   textureOf: (row: number) => Float32Array,
   dim: number,
   rows: readonly number[],
   pcaDims: number,
-): PriorDescriptor {
+  dense: DenseKernels,
+): Promise<PriorDescriptor> {
   const sample = packRows(textureOf, dim, rows);
-  const basis = fitPca(sample, dim, pcaDims);
+  const basis = await fitPca(sample, dim, dense, pcaDims);
   return {
     name: "texture",
     basis,
-    z: toPca(
+    z: await toPca(
       basis,
       sample,
       rows.map((_, i) => i),
+      dense,
     ),
   };
 }
@@ -373,7 +420,7 @@ function rowLookup(t: TrainingTextures, needed: readonly number[]): ((row: numbe
  * learned on the other folds leans each held-out row towards defect or normal, and the gallery rows of
  * each type are shifted by `beta * lean` before P@10 is counted.
  */
-function chooseTypePrior({
+async function chooseTypePrior({
   settings,
   merged,
   baseline,
@@ -392,11 +439,12 @@ function chooseTypePrior({
   foldOf: readonly number[];
   classNames: readonly string[];
   defectRow: readonly boolean[];
-  descriptors: PriorDescriptor[];
-}): {
+  /** Built only when the prior is tried (a texture PCA is seconds on a large gallery). */
+  descriptors: () => Promise<PriorDescriptor[]>;
+}): Promise<{
   chosen: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null;
   reason: string;
-} {
+}> {
   const m = classOf.length;
   const defects = defectRow.filter(Boolean).length;
   if (settings.typePrior.betas.length === 0) return { chosen: null, reason: "the type prior is off" };
@@ -405,13 +453,22 @@ function chooseTypePrior({
   let best: { descriptor: TypePrior["descriptor"]; beta: number; basis: PcaBasis; score: CvScore } | null =
     null;
   const tried: string[] = [];
-  for (const desc of descriptors) {
+  const typeOf = defectRow.map((d) => (d ? 1 : 0));
+  for (const desc of await descriptors()) {
     const lean = new Float64Array(m);
+    const dims = desc.z[0]?.length ?? 0;
+    const foldMoments = Array.from({ length: settings.folds }, (_, f) =>
+      scatterMoments(
+        desc.z,
+        typeOf,
+        dims,
+        2,
+        foldOf.flatMap((g, i) => (g === f ? [i] : [])),
+      ),
+    );
     for (let f = 0; f < settings.folds; f++) {
-      const train = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
-      const d: SubspaceDiscriminant | null = fitDiscriminant(
-        train.map((i) => desc.z[i] as Float64Array),
-        train.map((i) => defectRow[i] as boolean),
+      const d: SubspaceDiscriminant | null = discriminantFromMoments(
+        addMoments(foldMoments.filter((_, g) => g !== f)),
         settings.typePrior.shrinkage,
       );
       for (let i = 0; i < m; i++)
@@ -472,53 +529,72 @@ export function nearDuplicateGroups(sims: Float64Array, n: number, threshold: nu
   return Int32Array.from({ length: n }, (_, i) => find(i));
 }
 
-/** Inner products of every pair of rows (n x n, row-major). */
-function gram(v: Float32Array, width: number): Float64Array {
+/** Inner products of every pair of rows (n x n, row-major), float64, in `dense`. */
+async function gram(v: Float32Array, width: number, dense: DenseKernels): Promise<Float64Array> {
   const n = v.length / width;
-  const out = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    const a = i * width;
-    for (let j = i; j < n; j++) {
+  const x = Float64Array.from(v);
+  const out = await dense.gemm({ a: x, b: x, rows: n, inner: width, cols: n, transB: true });
+  // Exactly symmetric, as the pairwise sums were: (i, j) and (j, i) hold one value.
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) out[j * n + i] = out[i * n + j] as number;
+  return out;
+}
+
+/** The unit-length adapted parts `y = w z / |w z|` of every row (`keep` values each), from PCA coordinates. */
+function whitenedRows(whitening: Whitening, z: readonly Float64Array[]): Float32Array {
+  const { keep, dims, w } = whitening;
+  const out = new Float32Array(z.length * keep);
+  const y = new Float64Array(keep);
+  z.forEach((v, i) => {
+    let norm = 0;
+    for (let k = 0; k < keep; k++) {
       let s = 0;
-      const b = j * width;
-      for (let d = 0; d < width; d++) s += (v[a + d] as number) * (v[b + d] as number);
-      out[i * n + j] = s;
-      out[j * n + i] = s;
+      const off = k * dims;
+      for (let d = 0; d < dims; d++) s += (w[off + d] as number) * (v[d] as number);
+      y[k] = s;
+      norm += s * s;
     }
-  }
+    const inv = norm > 0 ? 1 / Math.sqrt(norm) : 0;
+    for (let k = 0; k < keep; k++) out[i * keep + k] = (y[k] as number) * inv;
+  });
   return out;
 }
 
-/** The unit-length adapted parts `y` of every row (outDim values each). */
-function adaptedOnly(p: Projection, v: Float32Array): Float32Array {
-  const full = adaptVectors({ ...p, blend: 1 }, v);
-  const n = v.length / p.inDim;
-  const width = p.inDim + p.outDim;
-  const out = new Float32Array(n * p.outDim);
-  for (let i = 0; i < n; i++) out.set(full.subarray(i * width + p.inDim, (i + 1) * width), i * p.outDim);
-  return out;
-}
-
-/** Inner products between fold `f`'s rows (queries) and the other folds' rows, into `out`. */
-function fillFoldGram(
+/**
+ * Inner products between fold `f`'s rows (queries) and the other folds' rows, into `out` (n x n); the
+ * product of the two row sets runs in `dense`.
+ */
+async function fillFoldGram(
   out: Float64Array,
   v: Float32Array,
   width: number,
   foldOf: readonly number[],
   f: number,
-) {
+  dense: DenseKernels,
+): Promise<void> {
   const n = foldOf.length;
-  for (let i = 0; i < n; i++) {
-    if (foldOf[i] !== f) continue;
-    const a = i * width;
-    for (let j = 0; j < n; j++) {
-      if (foldOf[j] === f) continue;
-      let s = 0;
-      const b = j * width;
-      for (let d = 0; d < width; d++) s += (v[a + d] as number) * (v[b + d] as number);
-      out[i * n + j] = s;
-    }
-  }
+  const inFold = foldOf.flatMap((g, i) => (g === f ? [i] : []));
+  const others = foldOf.flatMap((g, i) => (g === f ? [] : [i]));
+  const pack = (rows: number[]) => {
+    const x = new Float64Array(rows.length * width);
+    rows.forEach((r, i) => {
+      for (let d = 0; d < width; d++) x[i * width + d] = v[r * width + d] as number;
+    });
+    return x;
+  };
+  const sims = await dense.gemm({
+    a: pack(inFold),
+    b: pack(others),
+    rows: inFold.length,
+    inner: width,
+    cols: others.length,
+    transB: true,
+  });
+  inFold.forEach((i, a) => {
+    const row = a * others.length;
+    others.forEach((j, b) => {
+      out[i * n + j] = sims[row + b] as number;
+    });
+  });
 }
 
 /** Mean P@10 of every row queried against the rows of the other folds, overall and per class. */

@@ -1,5 +1,5 @@
 import { Matrix, solve } from "ml-matrix";
-import type { PcaBasis } from "./projection.js";
+import { type PcaBasis, type ScatterMoments, scatterMoments } from "./projection.js";
 
 /**
  * The type prior: a learned answer to "does this query show a defect at all?", used when one search ranks
@@ -52,42 +52,47 @@ export function fitDiscriminant(
   shrinkage: number,
 ): SubspaceDiscriminant | null {
   const dims = z[0]?.length ?? 0;
-  const m1 = new Float64Array(dims);
-  const m0 = new Float64Array(dims);
-  let n1 = 0;
-  let n0 = 0;
-  z.forEach((row, i) => {
-    const m = isDefect[i] ? m1 : m0;
-    for (let d = 0; d < dims; d++) m[d] = (m[d] as number) + (row[d] as number);
-    if (isDefect[i]) n1++;
-    else n0++;
-  });
+  return discriminantFromMoments(
+    scatterMoments(
+      z,
+      isDefect.map((d) => (d ? 1 : 0)),
+      dims,
+      2,
+    ),
+    shrinkage,
+  );
+}
+
+/**
+ * {@link fitDiscriminant} from the rows' moments (class 1 defect, class 0 normal), so the folds of a
+ * cross-validation share one pass over the rows: `Sw = (sum z z^T - n1 m1 m1^T - n0 m0 m0^T) / n`,
+ * `w = Sw_shrunk^-1 (m1 - m0)` (ml-matrix LU solve), and the spread of `s` over the rows is
+ * `sqrt(w^T (sum z z^T / n - mu mu^T) w)`.
+ */
+export function discriminantFromMoments(m: ScatterMoments, shrinkage: number): SubspaceDiscriminant | null {
+  const { dims, count, sum, second } = m;
+  const n0 = count[0] ?? 0;
+  const n1 = count[1] ?? 0;
+  const n = n0 + n1;
   if (n1 === 0 || n0 === 0 || dims === 0) return null;
-  for (let d = 0; d < dims; d++) {
-    m1[d] = (m1[d] as number) / n1;
-    m0[d] = (m0[d] as number) / n0;
-  }
-  const sw = Matrix.zeros(dims, dims);
-  const c = new Float64Array(dims);
-  z.forEach((row, i) => {
-    const m = isDefect[i] ? m1 : m0;
-    for (let d = 0; d < dims; d++) c[d] = (row[d] as number) - (m[d] as number);
-    for (let a = 0; a < dims; a++) {
-      const ca = c[a] as number;
-      if (ca === 0) continue;
-      for (let b = a; b < dims; b++) sw.set(a, b, sw.get(a, b) + ca * (c[b] as number));
-    }
-  });
+  const m1 = Float64Array.from({ length: dims }, (_, d) => (sum[dims + d] as number) / n1);
+  const m0 = Float64Array.from({ length: dims }, (_, d) => (sum[d] as number) / n0);
+  const sw = new Matrix(dims, dims);
+  for (let a = 0; a < dims; a++)
+    for (let b = 0; b < dims; b++)
+      sw.set(
+        a,
+        b,
+        ((second[a * dims + b] as number) -
+          n1 * (m1[a] as number) * (m1[b] as number) -
+          n0 * (m0[a] as number) * (m0[b] as number)) /
+          n,
+      );
   let trace = 0;
-  for (let a = 0; a < dims; a++) trace += sw.get(a, a) / z.length;
+  for (let a = 0; a < dims; a++) trace += sw.get(a, a);
   const ridge = (shrinkage * trace) / dims;
-  for (let a = 0; a < dims; a++) {
-    for (let b = a; b < dims; b++) {
-      const v = ((1 - shrinkage) * sw.get(a, b)) / z.length + (a === b ? ridge : 0);
-      sw.set(a, b, v);
-      sw.set(b, a, v);
-    }
-  }
+  sw.mul(1 - shrinkage);
+  for (let a = 0; a < dims; a++) sw.set(a, a, sw.get(a, a) + ridge);
   const diff = Matrix.columnVector(Array.from(m1, (v, d) => v - (m0[d] as number)));
   let w: Float64Array;
   try {
@@ -98,20 +103,24 @@ export function fitDiscriminant(
   let mid = 0;
   for (let d = 0; d < dims; d++) mid += (w[d] as number) * (((m1[d] as number) + (m0[d] as number)) / 2);
   const bias = -mid;
-  // Spread of s over the training rows.
-  let s1 = 0;
-  let s2 = 0;
-  for (const row of z) {
-    let s = bias;
-    for (let d = 0; d < dims; d++) s += (w[d] as number) * (row[d] as number);
-    s1 += s;
-    s2 += s * s;
+  // Variance of s over the rows: w^T (second / n - mu mu^T) w.
+  const mu = Float64Array.from(
+    { length: dims },
+    (_, d) => (n1 * (m1[d] as number) + n0 * (m0[d] as number)) / n,
+  );
+  let wmu = 0;
+  for (let d = 0; d < dims; d++) wmu += (w[d] as number) * (mu[d] as number);
+  let quad = 0;
+  for (let a = 0; a < dims; a++) {
+    let s = 0;
+    for (let b = 0; b < dims; b++) s += (second[a * dims + b] as number) * (w[b] as number);
+    quad += (w[a] as number) * s;
   }
-  const mean = s1 / z.length;
-  const scale = Math.sqrt(Math.max(s2 / z.length - mean * mean, 1e-12));
+  const variance = quad / n - wmu * wmu;
+  const scale = Math.sqrt(Math.max(variance, 1e-12));
   // A degenerate scatter (identical rows, a singular matrix) gives no usable direction.
   if (!Number.isFinite(bias) || !Number.isFinite(scale) || !w.every(Number.isFinite)) return null;
-  if (w.every((x) => x === 0) || s2 / z.length - mean * mean <= 1e-12) return null;
+  if (w.every((x) => x === 0) || variance <= 1e-12) return null;
   return { w, bias, scale };
 }
 

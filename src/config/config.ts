@@ -124,6 +124,18 @@ export const envSchema = z.object({
       "Images per inference batch during ingestion and rebuilds (with multi-view, views: each batch holds this many views).",
     ),
   ORT_THREADS: int(1).max(64).default(2).describe("onnxruntime intra-op threads."),
+  INFERENCE_MAX_BATCH: int(1)
+    .max(256)
+    .default(8)
+    .describe(
+      "Dynamic batching: most images one inference run takes from queries waiting for the model (Triton's max batch size); 1 = every query runs alone. See docs/benchmarks.md for the choice.",
+    ),
+  INFERENCE_MAX_QUEUE_DELAY_US: int(0)
+    .max(1_000_000)
+    .default(0)
+    .describe(
+      "Dynamic batching: microseconds a query may wait for others when the model is idle (Triton's max_queue_delay_microseconds); 0 = an idle model runs it at once, and queries that arrive during a run go together in the next one.",
+    ),
   MULTI_VIEW_GRID: int(1)
     .max(4)
     .default(1)
@@ -408,6 +420,8 @@ export interface ModelConfig extends ModelPreset {
   readonly sha256Source: "MODEL_SHA256" | "shipped" | undefined;
   readonly batchSize: number;
   readonly threads: number;
+  /** Dynamic batching of concurrent queries in the inference worker. */
+  readonly dynamicBatching: { readonly maxBatch: number; readonly maxQueueDelayUs: number };
   /** Multi-view settings; {@link SINGLE_VIEW} when off. */
   readonly views: ViewSettings;
 }
@@ -607,6 +621,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       sha256Source: env.MODEL_SHA256 ? "MODEL_SHA256" : shippedSha256 ? "shipped" : undefined,
       batchSize: env.EMBEDDING_BATCH_SIZE,
       threads: env.ORT_THREADS,
+      dynamicBatching: {
+        maxBatch: env.INFERENCE_MAX_BATCH,
+        maxQueueDelayUs: env.INFERENCE_MAX_QUEUE_DELAY_US,
+      },
       views:
         env.MULTI_VIEW_GRID > 1
           ? { grid: env.MULTI_VIEW_GRID, size: env.MULTI_VIEW_SIZE, pool: env.MULTI_VIEW_POOL }

@@ -48,6 +48,11 @@ export interface EmbeddingModel {
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }>;
   /** Ends the inference worker; calls still waiting for it fail with FEATURE_EXTRACTION_FAILED. */
   close(): Promise<void>;
+  /**
+   * Inference runs so far and the inputs they carried (calls merged by dynamic batching count once):
+   * `inputs / runs` is the mean batch size.
+   */
+  readonly runStats: { readonly runs: number; readonly inputs: number };
 }
 
 /**
@@ -221,12 +226,139 @@ class WorkerEmbeddingModel implements EmbeddingModel {
   readonly embed = async (inputs: readonly Float32Array[]): Promise<Float32Array[]> =>
     (await this.embedDetailed(inputs)).embeddings;
 
-  readonly embedDetailed = async (
+  /**
+   * Calls waiting for the model (dynamic batching): while a run is in the worker, calls queue here and the
+   * next run takes as many of them as fit in `dynamicBatching.maxBatch` images (Triton's dynamic batcher;
+   * admission control upstream bounds the queue). Each call is answered from its own rows of the run.
+   */
+  private readonly waiting: {
+    inputs: readonly Float32Array[];
+    resolve: (out: { embeddings: Float32Array[]; textures: Float32Array[] | null }) => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  private running = false;
+  private delayTimer: NodeJS.Timeout | undefined;
+  private readonly counts = { runs: 0, inputs: 0 };
+
+  get runStats(): { readonly runs: number; readonly inputs: number } {
+    return { ...this.counts };
+  }
+
+  readonly embedDetailed = (
     inputs: readonly Float32Array[],
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }> => {
-    if (inputs.length === 0) return { embeddings: [], textures: this.textureDimension > 0 ? [] : null };
-    if (this.closed) throw stoppedError("the embedding model was closed");
-    // Without an await on the usual path, the batch is in the worker when embed returns its promise.
+    if (inputs.length === 0)
+      return Promise.resolve({ embeddings: [], textures: this.textureDimension > 0 ? [] : null });
+    if (this.closed) return Promise.reject(stoppedError("the embedding model was closed"));
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ inputs, resolve, reject });
+      this.dispatch(false);
+    });
+  };
+
+  /**
+   * Starts the next run when the model is free: at once when `maxQueueDelayUs` is 0, when the waiting
+   * calls fill a batch, or when the delay since the first of them has passed (`force`).
+   */
+  private dispatch(force: boolean): void {
+    if (this.running || this.waiting.length === 0) return;
+    const { maxBatch, maxQueueDelayUs } = this.model.dynamicBatching;
+    const queued = this.waiting.reduce((n, w) => n + w.inputs.length, 0);
+    if (!force && maxQueueDelayUs > 0 && queued < maxBatch) {
+      this.delayTimer ??= setTimeout(() => {
+        this.delayTimer = undefined;
+        this.dispatch(true);
+      }, maxQueueDelayUs / 1000);
+      return;
+    }
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    this.delayTimer = undefined;
+    const group = [this.waiting.shift() as (typeof this.waiting)[number]];
+    let images = group[0]?.inputs.length ?? 0;
+    while (this.waiting.length > 0 && images + (this.waiting[0]?.inputs.length ?? 0) <= maxBatch) {
+      const next = this.waiting.shift() as (typeof this.waiting)[number];
+      images += next.inputs.length;
+      group.push(next);
+    }
+    this.running = true;
+    void this.runGroup(group).finally(() => {
+      this.running = false;
+      this.dispatch(false);
+    });
+  }
+
+  /**
+   * One run for the calls of `group`, each answered from its own rows. When the run fails as a whole,
+   * each call of a group of several runs again alone, so a bad input fails only its own call.
+   */
+  private async runGroup(group: typeof this.waiting): Promise<void> {
+    let out: Awaited<ReturnType<typeof this.runBatch>>;
+    try {
+      out = await this.runBatch(group.flatMap((g) => g.inputs));
+    } catch (e) {
+      if (group.length === 1 || this.closed || !this.channel.alive) {
+        for (const g of group) g.reject(e as Error);
+        return;
+      }
+      for (const g of group) {
+        try {
+          g.resolve(this.answer(await this.runBatch(g.inputs), 0, g.inputs.length));
+        } catch (one) {
+          g.reject(one as Error);
+        }
+      }
+      return;
+    }
+    let row = 0;
+    for (const g of group) {
+      try {
+        g.resolve(this.answer(out, row, g.inputs.length));
+      } catch (e) {
+        g.reject(e as Error);
+      }
+      row += g.inputs.length;
+    }
+  }
+
+  /**
+   * Rows `first .. first + count` of a run's output as one call's answer: L2-normalised embeddings and
+   * texture descriptors.
+   * @throws DomainError FEATURE_EXTRACTION_FAILED for an all-zero or non-finite embedding.
+   */
+  private answer(
+    out: { data: Float32Array; texture: Float32Array | undefined },
+    first: number,
+    count: number,
+  ): { embeddings: Float32Array[]; textures: Float32Array[] | null } {
+    const dim = this.model.dimension;
+    const embeddings = Array.from({ length: count }, (_, k) => {
+      const i = first + k;
+      const v = out.data.slice(i * dim, (i + 1) * dim);
+      if (!l2NormalizeInPlace(v)) {
+        throw errors.featureExtractionFailed(
+          "The model returned an all-zero or non-finite embedding for this image.",
+        );
+      }
+      return v;
+    });
+    const t = this.textureDimension;
+    const texture = out.texture;
+    const textures =
+      texture && t > 0
+        ? Array.from({ length: count }, (_, k) => texture.slice((first + k) * t, (first + k + 1) * t))
+        : null;
+    return { embeddings, textures };
+  }
+
+  /**
+   * Runs concatenated inputs in the worker.
+   * @returns the raw output tensor (inputs x dimension) and texture descriptors.
+   * @throws DomainError FEATURE_EXTRACTION_FAILED when the run fails or the output has another dimension.
+   */
+  private async runBatch(
+    inputs: readonly Float32Array[],
+  ): Promise<{ data: Float32Array; texture: Float32Array | undefined }> {
+    // Without an await on the usual path, the batch is in the worker when this returns its promise.
     const channel = this.channel.serving ? this.channel : await this.live();
     const size = this.model.inputSize;
     const per = 3 * size * size;
@@ -235,12 +367,15 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     const spare = this.spare && this.spare.byteLength >= length * 4 ? this.spare : undefined;
     if (spare) this.spare = undefined;
     const batch = spare ? new Float32Array(spare, 0, length) : new Float32Array(length);
-    inputs.forEach((t, i) => {
-      batch.set(t, i * per);
-    });
     let data: Float32Array;
     let texture: Float32Array | undefined;
     try {
+      inputs.forEach((t, i) => {
+        if (t.length !== per) throw new Error(`an input has ${t.length} values, not 3 x ${size} x ${size}`);
+        batch.set(t, i * per);
+      });
+      this.counts.runs++;
+      this.counts.inputs += inputs.length;
       const out = await channel.run(batch, inputs.length);
       data = out.data;
       texture = out.texture;
@@ -259,22 +394,13 @@ class WorkerEmbeddingModel implements EmbeddingModel {
         `The model returned ${dim}-d embeddings but ${this.model.dimension} are configured; set MODEL_DIMENSION or pick the right preset.`,
       );
     }
-    const embeddings = inputs.map((_, i) => {
-      const v = data.slice(i * dim, (i + 1) * dim);
-      if (!l2NormalizeInPlace(v)) {
-        throw errors.featureExtractionFailed(
-          "The model returned an all-zero or non-finite embedding for this image.",
-        );
-      }
-      return v;
-    });
-    const t = this.textureDimension;
-    const textures = texture && t > 0 ? inputs.map((_, i) => texture.slice(i * t, (i + 1) * t)) : null;
-    return { embeddings, textures };
-  };
+    return { data, texture };
+  }
 
   readonly close = async (): Promise<void> => {
     this.closed = true;
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    for (const w of this.waiting.splice(0)) w.reject(stoppedError("the embedding model was closed"));
     await this.channel.stop("the embedding model was closed");
   };
 

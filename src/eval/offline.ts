@@ -169,7 +169,7 @@ for (const name of opts.datasets.split(",")) {
           rowIds: Int32Array.from(galleryTextures.keys()),
         }
       : undefined;
-  const { decision, projection } = decideAdaptation({
+  const { decision, projection } = await decideAdaptation({
     vectors: packed,
     dim,
     labels: dataset.gallery.map(trainingLabel),
@@ -220,7 +220,7 @@ for (const name of opts.datasets.split(",")) {
   if (opts.eachCandidate) {
     for (const candidate of DEFAULT_GATE.candidates) {
       // Forced through the gate (no gain or class condition) to get that candidate's final fit.
-      const forced = decideAdaptation({
+      const forced = await decideAdaptation({
         vectors: packed,
         dim,
         labels: dataset.gallery.map(trainingLabel),
