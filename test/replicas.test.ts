@@ -87,6 +87,10 @@ const SEARCH = /* GraphQL */ `
   query ($input: SearchSimilarInput!) { searchSimilar(input: $input) { version indexSize hits { rank } } }
 `;
 
+const SEARCH_IDS = /* GraphQL */ `
+  query ($input: SearchSimilarInput!) { searchSimilar(input: $input) { hits { imageId } } }
+`;
+
 const status = async (r: ReplicaProcess) => {
   const res = await gql<StatusAnswer>(r.graphqlUrl, STATUS, {}, TOKEN);
   if (!res.data) throw new Error(`status failed on ${r.name}: ${JSON.stringify(res.errors)}`);
@@ -261,7 +265,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     expect(added).toMatch(/^\d+$/);
     const topOnB = async () =>
       (
-        await gql<{ searchSimilar: { hits: { imageId: string }[] } }>(b.graphqlUrl, SEARCH, {
+        await gql<{ searchSimilar: { hits: { imageId: string }[] } }>(b.graphqlUrl, SEARCH_IDS, {
           input: { image: { base64: bytes.toString("base64") }, topK: 3, version: "V2" },
         })
       ).data?.searchSimilar.hits[0]?.imageId;
