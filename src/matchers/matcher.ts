@@ -459,7 +459,8 @@ export function createMatcher({
         );
         return false;
       }
-      const replays = await replaysChanges(manifest);
+      // Only asked when the gallery is checked: a fallback start (database down) serves what it has.
+      const replays = checkGallery && (await replaysChanges(manifest));
       if (checkGallery && !replays) {
         const current = await source.fingerprint(imageType);
         if (current !== manifest.galleryFingerprint) {
