@@ -4,7 +4,13 @@ import { type Database, STATE_CHANNEL } from "./db.client.js";
 import { defectTypes } from "./defect-types.table.js";
 import { galleryChanges, nearDuplicates } from "./gallery-changes.table.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
-import type { GalleryRow, NewImage } from "./images.repository.js";
+import {
+  ensureDefectType,
+  ensureProduct,
+  type GalleryRow,
+  galleryColumns,
+  type NewImage,
+} from "./images.repository.js";
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
 
@@ -51,43 +57,11 @@ export async function appendChanges(
   await tx.execute(sql`select pg_notify(${STATE_CHANNEL}, 'gallery')`);
 }
 
-const rowColumns = {
-  imageId: images.imageId,
-  imageType: images.imageType,
-  productCode: products.productCode,
-  productName: products.productName,
-  defectCode: defectTypes.defectCode,
-  defectName: defectTypes.defectName,
-  filePath: images.filePath,
-  storageUrl: images.storageUrl,
-  contentSha256: images.contentSha256,
-};
-
 /**
  * The gallery's edits (add, relabel, remove), each one transaction with its change-log row, and the
  * change log as replicas read it.
  */
 export function createGalleryEditsRepository({ db }: { db: Database }) {
-  async function ensureProduct(tx: Tx, code: string, name: string): Promise<number> {
-    await tx.insert(products).values({ productCode: code, productName: name }).onConflictDoNothing();
-    const [row] = await tx
-      .select({ id: products.productId })
-      .from(products)
-      .where(eq(products.productCode, code));
-    if (!row) throw new Error(`product ${code} vanished after insert`);
-    return row.id;
-  }
-
-  async function ensureDefectType(tx: Tx, code: string, name: string): Promise<number> {
-    await tx.insert(defectTypes).values({ defectCode: code, defectName: name }).onConflictDoNothing();
-    const [row] = await tx
-      .select({ id: defectTypes.defectTypeId })
-      .from(defectTypes)
-      .where(eq(defectTypes.defectCode, code));
-    if (!row) throw new Error(`defect type ${code} vanished after insert`);
-    return row.id;
-  }
-
   return {
     /** The newest change's `seq`, 0 when the log is empty: what a build records as its watermark. */
     async watermark(): Promise<number> {
@@ -115,7 +89,7 @@ export function createGalleryEditsRepository({ db }: { db: Database }) {
       const watermark = touched.reduce((m, t) => Math.max(m, Number(t.last)), seq);
       const ids = touched.map((t) => t.imageId);
       const rows = await db
-        .select({ ...rowColumns, embedding: imageEmbeddings.embedding })
+        .select({ ...galleryColumns, embedding: imageEmbeddings.embedding })
         .from(images)
         .innerJoin(products, eq(images.productId, products.productId))
         .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))

@@ -74,7 +74,33 @@ export interface NewEmbedding {
   embedding: Float32Array;
 }
 
-const galleryColumns = {
+/** The database handle or a transaction of it: what a statement runs on. */
+export type Executor = Database | Parameters<Parameters<Database["transaction"]>[0]>[0];
+
+/** The id of the product with `code`, created with `name` if missing, on `exec`. */
+export async function ensureProduct(exec: Executor, code: string, name: string): Promise<number> {
+  await exec.insert(products).values({ productCode: code, productName: name }).onConflictDoNothing();
+  const [row] = await exec
+    .select({ id: products.productId })
+    .from(products)
+    .where(eq(products.productCode, code));
+  if (!row) throw new Error(`product ${code} vanished after insert`);
+  return row.id;
+}
+
+/** The id of the defect type with `code`, created with `name` if missing, on `exec`. */
+export async function ensureDefectType(exec: Executor, code: string, name: string): Promise<number> {
+  await exec.insert(defectTypes).values({ defectCode: code, defectName: name }).onConflictDoNothing();
+  const [row] = await exec
+    .select({ id: defectTypes.defectTypeId })
+    .from(defectTypes)
+    .where(eq(defectTypes.defectCode, code));
+  if (!row) throw new Error(`defect type ${code} vanished after insert`);
+  return row.id;
+}
+
+/** A gallery row's columns with its labels (join products, left join defect types). */
+export const galleryColumns = {
   imageId: images.imageId,
   imageType: images.imageType,
   productCode: products.productCode,
@@ -91,28 +117,25 @@ const galleryColumns = {
  * Driver errors are translated here; callers see domain outcomes (e.g. "already imported").
  */
 export function createImageRepository({ db }: { db: Database }) {
+  /** Gallery rows joined with their labels, as the browser lists them. */
+  const browseSelect = () =>
+    db
+      .select({
+        ...galleryColumns,
+        thumbnailKey: images.thumbnailKey,
+        width: images.width,
+        height: images.height,
+      })
+      .from(images)
+      .innerJoin(products, eq(images.productId, products.productId))
+      .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId));
+
   return {
     /** Returns the id of the product with `code`, creating it with `name` if missing. */
-    async ensureProduct(code: string, name: string): Promise<number> {
-      await db.insert(products).values({ productCode: code, productName: name }).onConflictDoNothing();
-      const [row] = await db
-        .select({ id: products.productId })
-        .from(products)
-        .where(eq(products.productCode, code));
-      if (!row) throw new Error(`product ${code} vanished after insert`);
-      return row.id;
-    },
+    ensureProduct: (code: string, name: string): Promise<number> => ensureProduct(db, code, name),
 
     /** Returns the id of the defect type with `code`, creating it with `name` if missing. */
-    async ensureDefectType(code: string, name: string): Promise<number> {
-      await db.insert(defectTypes).values({ defectCode: code, defectName: name }).onConflictDoNothing();
-      const [row] = await db
-        .select({ id: defectTypes.defectTypeId })
-        .from(defectTypes)
-        .where(eq(defectTypes.defectCode, code));
-      if (!row) throw new Error(`defect type ${code} vanished after insert`);
-      return row.id;
-    },
+    ensureDefectType: (code: string, name: string): Promise<number> => ensureDefectType(db, code, name),
 
     /**
      * The subset of `hashes` already imported, each with its image id and whether it has an embedding of
@@ -310,19 +333,8 @@ export function createImageRepository({ db }: { db: Database }) {
       if (filter.defectCode === "normal") where.push(isNull(images.defectTypeId));
       else if (filter.defectCode) where.push(eq(defectTypes.defectCode, filter.defectCode));
       if (filter.imageType) where.push(eq(images.imageType, filter.imageType));
-      const base = () =>
-        db
-          .select({
-            ...galleryColumns,
-            thumbnailKey: images.thumbnailKey,
-            width: images.width,
-            height: images.height,
-          })
-          .from(images)
-          .innerJoin(products, eq(images.productId, products.productId))
-          .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId));
       const [rows, [count]] = await Promise.all([
-        base()
+        browseSelect()
           .where(and(...where, gt(images.imageId, afterImageId)))
           .orderBy(asc(images.imageId))
           .limit(limit),
@@ -339,16 +351,7 @@ export function createImageRepository({ db }: { db: Database }) {
     /** Gallery images by id, as the browser lists them (ids that do not exist are left out), by id. */
     async browseByIds(imageIds: readonly number[]): Promise<BrowsedImage[]> {
       if (imageIds.length === 0) return [];
-      return db
-        .select({
-          ...galleryColumns,
-          thumbnailKey: images.thumbnailKey,
-          width: images.width,
-          height: images.height,
-        })
-        .from(images)
-        .innerJoin(products, eq(images.productId, products.productId))
-        .leftJoin(defectTypes, eq(images.defectTypeId, defectTypes.defectTypeId))
+      return browseSelect()
         .where(inArray(images.imageId, [...imageIds]))
         .orderBy(asc(images.imageId));
     },
