@@ -322,7 +322,6 @@ export async function createApp(
     });
     const editor = createGalleryEditor({
       edits,
-      repository,
       blobStore,
       embedder,
       matcher: matchers.get("v2") as Matcher,

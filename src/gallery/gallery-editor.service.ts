@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { GalleryEditsRepository } from "../db/gallery-edits.repository.js";
-import type { ImageRepository } from "../db/images.repository.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import { humanizeCode } from "../ingest/dataset.reader.js";
 import { type NearDuplicateCheck, storageKeyFor } from "../ingest/ingest.service.js";
@@ -122,7 +121,6 @@ const refusalOf = (index: number, e: unknown): AddRefusal => ({
  */
 export function createGalleryEditor({
   edits,
-  repository,
   blobStore,
   embedder,
   matcher,
@@ -132,7 +130,6 @@ export function createGalleryEditor({
   logger,
 }: {
   edits: GalleryEditsRepository;
-  repository: ImageRepository;
   blobStore: BlobStore;
   embedder: Embedder;
   /** The V2 matcher: the near-duplicate check searches its indexes. */
@@ -354,9 +351,6 @@ export function createGalleryEditor({
      * @returns the pairs dismissed.
      */
     keepNearDuplicate: (imageId: number): Promise<number> => edits.dismissNearDuplicates(imageId),
-
-    /** Existing images by id (for tests and the CLI). */
-    exists: async (imageId: number) => (await repository.getGalleryImage(imageId)) !== undefined,
 
     /**
      * The near-duplicate check an ingestion run uses (the CLI): against the indexes this process serves,

@@ -48,8 +48,6 @@ export interface GalleryDelta {
     k: number,
     filter: DeltaFilter,
   ): { entry: GalleryEntry; score: number }[];
-  /** The delta's images (for operations and tests). */
-  entries(): GalleryEntry[];
 }
 
 /** Label of `imageId` in `columns`, or -1: binary search when ids ascend (V2 builds list by id). */
@@ -147,7 +145,5 @@ export function createGalleryDelta({
       out.sort((a, b) => b.score - a.score);
       return out.slice(0, k);
     },
-
-    entries: () => [...added.values()].map((a) => a.entry),
   };
 }

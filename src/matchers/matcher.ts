@@ -158,8 +158,6 @@ export interface Matcher {
     source: "loaded" | "downloaded" | "fallback",
     checkGallery: boolean,
   ): Promise<boolean>;
-  /** The gallery source's current fingerprint of `imageType` (what a persisted index was built from). */
-  galleryFingerprint(imageType: ImageType): Promise<string>;
   /**
    * Whether the gallery of the served index changed since its build in a way the change log does not
    * replay (no watermark, or a change made outside it): then only a rebuild brings it up to date.
@@ -663,8 +661,6 @@ export function createMatcher({
         return watermark;
       });
     },
-
-    galleryFingerprint: (imageType) => source.fingerprint(imageType),
 
     async galleryChangedOutsideLog(imageType) {
       const manifest = serving.get(imageType)?.loaded.manifest;
