@@ -1,7 +1,8 @@
 import { and, eq, gt, inArray, or, sql } from "drizzle-orm";
 import type { ImageType } from "../shared/types.js";
-import { type Database, STATE_CHANNEL } from "./db.client.js";
+import type { Database } from "./db.client.js";
 import { defectTypes } from "./defect-types.table.js";
+import { appendChanges } from "./gallery-change-log.js";
 import { galleryChanges, nearDuplicates } from "./gallery-changes.table.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import {
@@ -14,8 +15,7 @@ import {
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
 
-/** What happened to an image, as the change log records it. */
-export type GalleryChangeKind = "add" | "relabel" | "remove";
+export type { GalleryChangeKind } from "./gallery-change-log.js";
 
 /** One image touched by the change log after a watermark, with its state now. */
 export interface ChangedImage {
@@ -31,30 +31,6 @@ export interface NearDuplicatePair {
   /** Cosine similarity of their raw embeddings. */
   similarity: number;
   modelId: string;
-}
-
-/**
- * Advisory lock key held by every transaction that appends to the change log, from just before its insert
- * until its commit: appends are then serialised, so `seq` order is commit order and a reader that saw
- * `seq` n has seen every change before it (a plain sequence can commit out of order).
- */
-const CHANGE_LOG_LOCK = 0x67616c6c6572; // "galler"
-
-type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
-
-/**
- * Appends change rows and announces them (NOTIFY `gallery`, delivered on commit); call last in a
- * transaction.
- */
-export async function appendChanges(
-  tx: Tx,
-  rows: readonly { imageId: number; kind: GalleryChangeKind }[],
-  changedBy: string,
-): Promise<void> {
-  if (rows.length === 0) return;
-  await tx.execute(sql`select pg_advisory_xact_lock(${CHANGE_LOG_LOCK})`);
-  await tx.insert(galleryChanges).values(rows.map((r) => ({ ...r, changedBy })));
-  await tx.execute(sql`select pg_notify(${STATE_CHANNEL}, 'gallery')`);
 }
 
 /**

@@ -2,7 +2,7 @@ import { and, asc, eq, gt, inArray, isNotNull, isNull, type SQL, sql } from "dri
 import type { ImageType } from "../shared/types.js";
 import type { Database } from "./db.client.js";
 import { defectTypes } from "./defect-types.table.js";
-import { appendChanges } from "./gallery-edits.repository.js";
+import { appendChanges, type Tx } from "./gallery-change-log.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import { images } from "./images.table.js";
 import { products } from "./products.table.js";
@@ -75,7 +75,7 @@ export interface NewEmbedding {
 }
 
 /** The database handle or a transaction of it: what a statement runs on. */
-export type Executor = Database | Parameters<Parameters<Database["transaction"]>[0]>[0];
+export type Executor = Database | Tx;
 
 /** The id of the product with `code`, created with `name` if missing, on `exec`. */
 export async function ensureProduct(exec: Executor, code: string, name: string): Promise<number> {
