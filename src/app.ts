@@ -3,16 +3,17 @@ import PQueue from "p-queue";
 import type { Logger } from "pino";
 import { DEFAULT_GATE } from "./adapted/cross-validation.js";
 import { type AdminService, createAdminService } from "./admin/admin.service.js";
-import type { AppConfig } from "./config/config.js";
+import type { AppConfig, ModelConfig } from "./config/config.js";
 import { applyNativeThreadSettings } from "./config/native-threads.js";
 import { createDbClient, type DbClient } from "./db/db.client.js";
 import { createGalleryEditsRepository } from "./db/gallery-edits.repository.js";
 import { createImageRepository, type ImageRepository } from "./db/images.repository.js";
+import { createModelRegistryRepository } from "./db/model-registry.repository.js";
 import { createIndexArtifacts } from "./deployment/index-artifacts.js";
 import { createReplica, defaultReplicaId, type Replica } from "./deployment/replica.js";
 import { createServingStateRepository } from "./deployment/serving-state.repository.js";
 import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
-import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
+import { loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
 import { createGalleryService, type GalleryService } from "./gallery/gallery.service.js";
 import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
@@ -30,6 +31,11 @@ import { createRebuildJobs, type RebuildJobs } from "./jobs/rebuild.job.js";
 import { createMatcher, type Matcher } from "./matchers/matcher.js";
 import { createV1GallerySource } from "./matchers/v1.gallery-source.js";
 import { createV2GallerySource } from "./matchers/v2.gallery-source.js";
+import { createModelMigrationService, type ModelMigrationService } from "./models/model-migration.service.js";
+import { createModelRegistry } from "./models/model-registry.js";
+import { createModelRuntimes, type ModelRuntime, type ModelRuntimes } from "./models/model-runtimes.js";
+import { createShadowTraffic, type ShadowTraffic } from "./models/shadow-traffic.js";
+import { throttleBatches } from "./models/throttle.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, type SearchService } from "./search/search.service.js";
@@ -46,8 +52,16 @@ export interface App {
   readonly db: DbClient;
   readonly repository: ImageRepository;
   readonly blobStore: BlobStore;
+  /** The active model's embedder (it changes with a promotion). */
   readonly embedder: Embedder;
+  /** The active model's matchers, a live view (it follows a promotion). */
   readonly matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  /** Every embedding model served here: the active one, candidates, the previous one. */
+  readonly models: ModelRuntimes;
+  /** Register, compare, promote, roll back and retire embedding models. */
+  readonly modelMigration: ModelMigrationService;
+  /** Live searches ranked again by the candidate, off the request's path. */
+  readonly shadow: ShadowTraffic;
   readonly jobs: RebuildJobs;
   /** This process's place in the deployment: flag, active index versions, heartbeat. */
   readonly replica: Replica;
@@ -128,30 +142,21 @@ export async function createApp(
       .ensureBucket()
       .catch((err) => logger.error({ err }, "object storage unreachable at startup"));
 
-    const sha256 = await ensureModelFile(config.model, logger);
-    const model: EmbeddingModel = await loadEmbeddingModel(config.model, sha256);
-    cleanups.push(model.close);
     const limits = {
       maxBytes: config.limits.maxImageBytes,
       maxPixels: config.limits.maxImagePixels,
       minSide: config.limits.minImageSide,
     };
-    // Filled below, once the embedder the matchers need exists; the metrics read it at each scrape.
-    const matchers = new Map<MatcherVersion, Matcher>();
+    let runtimes: ReturnType<typeof createModelRuntimes> | undefined;
     const metrics = createMetrics({
-      indexStates: () => [...matchers.values()].flatMap((m) => IMAGE_TYPES.map((t) => m.state(t))),
+      indexStates: () =>
+        runtimes
+          ? [...runtimes.activeMatchers.values()].flatMap((m) => IMAGE_TYPES.map((t) => m.state(t)))
+          : [],
       activeIndexVersion: (s) => replica?.activeOf(s.version, s.imageType)?.indexVersionId ?? null,
     });
-    const embedder = countEmbeddings(createEmbedder({ model, modelConfig: config.model, limits }), metrics);
-    logger.info(
-      { modelId: model.modelId, dimension: model.dimension, path: config.model.path },
-      "embedding model loaded",
-    );
-
     const repository = createImageRepository({ db: db.db });
     const edits = createGalleryEditsRepository({ db: db.db });
-    const store = createIndexStore({ root: config.index.cacheDir });
-    const adaptedStore = createIndexStore({ root: path.join(config.index.cacheDir, "adapted") });
     const threads = applyNativeThreadSettings(config);
     logger.debug({ threads }, "native thread settings");
     const backend =
@@ -167,41 +172,81 @@ export async function createApp(
       minGallery: config.adaptation.minGallery,
       minClassImages: config.adaptation.minClassImages,
     };
-    const matcherDeps = {
-      adaptation: {
-        enabled: config.adaptation.enabled,
-        defaultSpace: config.adaptation.defaultSpace,
-        gate,
-        store: adaptedStore,
-      },
-      store,
-      backend,
-      modelId: model.modelId,
-      dimension: model.dimension,
-      index: config.index,
-      logger,
-    };
-    matchers.set(
-      "v2",
-      createMatcher({
-        ...matcherDeps,
-        version: "v2",
-        source: createV2GallerySource({ repository, edits, blobStore, embedder, logger }),
-      }),
-    );
-    if (config.matcher.v1GalleryDir) {
+    /**
+     * One embedding model with everything it serves with: its inference worker, its matchers and its own
+     * local index cache (`INDEX_CACHE_DIR/models/<model id>/`). A candidate's gallery rebuilds embed at
+     * MODEL_REEMBED_SHARE; the active model's do not wait.
+     */
+    const loadRuntime = async (modelConfig: ModelConfig): Promise<ModelRuntime> => {
+      const sha256 = await ensureModelFile(modelConfig, logger);
+      const model = await loadEmbeddingModel(modelConfig, sha256);
+      const embedder = countEmbeddings(createEmbedder({ model, modelConfig, limits }), metrics);
+      const galleryEmbedder = throttleBatches(embedder, () =>
+        runtimes && runtimes.active().modelId !== model.modelId ? config.models.reembedShare : 1,
+      );
+      const root = path.join(config.index.cacheDir, "models", model.modelId.replace(/[^A-Za-z0-9._-]/g, "_"));
+      const store = createIndexStore({ root });
+      const adaptedStore = createIndexStore({ root: path.join(root, "adapted") });
+      const matcherDeps = {
+        adaptation: {
+          enabled: config.adaptation.enabled,
+          defaultSpace: config.adaptation.defaultSpace,
+          gate,
+          store: adaptedStore,
+        },
+        store,
+        backend,
+        modelId: model.modelId,
+        dimension: model.dimension,
+        index: config.index,
+        logger,
+      };
+      const matchers = new Map<MatcherVersion, Matcher>();
       matchers.set(
-        "v1",
+        "v2",
         createMatcher({
           ...matcherDeps,
-          version: "v1",
-          source: createV1GallerySource({ dir: config.matcher.v1GalleryDir, embedder, logger }),
+          version: "v2",
+          source: createV2GallerySource({ repository, edits, blobStore, embedder: galleryEmbedder, logger }),
         }),
       );
-    }
+      if (config.matcher.v1GalleryDir) {
+        matchers.set(
+          "v1",
+          createMatcher({
+            ...matcherDeps,
+            version: "v1",
+            source: createV1GallerySource({
+              dir: config.matcher.v1GalleryDir,
+              embedder: galleryEmbedder,
+              logger,
+            }),
+          }),
+        );
+      }
+      logger.info(
+        { modelId: model.modelId, dimension: model.dimension, path: modelConfig.path },
+        "embedding model loaded",
+      );
+      return {
+        modelId: model.modelId,
+        config: modelConfig,
+        dimension: model.dimension,
+        embedder,
+        matchers,
+        artifacts: createIndexArtifacts({ blobStore, raw: store, adapted: adaptedStore }),
+        async close() {
+          for (const m of matchers.values()) await m.close();
+          await model.close();
+        },
+      };
+    };
+    runtimes = createModelRuntimes(await loadRuntime(config.model));
+    const models = runtimes;
     cleanups.push(async () => {
-      for (const m of matchers.values()) await m.close();
+      for (const r of models.all()) await r.close();
     });
+    const matchers = models.activeMatchers;
     const replicaId = config.replica.replicaId ?? defaultReplicaId();
     const servingState = createServingStateRepository(db.pool);
     const flag = createMatcherVersionFlag(config.matcher.initialVersion);
@@ -210,10 +255,21 @@ export async function createApp(
     const runExclusive = <T>(run: () => Promise<T>) => cacheLock.add(run) as Promise<T>;
     let replica: Replica | undefined;
     let compaction: ReturnType<typeof createCompactionPolicy> | undefined;
+    const modelRepo = createModelRegistryRepository(db.pool);
+    const registry = createModelRegistry({
+      repo: modelRepo,
+      runtimes: models,
+      load: loadRuntime,
+      base: config.model,
+      replicaId,
+      logger,
+    });
+    let migration: ModelMigrationService | undefined;
     const jobs = createRebuildJobs({
       pool: db.pool,
       databaseUrl: dbUrl,
-      matchers,
+      models,
+      loadModel: () => registry.sync(),
       publish: (target, outcome, guard) => (replica as Replica).publish(target, outcome, guard),
       runExclusive,
       replicaId,
@@ -227,12 +283,13 @@ export async function createApp(
     const firstContact = async () => {
       await db.migrate();
       await servingState.seedMatcherVersion(config.matcher.initialVersion, replicaId);
+      await registry.seed();
+      await registry.sync();
     };
     replica = createReplica({
       databaseUrl: dbUrl,
       repo: servingState,
-      artifacts: createIndexArtifacts({ blobStore, raw: store, adapted: adaptedStore }),
-      matchers,
+      models,
       flag,
       jobs: () => jobs,
       runExclusive,
@@ -243,6 +300,10 @@ export async function createApp(
       onGallerySynced: initialiseIndexes
         ? () => (compaction as ReturnType<typeof createCompactionPolicy>).check()
         : undefined,
+      onStateRead: async () => {
+        await registry.sync();
+        if (initialiseIndexes) await migration?.preparePending();
+      },
       afterFirstContact: initialiseIndexes
         ? () =>
             planStartup({
@@ -261,7 +322,8 @@ export async function createApp(
     const ingest = createIngestService({
       repository,
       blobStore,
-      embedder,
+      // The active model as the registry names it (read at first contact); CLI imports are short-lived.
+      embedder: models.active().embedder,
       batchSize: config.model.batchSize * 4,
       logger,
     });
@@ -285,8 +347,7 @@ export async function createApp(
     }
 
     const searchService = createSearchService({
-      embedder,
-      matchers,
+      models,
       flag,
       repository,
       blobStore,
@@ -302,6 +363,28 @@ export async function createApp(
       },
       logger,
     });
+    const shadow = createShadowTraffic({
+      share: config.models.shadowShare,
+      candidate: () => {
+        const active = models.active();
+        // The newest registered model served here with every index ready.
+        const order = registry.registered().map((m) => m.modelId);
+        const ready = models
+          .all()
+          .filter(
+            (r) =>
+              r !== active &&
+              [...r.matchers.values()].every((m) => IMAGE_TYPES.every((t) => m.state(t).ready)),
+          )
+          .sort((a, b) => order.indexOf(b.modelId) - order.indexOf(a.modelId));
+        return ready[0] ?? null;
+      },
+      rankWith: searchService.rankWith,
+      record: (row) => modelRepo.recordShadow(row),
+      logger,
+    });
+    searchService.observe((req, answered) => shadow.offer(req, answered));
+    cleanups.push(() => shadow.close());
     const search: SearchService = {
       ...searchService,
       async search(req) {
@@ -323,8 +406,7 @@ export async function createApp(
     const editor = createGalleryEditor({
       edits,
       blobStore,
-      embedder,
-      matcher: matchers.get("v2") as Matcher,
+      models,
       applyChanges: () => (replica as Replica).syncGallery(),
       gallery,
       settings: {
@@ -343,14 +425,29 @@ export async function createApp(
       jobs,
       replica,
       state: servingState,
-      model: {
-        modelId: model.modelId,
-        preset: config.model.name,
-        dimension: model.dimension,
-        inputSize: config.model.inputSize,
+      model: () => {
+        const r = models.active();
+        return {
+          modelId: r.modelId,
+          preset: r.config.name,
+          dimension: r.dimension,
+          inputSize: r.config.inputSize,
+        };
       },
       checkDatabase: () => db.unreachableReason(DB_CHECK_TIMEOUT_MS),
     });
+    migration = createModelMigrationService({
+      config,
+      repo: modelRepo,
+      registry,
+      runtimes: models,
+      load: loadRuntime,
+      jobs,
+      replica,
+      repository,
+      logger,
+    });
+    const modelMigration = migration;
     if (initialiseIndexes && startupDatabaseError === null) {
       // Images ingested before thumbnails existed get theirs in the background; the grid shows a
       // placeholder until then.
@@ -364,7 +461,22 @@ export async function createApp(
       });
     }
 
-    const readiness = (): Readiness => (replica as Replica).readiness();
+    const readiness = (): Readiness => {
+      const r = (replica as Replica).readiness();
+      const want = registry.activeModelId();
+      if (want && want !== models.active().modelId) {
+        const problem = registry.problems().find((p) => p.modelId === want);
+        return {
+          ...r,
+          ready: false,
+          reasons: [
+            ...r.reasons,
+            `the deployment's active model ${want} is not loaded here${problem ? `: ${problem.reason}` : ""}`,
+          ],
+        };
+      }
+      return r;
+    };
 
     return {
       config,
@@ -372,8 +484,13 @@ export async function createApp(
       db,
       repository,
       blobStore,
-      embedder,
+      get embedder() {
+        return models.active().embedder;
+      },
       matchers,
+      models,
+      modelMigration,
+      shadow,
       jobs,
       replica,
       search,
@@ -387,7 +504,14 @@ export async function createApp(
       sampleGallery,
       async listen() {
         const graphql = await startGraphQLEndpoint({
-          services: { search, admin, gallery, editor, maxImageBytes: config.limits.maxImageBytes },
+          services: {
+            search,
+            admin,
+            gallery,
+            editor,
+            models: modelMigration,
+            maxImageBytes: config.limits.maxImageBytes,
+          },
           adminToken: config.adminToken,
           exposeStack: config.env === "development",
           introspection: config.env !== "production",

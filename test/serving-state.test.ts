@@ -152,7 +152,7 @@ describe("serving state in PostgreSQL", () => {
       await new Promise((r) => setTimeout(r, 5));
     }
     // Newest first: v-5, v-4, v-3, v-two (active), v-one (previous).
-    const expired = await repo.expiredVersions({ version: "v2", imageType: "defect" }, 1);
+    const expired = await repo.expiredVersions({ modelId: "m@1", version: "v2", imageType: "defect" }, 1);
     expect(expired.map((v) => v.indexVersionId)).toEqual(["v-4", "v-3"]);
   });
 

@@ -56,7 +56,8 @@ export function createAdminService({
   jobs: RebuildJobs;
   replica: Replica;
   state: ServingStateRepository;
-  model: ServiceStatusSnapshot["model"];
+  /** The active embedding model (it changes with a promotion). */
+  model: () => ServiceStatusSnapshot["model"];
   /** Resolves null when the database answers, else the reason. */
   checkDatabase: () => Promise<string | null>;
 }) {
@@ -104,7 +105,7 @@ export function createAdminService({
         activeVersionChangedAt: flag.changedAt(),
         databaseReachable: reachable,
         databaseError,
-        model,
+        model: model(),
         replicaId: replica.replicaId,
         indexes,
         rebuildTasks,

@@ -304,6 +304,28 @@ export const envSchema = z.object({
     .describe(
       "Pending gallery changes at which an index is always rebuilt (they are searched exactly, beside it).",
     ),
+  MODEL_REEMBED_SHARE: z.coerce
+    .number()
+    .gt(0)
+    .max(1)
+    .default(0.5)
+    .describe(
+      "Candidate models: the share of wall time the gallery's re-embedding may keep its inference worker busy (it sleeps the rest), so searches on the active model keep their latency; 1 = unthrottled. See docs/models.md.",
+    ),
+  MODEL_SHADOW_SHARE: z.coerce
+    .number()
+    .min(0)
+    .max(1)
+    .default(0.1)
+    .describe(
+      "Candidate models: the share of live searches also ranked by the candidate, off the request's path (shadow traffic), to compare overlap@10 and agreement; 0 = off.",
+    ),
+  MODEL_COMPARE_QUERIES: int(10)
+    .max(100_000)
+    .default(500)
+    .describe(
+      "Candidate models: gallery images (at most) that query the rest of the gallery in the labelled comparison of two models (leave-one-out P@10 and suggestion accuracy).",
+    ),
   GALLERY_ADD_MAX_IMAGES: int(1)
     .max(1000)
     .default(32)
@@ -493,6 +515,17 @@ export interface AppConfig {
     /** pHash Hamming distance (of 64 bits) at which a near neighbour is a near-duplicate; -1: off. */
     readonly nearDuplicateHashDistance: number;
   };
+  /** Registered embedding models: where presets' files are, and the candidate's preparation and comparison. */
+  readonly models: {
+    /** MODELS_DIR, absolute: `<preset>/model.onnx` of a model registered by preset name. */
+    readonly dir: string;
+    /** Share (0-1] of wall time a candidate's re-embedding may keep its inference worker busy. */
+    readonly reembedShare: number;
+    /** Share [0-1] of live searches also ranked by the candidate (shadow traffic). */
+    readonly shadowShare: number;
+    /** Gallery images querying the rest in the labelled comparison. */
+    readonly compareQueries: number;
+  };
   /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
   readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
   readonly adminToken: string | undefined;
@@ -676,6 +709,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       addMaxImages: env.GALLERY_ADD_MAX_IMAGES,
       nearDuplicateSimilarity: env.NEAR_DUPLICATE_SIMILARITY ?? preset0.nearDuplicateSimilarity,
       nearDuplicateHashDistance: env.NEAR_DUPLICATE_HASH_DISTANCE,
+    },
+    models: {
+      dir: path.resolve(env.MODELS_DIR),
+      reembedShare: env.MODEL_REEMBED_SHARE,
+      shadowShare: env.MODEL_SHADOW_SHARE,
+      compareQueries: env.MODEL_COMPARE_QUERIES,
     },
     sample: {
       galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),

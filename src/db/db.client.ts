@@ -5,6 +5,7 @@ import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
 import type { Logger } from "pino";
 import { defectTypes } from "./defect-types.table.js";
+import { activeModelChanges, embeddingModels, shadowComparisons } from "./embedding-models.table.js";
 import { galleryChanges, nearDuplicates } from "./gallery-changes.table.js";
 import { imageEmbeddings } from "./image-embeddings.table.js";
 import { images } from "./images.table.js";
@@ -30,6 +31,9 @@ export const schema = {
   rebuildTasks,
   galleryChanges,
   nearDuplicates,
+  embeddingModels,
+  activeModelChanges,
+  shadowComparisons,
 };
 
 /**

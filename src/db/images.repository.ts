@@ -275,6 +275,15 @@ export function createImageRepository({ db }: { db: Database }) {
     },
 
     /** Number of gallery images of `imageType`, and how many lack an embedding for `modelId`. */
+    /** Gallery images with an embedding of `withModelId` and none of `modelId` (what a candidate lacks). */
+    async countMissingEmbeddings(modelId: string, withModelId: string): Promise<number> {
+      const { rows } = await db.execute(
+        sql`select count(*)::int as n from ${imageEmbeddings} a where a.model_id = ${withModelId}
+              and not exists (select 1 from ${imageEmbeddings} c where c.image_id = a.image_id and c.model_id = ${modelId})`,
+      );
+      return Number((rows[0] as { n: number } | undefined)?.n ?? 0);
+    },
+
     async countGallery(imageType: ImageType, modelId: string): Promise<{ total: number; missing: number }> {
       const [row] = await db
         .select({

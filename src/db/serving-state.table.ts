@@ -63,10 +63,15 @@ export const indexVersions = pgTable(
   (t) => [index("index_versions_target_idx").on(t.matcherVersion, t.imageType, t.publishedAt)],
 );
 
-/** The index version every replica must serve, per (matcher version, image type); flipped in one statement. */
+/**
+ * The index version every replica must serve, per (embedding model, matcher version, image type); flipped
+ * in one statement. Every registered model has its own pointers, so a candidate's indexes are followed
+ * beside the active model's and a promotion needs no download.
+ */
 export const activeIndexes = pgTable(
   "active_indexes",
   {
+    modelId: text("model_id").notNull(),
     matcherVersion: text("matcher_version", { enum: ["v1", "v2"] }).notNull(),
     imageType: text("image_type", { enum: ["defect", "normal"] }).notNull(),
     indexVersionId: text("index_version_id")
@@ -78,7 +83,7 @@ export const activeIndexes = pgTable(
     activatedBy: text("activated_by").notNull(),
     reason: text("reason").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.matcherVersion, t.imageType] })],
+  (t) => [primaryKey({ columns: [t.modelId, t.matcherVersion, t.imageType] })],
 );
 
 /** One row per live replica, refreshed by its heartbeat. */
@@ -104,7 +109,7 @@ export const rebuildTasks = pgTable(
     /** The pg-boss job carrying it. */
     jobId: text("job_id"),
     targets: jsonb("targets").notNull(),
-    trigger: text("trigger", { enum: ["admin", "startup", "compaction"] }).notNull(),
+    trigger: text("trigger", { enum: ["admin", "startup", "compaction", "candidate"] }).notNull(),
     status: text("status", { enum: ["queued", "running", "succeeded", "failed"] }).notNull(),
     current: jsonb("current"),
     progress: jsonb("progress").notNull(),

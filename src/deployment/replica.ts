@@ -4,10 +4,10 @@ import type { Logger } from "pino";
 import { type IndexManifest, indexVersionId } from "../index/index.store.js";
 import type { IndexTarget, PublishIndex, RebuildJobs } from "../jobs/rebuild.job.js";
 import type { Matcher } from "../matchers/matcher.js";
+import type { ModelRuntime, ModelRuntimes } from "../models/model-runtimes.js";
 import type { MatcherVersionFlag } from "../search/matcher-version.flag.js";
 import { errors } from "../shared/errors.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
-import type { IndexArtifacts } from "./index-artifacts.js";
 import {
   type ActiveIndex,
   type IndexVersionRecord,
@@ -38,7 +38,8 @@ interface SyncProblem {
 }
 
 const RETRY_FAILED_MS = 30_000;
-const key = (version: MatcherVersion, imageType: ImageType) => `${version}/${imageType}`;
+const key = (modelId: string, version: MatcherVersion, imageType: ImageType) =>
+  `${modelId}/${version}/${imageType}`;
 
 /**
  * This process as one replica of a deployment: it follows the matcher flag and the active index versions
@@ -50,8 +51,7 @@ const key = (version: MatcherVersion, imageType: ImageType) => `${version}/${ima
 export function createReplica({
   databaseUrl,
   repo,
-  artifacts,
-  matchers,
+  models,
   flag,
   jobs,
   runExclusive,
@@ -61,12 +61,13 @@ export function createReplica({
   onFirstContact,
   afterFirstContact,
   onGallerySynced,
+  onStateRead,
   logger,
 }: {
   databaseUrl: string;
   repo: ServingStateRepository;
-  artifacts: IndexArtifacts;
-  matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  /** The models served here: the indexes of each are followed (candidates' too, so a promotion is a flip). */
+  models: ModelRuntimes;
   flag: MatcherVersionFlag;
   jobs: () => RebuildJobs;
   runExclusive: <T>(run: () => Promise<T>) => Promise<T>;
@@ -81,6 +82,8 @@ export function createReplica({
   afterFirstContact?: (() => Promise<void>) | undefined;
   /** Run after each read of the gallery change log (the compaction policy). */
   onGallerySynced?: (() => Promise<void>) | undefined;
+  /** Run after each read of the serving state, before the indexes are followed (the model registry). */
+  onStateRead?: (() => Promise<void>) | undefined;
   logger: Logger;
 }) {
   let pendingFirstContact = onFirstContact;
@@ -112,7 +115,7 @@ export function createReplica({
       do {
         galleryAgain = false;
         try {
-          for (const m of matchers.values()) await m.syncGallery();
+          for (const r of models.all()) for (const m of r.matchers.values()) await m.syncGallery();
           if (galleryProblem) log.info("gallery change log readable again");
           galleryProblem = null;
         } catch (err) {
@@ -130,18 +133,29 @@ export function createReplica({
   let beating = false;
   let beatTimer: NodeJS.Timeout | undefined;
 
-  const targets = (): IndexTarget[] =>
-    [...matchers.keys()].flatMap((version) => IMAGE_TYPES.map((imageType) => ({ version, imageType })));
+  /** Every index of every model served here, the active model's first. */
+  const targets = (): Required<IndexTarget>[] =>
+    models
+      .all()
+      .flatMap(({ modelId, matchers }) =>
+        [...matchers.keys()].flatMap((version) =>
+          IMAGE_TYPES.map((imageType) => ({ modelId, version, imageType })),
+        ),
+      );
 
   /** Brings one index to its active version: from the local cache when it holds it, else from the bucket. */
-  async function follow({ version, imageType }: IndexTarget, want: ActiveIndex): Promise<void> {
-    const matcher = matchers.get(version) as Matcher;
+  async function follow(target: Required<IndexTarget>, want: ActiveIndex): Promise<void> {
+    const { modelId, version, imageType } = target;
+    const runtime = models.get(modelId);
+    const matcher = models.matcher(target);
+    if (!runtime || !matcher) return;
+    const k = key(modelId, version, imageType);
     const served = matcher.state(imageType);
     if (served.indexVersionId === want.indexVersionId && served.source !== "fallback") {
-      problems.delete(key(version, imageType));
+      problems.delete(k);
       return;
     }
-    const known = problems.get(key(version, imageType));
+    const known = problems.get(k);
     if (known?.indexVersionId === want.indexVersionId && Date.now() - known.at < RETRY_FAILED_MS) return;
     // A rebuild on this replica holds the cache; follow at a later poll.
     if (isBusy()) return;
@@ -152,7 +166,7 @@ export function createReplica({
         // The local cache may already hold it (this replica built it, or downloaded it before a restart).
         if (await loadsFromCache(matcher, imageType, record)) return;
         const t0 = performance.now();
-        await artifacts.download(version, imageType, record);
+        await runtime.artifacts.download(version, imageType, record);
         if (!(await matcher.loadPersisted(imageType, "downloaded", false)))
           throw new Error(
             `index version ${record.indexVersionId.slice(0, 12)} (model ${record.modelId}, ${record.factory}) does not match this replica's model or index settings`,
@@ -167,10 +181,10 @@ export function createReplica({
           "activated index version downloaded and swapped in",
         );
       });
-      problems.delete(key(version, imageType));
+      problems.delete(k);
     } catch (err) {
       const reason = (err as Error).message;
-      problems.set(key(version, imageType), { indexVersionId: want.indexVersionId, reason, at: Date.now() });
+      problems.set(k, { indexVersionId: want.indexVersionId, reason, at: Date.now() });
       log.error(
         { err, version, imageType, indexVersionId: want.indexVersionId },
         "could not serve the active index version; keeping the one served",
@@ -202,8 +216,11 @@ export function createReplica({
     try {
       const decision = await repo.activeMatcherVersion();
       if (decision) flag.apply(decision);
-      active = new Map((await repo.activeIndexes()).map((a) => [key(a.matcherVersion, a.imageType), a]));
+      active = new Map(
+        (await repo.activeIndexes()).map((a) => [key(a.modelId, a.matcherVersion, a.imageType), a]),
+      );
       databaseReachable = true;
+      await onStateRead?.().catch((err) => log.warn({ err }, "the model registry could not be applied"));
     } catch (err) {
       if (databaseReachable) log.warn({ err }, "database unreachable; serving the indexes this replica has");
       databaseReachable = false;
@@ -212,7 +229,7 @@ export function createReplica({
     if (following) {
       await syncGallery();
       for (const t of targets()) {
-        const want = active.get(key(t.version, t.imageType));
+        const want = active.get(key(t.modelId, t.version, t.imageType));
         if (want) await follow(t, want);
       }
     }
@@ -292,22 +309,24 @@ export function createReplica({
   }
 
   function served() {
-    return targets().map(({ version, imageType }) => ({
-      version,
-      imageType,
-      indexVersionId: (matchers.get(version) as Matcher).state(imageType).indexVersionId,
+    return targets().map((t) => ({
+      modelId: t.modelId,
+      version: t.version,
+      imageType: t.imageType,
+      indexVersionId: (models.matcher(t) as Matcher).state(t.imageType).indexVersionId,
     }));
   }
 
   /** Whether this replica serves the active versions of the active matcher (or the previous ones, within the grace period). */
   function readiness() {
     const version = flag.get();
-    const matcher = matchers.get(version);
+    const modelId = models.active().modelId;
+    const matcher = models.matcher({ modelId, version, imageType: "defect" });
     const reasons: string[] = [];
     const indexes = IMAGE_TYPES.map((imageType) => {
       const s = matcher?.state(imageType);
-      const want = active.get(key(version, imageType));
-      const problem = problems.get(key(version, imageType));
+      const want = active.get(key(modelId, version, imageType));
+      const problem = problems.get(key(modelId, version, imageType));
       if (!matcher) return { imageType, ready: false };
       if (!s?.ready)
         reasons.push(`index ${version}/${imageType} is not served yet (being built, downloaded or loaded)`);
@@ -332,14 +351,22 @@ export function createReplica({
     return {
       ready: reasons.length === 0,
       reasons,
-      detail: { replicaId: settings.replicaId, activeVersion: version, databaseReachable, indexes },
+      detail: {
+        replicaId: settings.replicaId,
+        activeVersion: version,
+        activeModelId: modelId,
+        databaseReachable,
+        indexes,
+      },
     };
   }
 
   /** Deletes versions beyond the retention of one index from the bucket. */
-  async function applyRetention(target: IndexTarget): Promise<void> {
+  async function applyRetention(target: Required<IndexTarget>): Promise<void> {
+    const runtime = models.get(target.modelId);
+    if (!runtime) return;
     for (const old of await repo.expiredVersions(target, settings.keepVersions)) {
-      await artifacts.remove(old.artifactKey);
+      await runtime.artifacts.remove(old.artifactKey);
       await repo.markDeleted(old.indexVersionId);
       log.info(
         { indexVersionId: old.indexVersionId, ...target },
@@ -348,15 +375,30 @@ export function createReplica({
     }
   }
 
-  const publish: PublishIndex = async (target, outcome, guard) => {
-    const { version, imageType } = target;
-    const published = await artifacts.publish(version, imageType, outcome.manifest);
+  /** The target with its model named (a target without one is the active model's). */
+  const withModel = (t: IndexTarget): Required<IndexTarget> => ({
+    ...t,
+    modelId: t.modelId ?? models.active().modelId,
+  });
+
+  /** The artifacts of a model served here. */
+  function artifactsOf(modelId: string) {
+    const runtime = models.get(modelId);
+    if (!runtime) throw new Error(`model ${modelId} is not served on replica ${settings.replicaId}`);
+    return runtime.artifacts;
+  }
+
+  const publish: PublishIndex = async (asked, outcome, guard) => {
+    const target = withModel(asked);
+    const { modelId, version, imageType } = target;
+    const published = await artifactsOf(modelId).publish(version, imageType, outcome.manifest);
     await record(target, outcome.manifest, published);
     await repo.activate(
       { indexVersionId: published.indexVersionId, activatedBy: settings.replicaId, reason: "rebuilt" },
       { guard },
     );
-    active.set(key(version, imageType), {
+    active.set(key(modelId, version, imageType), {
+      modelId,
       matcherVersion: version,
       imageType,
       indexVersionId: published.indexVersionId,
@@ -372,7 +414,7 @@ export function createReplica({
   async function record(
     target: IndexTarget,
     m: IndexManifest,
-    published: Awaited<ReturnType<IndexArtifacts["publish"]>>,
+    published: Awaited<ReturnType<ModelRuntime["artifacts"]["publish"]>>,
   ) {
     await repo.recordIndexVersion({
       indexVersionId: published.indexVersionId,
@@ -399,8 +441,9 @@ export function createReplica({
     beat,
     readiness,
     isDatabaseReachable: () => databaseReachable,
-    /** The active pointer of one index, as last read. */
-    activeOf: (version: MatcherVersion, imageType: ImageType) => active.get(key(version, imageType)),
+    /** The active pointer of one index (of the active model unless `modelId` names another), as last read. */
+    activeOf: (version: MatcherVersion, imageType: ImageType, modelId = models.active().modelId) =>
+      active.get(key(modelId, version, imageType)),
 
     /**
      * Publishes the index persisted in this replica's local cache for `target` (a cache from before
@@ -409,14 +452,15 @@ export function createReplica({
      * @returns its index version id, or undefined when the cache holds none.
      */
     async publishLocal(
-      target: IndexTarget,
+      asked: IndexTarget,
       { onlyIfNone = false, reason }: { onlyIfNone?: boolean; reason: string },
     ): Promise<string | undefined> {
-      const matcher = matchers.get(target.version) as Matcher;
+      const target = withModel(asked);
+      const matcher = models.matcher(target) as Matcher;
       return runExclusive(async () => {
         const m = await matcher.persistedManifest(target.imageType);
         if (!m) return undefined;
-        const published = await artifacts.publish(target.version, target.imageType, m);
+        const published = await artifactsOf(target.modelId).publish(target.version, target.imageType, m);
         await record(target, m, published);
         await repo.activate(
           { indexVersionId: published.indexVersionId, activatedBy: settings.replicaId, reason },
@@ -447,14 +491,20 @@ export function createReplica({
             ? `Index version ${indexVersionId} was deleted from the bucket by the retention policy (INDEX_VERSIONS_KEPT).`
             : `No index version ${indexVersionId}; list them with status { indexVersions { id } }.`,
         );
-      const matcher = matchers.get(record.matcherVersion);
-      const own = matcher?.state(record.imageType).modelId ?? null;
+      if (!models.get(record.modelId))
+        throw errors.badInput(
+          `Index version ${indexVersionId} was built with model ${record.modelId}, which is not registered (or was retired); the replicas run ${models
+            .all()
+            .map((r) => r.modelId)
+            .join(", ")}.`,
+        );
+      const matcher = models.matcher({
+        modelId: record.modelId,
+        version: record.matcherVersion,
+        imageType: "defect",
+      });
       if (!matcher)
         throw errors.badInput(`Matcher ${record.matcherVersion} is not configured on this deployment.`);
-      if (own && own !== record.modelId)
-        throw errors.badInput(
-          `Index version ${indexVersionId} was built with model ${record.modelId}; the replicas run ${own}.`,
-        );
       try {
         await repo.activate({ indexVersionId, activatedBy: by, reason });
       } catch (err) {

@@ -38,6 +38,8 @@ export interface IndexVersionRecord {
 
 /** The active pointer of one (matcher version, image type). */
 export interface ActiveIndex {
+  /** The embedding model whose index this is (every registered model has its own pointers). */
+  modelId: string;
   matcherVersion: MatcherVersion;
   imageType: ImageType;
   indexVersionId: string;
@@ -50,6 +52,8 @@ export interface ActiveIndex {
 
 /** One index a replica serves, as its heartbeat reports it. */
 export interface ServedIndexRecord {
+  /** The embedding model the index belongs to. */
+  modelId: string;
   version: MatcherVersion;
   imageType: ImageType;
   indexVersionId: string | null;
@@ -89,6 +93,7 @@ function versionOf(r: Record<string, unknown>): IndexVersionRecord {
 
 function activeOf(r: Record<string, unknown>): ActiveIndex {
   return {
+    modelId: r.model_id as string,
     matcherVersion: r.matcher_version as MatcherVersion,
     imageType: r.image_type as ImageType,
     indexVersionId: r.index_version_id as string,
@@ -221,7 +226,7 @@ export function createServingStateRepository(pool: pg.Pool) {
     },
 
     /**
-     * Points (matcher version, image type) at `indexVersionId` in one transaction and announces it.
+     * Points (model, matcher version, image type) at `indexVersionId` in one transaction and announces it.
      * `onlyIfNone`: leaves an existing pointer alone (a replica publishing the index it already had).
      * `guard`: runs in the same transaction first; a throw aborts the flip.
      * @returns whether the pointer now names `indexVersionId`.
@@ -236,25 +241,33 @@ export function createServingStateRepository(pool: pg.Pool) {
       return inTransaction(async (c) => {
         await guard?.(c);
         const { rows } = await c.query(
-          "select matcher_version, image_type from index_versions where index_version_id = $1 and deleted_at is null",
+          "select model_id, matcher_version, image_type from index_versions where index_version_id = $1 and deleted_at is null",
           [a.indexVersionId],
         );
         const target = rows[0];
         if (!target) throw new Error(`index version ${a.indexVersionId} does not exist or was deleted`);
         const current = await c.query(
-          "select index_version_id from active_indexes where matcher_version = $1 and image_type = $2 for update",
-          [target.matcher_version, target.image_type],
+          "select index_version_id from active_indexes where model_id = $1 and matcher_version = $2 and image_type = $3 for update",
+          [target.model_id, target.matcher_version, target.image_type],
         );
         const was: string | undefined = current.rows[0]?.index_version_id;
         if (was === a.indexVersionId) return true;
         if (was && onlyIfNone) return false;
         await c.query(
-          `insert into active_indexes (matcher_version, image_type, index_version_id, previous_index_version_id, activated_by, reason)
-           values ($1, $2, $3, $4, $5, $6)
-           on conflict (matcher_version, image_type) do update set index_version_id = excluded.index_version_id,
+          `insert into active_indexes (model_id, matcher_version, image_type, index_version_id, previous_index_version_id, activated_by, reason)
+           values ($7, $1, $2, $3, $4, $5, $6)
+           on conflict (model_id, matcher_version, image_type) do update set index_version_id = excluded.index_version_id,
              previous_index_version_id = excluded.previous_index_version_id, activated_at = now(),
              activated_by = excluded.activated_by, reason = excluded.reason`,
-          [target.matcher_version, target.image_type, a.indexVersionId, was ?? null, a.activatedBy, a.reason],
+          [
+            target.matcher_version,
+            target.image_type,
+            a.indexVersionId,
+            was ?? null,
+            a.activatedBy,
+            a.reason,
+            target.model_id,
+          ],
         );
         await notify(c, "index");
         return true;
@@ -265,15 +278,18 @@ export function createServingStateRepository(pool: pg.Pool) {
      * Versions of one target beyond the newest `keep` that are neither active nor the previous one (the
      * grace period's), oldest first: what the retention policy deletes.
      */
-    async expiredVersions(target: { version: MatcherVersion; imageType: ImageType }, keep: number) {
+    async expiredVersions(
+      target: { modelId: string; version: MatcherVersion; imageType: ImageType },
+      keep: number,
+    ) {
       const { rows } = await pool.query(
         `select v.* from index_versions v
-          where v.matcher_version = $1 and v.image_type = $2 and v.deleted_at is null
+          where v.matcher_version = $1 and v.image_type = $2 and v.model_id = $4 and v.deleted_at is null
             and v.index_version_id not in (select index_version_id from active_indexes
                                             union select previous_index_version_id from active_indexes
                                              where previous_index_version_id is not null)
           order by v.published_at desc offset $3`,
-        [target.version, target.imageType, keep],
+        [target.version, target.imageType, keep, target.modelId],
       );
       return rows.map(versionOf);
     },

@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { GalleryEditsRepository } from "../db/gallery-edits.repository.js";
-import type { Embedder } from "../embedding/embedder.service.js";
 import { humanizeCode } from "../ingest/dataset.reader.js";
 import { type NearDuplicateCheck, storageKeyFor } from "../ingest/ingest.service.js";
 import type { Matcher } from "../matchers/matcher.js";
+import type { ModelRuntimes } from "../models/model-runtimes.js";
 import { errors, isDomainError } from "../shared/errors.js";
 import { NORMAL_DEFECT_CODES } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
@@ -122,8 +122,7 @@ const refusalOf = (index: number, e: unknown): AddRefusal => ({
 export function createGalleryEditor({
   edits,
   blobStore,
-  embedder,
-  matcher,
+  models,
   applyChanges,
   gallery,
   settings,
@@ -131,9 +130,11 @@ export function createGalleryEditor({
 }: {
   edits: GalleryEditsRepository;
   blobStore: BlobStore;
-  embedder: Embedder;
-  /** The V2 matcher: the near-duplicate check searches its indexes. */
-  matcher: Matcher;
+  /**
+   * The served models: the active one embeds and checks for near-duplicates (its V2 indexes); every other
+   * served model (a candidate, the previous one) embeds the image too, so a promotion or a rollback finds it.
+   */
+  models: ModelRuntimes;
   /** Applies the change log to this replica's served indexes (all matchers). */
   applyChanges: () => Promise<void>;
   gallery: GalleryService;
@@ -163,6 +164,9 @@ export function createGalleryEditor({
       throw errors.duplicateImage(
         `These exact bytes are already in the gallery as image ${known}; relabel that image instead.`,
       );
+    const runtime = models.active();
+    const { embedder } = runtime;
+    const matcher = runtime.matchers.get("v2") as Matcher;
     const [outcome] = await embedder.embedMany([bytes]);
     if (!outcome?.ok) throw outcome?.error ?? errors.featureExtractionFailed("The image was not embedded.");
     const near = await findNearDuplicate(
@@ -198,6 +202,23 @@ export function createGalleryEditor({
       thumb = null;
     }
     const textureId = embedder.textureModelId;
+    const others = await Promise.all(
+      models
+        .all()
+        .filter((r) => r !== runtime)
+        .map(async ({ embedder: e }) => {
+          const [o] = await e.embedMany([bytes]);
+          if (!o?.ok) {
+            logger.warn({ err: o?.error, modelId: e.modelId }, "image not embedded by a served model");
+            return [];
+          }
+          const t = e.textureModelId;
+          return [
+            { modelId: e.modelId, embedding: o.embedding },
+            ...(t && o.texture ? [{ modelId: t, embedding: o.texture }] : []),
+          ];
+        }),
+    );
     const added = await edits.addImage({
       image: {
         filePath: null,
@@ -213,6 +234,7 @@ export function createGalleryEditor({
       embeddings: [
         { modelId: embedder.modelId, embedding: outcome.embedding },
         ...(textureId && outcome.texture ? [{ modelId: textureId, embedding: outcome.texture }] : []),
+        ...others.flat(),
       ],
       nearDuplicate: isNear
         ? { neighbourId: near.imageId, similarity: near.similarity, modelId: embedder.modelId }
@@ -358,10 +380,17 @@ export function createGalleryEditor({
      */
     nearDuplicateCheck: ({ skip }: { skip: boolean }): NearDuplicateCheck => ({
       find: (bytes, embedding) =>
-        findNearDuplicate(matcher, blobStore, bytes, embedding, settings.nearDuplicate),
+        findNearDuplicate(
+          models.active().matchers.get("v2") as Matcher,
+          blobStore,
+          bytes,
+          embedding,
+          settings.nearDuplicate,
+        ),
       skip,
       refresh: applyChanges,
-      record: (pairs) => edits.saveNearDuplicates(pairs.map((p) => ({ ...p, modelId: embedder.modelId }))),
+      record: (pairs) =>
+        edits.saveNearDuplicates(pairs.map((p) => ({ ...p, modelId: models.active().modelId }))),
     }),
   };
 }

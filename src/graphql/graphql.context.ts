@@ -1,6 +1,7 @@
 import type { AdminService } from "../admin/admin.service.js";
 import type { GalleryService } from "../gallery/gallery.service.js";
 import type { GalleryEditor } from "../gallery/gallery-editor.service.js";
+import type { ModelMigrationService } from "../models/model-migration.service.js";
 import type { SearchService } from "../search/search.service.js";
 
 /** Per-request context handed to resolvers. */
@@ -9,6 +10,8 @@ export interface GraphQLContext {
   admin: AdminService;
   gallery: GalleryService;
   editor: GalleryEditor;
+  /** Embedding models: register, compare, promote, roll back, retire. */
+  models: ModelMigrationService;
   /** Largest image a search accepts (bytes); uploads are cut off past it. */
   maxImageBytes: number;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */

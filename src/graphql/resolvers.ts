@@ -33,6 +33,7 @@ export const resolvers: Resolvers = {
   EmbeddingSpace: { RAW: "raw", ADAPTED: "adapted" },
   SearchGroupBy: { DEFECT_TYPE: "defectType" },
   RebuildStatus: { QUEUED: "queued", RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed" },
+  ModelState: { ACTIVE: "active", CANDIDATE: "candidate", RETIRED: "retired" },
 
   Query: {
     searchSimilar: async (_, { input }, ctx) =>
@@ -69,6 +70,14 @@ export const resolvers: Resolvers = {
       return { ...page, nextCursor: page.nextCursor === null ? null : String(page.nextCursor) };
     },
     nearDuplicates: (_, { first }, ctx) => ctx.editor.nearDuplicates(first ?? 50),
+    models: (_, __, ctx) => {
+      requireAdmin(ctx);
+      return ctx.models.list();
+    },
+    compareModels: (_, { candidateModelId }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.models.compare(candidateModelId);
+    },
   },
 
   Mutation: {
@@ -126,6 +135,38 @@ export const resolvers: Resolvers = {
       requireAdmin(ctx);
       return ctx.editor.keepNearDuplicate(parseId(imageId, "imageId"));
     },
+    registerModel: (_, { input }, ctx) => {
+      requireAdmin(ctx);
+      const mode = input.resizeMode ?? undefined;
+      if (mode !== undefined && mode !== "crop" && mode !== "fill" && mode !== "pad")
+        throw errors.badInput(`resizeMode is crop, fill or pad; got '${String(mode).slice(0, 20)}'.`);
+      return ctx.models.register(
+        { preset: input.preset, path: input.path, sha256: input.sha256, resizeMode: mode },
+        adminCredential(ctx),
+      );
+    },
+    promoteModel: (_, { modelId, reason }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.models.promote(modelId, reason, adminCredential(ctx));
+    },
+    rollbackModel: (_, { reason }, ctx) => {
+      requireAdmin(ctx);
+      return ctx.models.rollback(reason, adminCredential(ctx));
+    },
+    retireModel: async (_, { modelId }, ctx) => {
+      requireAdmin(ctx);
+      await ctx.models.retire(modelId, adminCredential(ctx));
+      return true;
+    },
+  },
+
+  ModelSwitch: {
+    modelId: (s) => s.change.modelId,
+    previousModelId: (s) => s.change.previousModelId,
+    reason: (s) => s.change.reason,
+    setBy: (s) => s.change.setBy,
+    setAt: (s) => s.change.setAt,
+    tookMs: (s) => s.ms,
   },
 
   SearchResult: {

@@ -4,25 +4,27 @@ import PgBoss from "pg-boss";
 import type { Logger } from "pino";
 import { STATE_CHANNEL } from "../deployment/serving-state.repository.js";
 import type { GalleryProgress } from "../matchers/gallery-source.js";
-import type { Matcher, RebuildOutcome } from "../matchers/matcher.js";
+import type { RebuildOutcome } from "../matchers/matcher.js";
+import type { ModelIndexTarget, ModelRuntimes } from "../models/model-runtimes.js";
 import { errors } from "../shared/errors.js";
 import { iso, isoOrNull } from "../shared/timestamps.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
 
 /** Lifecycle of a rebuild task: queued (waiting for a replica), running, then succeeded or failed. */
 export type RebuildStatus = "queued" | "running" | "succeeded" | "failed";
 
-/** One index: a matcher version and an image type. */
-export interface IndexTarget {
-  version: MatcherVersion;
-  imageType: ImageType;
-}
+/**
+ * One index: an embedding model, a matcher version and an image type. A task's targets always name their
+ * model (filled with the active one when asked without), so a rebuild asked before a promotion builds the
+ * indexes of the model it was asked for.
+ */
+export type IndexTarget = ModelIndexTarget;
 
 /** A rebuild of one or more indexes, visible from every replica while it runs. */
 export interface RebuildTask {
   id: string;
   targets: IndexTarget[];
-  trigger: "admin" | "startup" | "compaction";
+  /** `candidate`: the preparation of a registered candidate model (its gallery re-embedded, its indexes built). */
+  trigger: "admin" | "startup" | "compaction" | "candidate";
   status: RebuildStatus;
   /** Index being rebuilt now, while running. */
   current: IndexTarget | null;
@@ -105,7 +107,8 @@ function taskOf(r: Record<string, unknown>): RebuildTask {
 export function createRebuildJobs({
   pool,
   databaseUrl,
-  matchers,
+  models,
+  loadModel,
   publish,
   runExclusive,
   replicaId,
@@ -116,7 +119,10 @@ export function createRebuildJobs({
 }: {
   pool: pg.Pool;
   databaseUrl: string;
-  matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  /** The models served here; a target names one of them. */
+  models: ModelRuntimes;
+  /** Reads the model registry when a target's model is not served here yet (registered a moment ago). */
+  loadModel?: (modelId: string) => Promise<void>;
   publish: PublishIndex;
   /** Serialises work on this replica's index cache (a rebuild's save and a download's install). */
   runExclusive: <T>(run: () => Promise<T>) => Promise<T>;
@@ -215,8 +221,12 @@ export function createRebuildJobs({
     };
     try {
       for (const target of task.targets) {
-        const matcher = matchers.get(target.version);
-        if (!matcher) throw new Error(`matcher ${target.version} is not configured on replica ${replicaId}`);
+        if (target.modelId && !models.get(target.modelId)) await loadModel?.(target.modelId);
+        const matcher = models.matcher(target);
+        if (!matcher)
+          throw new Error(
+            `matcher ${target.version} of model ${target.modelId ?? "(active)"} is not served on replica ${replicaId}`,
+          );
         task.current = target;
         await save({ current: JSON.stringify(target) });
         // Build, publish and activate under the cache lock: a download must not replace the new files
@@ -281,7 +291,7 @@ export function createRebuildJobs({
      * when `version` has no gallery; SERVICE_UNAVAILABLE when the database does not answer.
      */
     async start({
-      targets,
+      targets: asked,
       trigger,
       requestedBy = trigger === "admin" ? "admin" : `${trigger} of ${replicaId}`,
     }: {
@@ -289,10 +299,14 @@ export function createRebuildJobs({
       trigger: RebuildTask["trigger"];
       requestedBy?: string;
     }): Promise<RebuildTask> {
-      for (const { version } of targets) {
-        if (!matchers.has(version)) {
+      const targets = asked.map((t) => ({ ...t, modelId: t.modelId ?? models.active().modelId }));
+      for (const t of targets) {
+        if (!models.matcher(t)) {
+          const version = t.version;
           throw errors.badInput(
-            `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`,
+            models.get(t.modelId)
+              ? `Matcher ${version} has no gallery configured${version === "v1" ? " (set V1_GALLERY_DIR)" : ""}.`
+              : `Model ${t.modelId} is not served by this replica.`,
           );
         }
       }

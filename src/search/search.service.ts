@@ -3,10 +3,10 @@ import pTimeout from "p-timeout";
 import type { Logger } from "pino";
 import { type TypePrior, typeLean, typeShift } from "../adapted/type-prior.js";
 import type { ImageRepository } from "../db/images.repository.js";
-import type { Embedder } from "../embedding/embedder.service.js";
 import { l2NormalizeInPlace } from "../embedding/embedding.model.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
-import type { EmbeddingSpace, Match, Matcher } from "../matchers/matcher.js";
+import type { EmbeddingSpace, Match } from "../matchers/matcher.js";
+import type { ModelRuntime, ModelRuntimes } from "../models/model-runtimes.js";
 import { errors, isDomainError } from "../shared/errors.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import type { BlobStore } from "../storage/blob-store.js";
@@ -91,6 +91,7 @@ export interface SearchTiming {
 export interface SearchResult {
   version: MatcherVersion;
   imageType: ImageType | "all";
+  /** The embedding model that ranked it (the query's embedding and every index searched are of it). */
   modelId: string;
   indexSize: number;
   hits: SearchHit[];
@@ -103,6 +104,16 @@ export interface SearchResult {
   timing: SearchTiming;
 }
 
+/** A search's answer with its whole ranking (at least the suggestion's voters), for shadow traffic. */
+export interface RankedSearch {
+  result: SearchResult;
+  /** The ranking the hits were cut from: at least max(topK, SUGGESTION_TOP_K) hits when there are as many. */
+  ranking: SearchHit[];
+}
+
+/** Told of every answered search (shadow traffic); must return at once. */
+export type SearchObserver = (req: SearchRequest, answered: RankedSearch) => void;
+
 /** Largest `perGroup`. */
 export const MAX_PER_GROUP = 10;
 
@@ -112,8 +123,7 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
  * The search use case: resolve the query image, embed it, search the chosen matcher, attach download URLs.
  */
 export function createSearchService({
-  embedder,
-  matchers,
+  models,
   flag,
   repository,
   blobStore,
@@ -125,8 +135,8 @@ export function createSearchService({
   admission: admissionLimits,
   logger,
 }: {
-  embedder: Embedder;
-  matchers: ReadonlyMap<MatcherVersion, Matcher>;
+  /** The served models; each search is ranked by the active one, taken once. */
+  models: ModelRuntimes;
   flag: MatcherVersionFlag;
   repository: ImageRepository;
   blobStore: BlobStore;
@@ -144,6 +154,7 @@ export function createSearchService({
   admission: { concurrency: number; queueLimit: number; deadlineMs: number };
   logger: Logger;
 }) {
+  let observer: SearchObserver | undefined;
   // Searches beyond the running ones wait here; when the wait list is full they are shed at once, so
   // an overload costs the caller a retry instead of a minute in a queue, and status/admin calls (which
   // do not pass through it) never wait behind searches.
@@ -223,7 +234,12 @@ export function createSearchService({
   }
 
   /** The query embedding and the content hash to leave out of the results, if any. */
-  async function queryEmbedding(image: QueryImage, timing: SearchTiming, wantTexture: boolean) {
+  async function queryEmbedding(
+    { embedder }: ModelRuntime,
+    image: QueryImage,
+    timing: SearchTiming,
+    wantTexture: boolean,
+  ) {
     const given = [image.bytes, image.base64, image.storageKey, image.galleryImageId].filter(
       (v) => v !== undefined && v !== null,
     );
@@ -311,13 +327,29 @@ export function createSearchService({
       // started; one already running finishes unobserved (it holds its slot, so concurrency stays bounded).
       const run = admission.add(async () => {
         if (performance.now() - enqueued >= deadlineMs) throw late;
-        return runSearch(req, enqueued);
+        const ranked = await rank(models.active(), req, enqueued);
+        observer?.(req, ranked);
+        return ranked.result;
       }) as Promise<SearchResult>;
       return pTimeout(run, { milliseconds: deadlineMs, message: late });
     },
+
+    /**
+     * Ranks `req` with one given model, outside admission and without the observer: what shadow traffic
+     * and comparisons use. Same validation and errors as {@link search}.
+     */
+    rankWith(runtime: ModelRuntime, req: SearchRequest): Promise<RankedSearch> {
+      return rank(runtime, req, performance.now());
+    },
+
+    /** Sets the one observer told of every answered search (the shadow traffic). */
+    observe(o: SearchObserver | undefined) {
+      observer = o;
+    },
   };
 
-  async function runSearch(req: SearchRequest, start: number): Promise<SearchResult> {
+  async function rank(runtime: ModelRuntime, req: SearchRequest, start: number): Promise<RankedSearch> {
+    const { embedder, matchers } = runtime;
     if (!Number.isInteger(req.topK) || req.topK < 1 || req.topK > maxTopK) {
       throw errors.badInput(`topK must be an integer from 1 to ${maxTopK}; got ${req.topK}.`);
     }
@@ -340,7 +372,12 @@ export function createSearchService({
     for (const t of types) matcher.assertReady(t);
 
     const timing: SearchTiming = { fetchMs: 0, decodeMs: 0, inferenceMs: 0, searchMs: 0, totalMs: 0 };
-    const { embedding, texture, exclude } = await queryEmbedding(req.image, timing, req.imageType === "all");
+    const { embedding, texture, exclude } = await queryEmbedding(
+      runtime,
+      req.image,
+      timing,
+      req.imageType === "all",
+    );
     const t0 = performance.now();
     const options = {
       // The vote may need more neighbours than the caller wants hits; groups are formed from maxTopK.
@@ -390,15 +427,18 @@ export function createSearchService({
     timing.totalMs = performance.now() - start;
     logger.debug({ version, imageType: req.imageType, hits: hits.length, timing }, "search");
     return {
-      version,
-      imageType: req.imageType,
-      modelId: embedder.modelId,
-      indexSize,
-      hits,
-      space,
-      suggestion,
-      groups,
-      timing,
+      result: {
+        version,
+        imageType: req.imageType,
+        modelId: embedder.modelId,
+        indexSize,
+        hits,
+        space,
+        suggestion,
+        groups,
+        timing,
+      },
+      ranking: all,
     };
   }
 }

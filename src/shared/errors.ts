@@ -16,7 +16,8 @@ export type DomainErrorCode =
   | "OVERLOADED"
   | "SERVICE_UNAVAILABLE"
   | "DUPLICATE_IMAGE"
-  | "NEAR_DUPLICATE";
+  | "NEAR_DUPLICATE"
+  | "MODEL_NOT_READY";
 
 /** An error a caller can act on; `message` is written for a person. */
 export class DomainError extends Error {
@@ -58,6 +59,9 @@ export const errors = {
     new DomainError("SERVICE_UNAVAILABLE", message, {}, { cause }),
   duplicateImage: (message: string, details: Record<string, unknown> = {}) =>
     new DomainError("DUPLICATE_IMAGE", message, details),
+  /** A model cannot be promoted yet: its indexes are not built or not served, or images lack its embedding. */
+  modelNotReady: (message: string, details: Record<string, unknown> = {}) =>
+    new DomainError("MODEL_NOT_READY", message, details),
   nearDuplicate: (message: string, details: Record<string, unknown> = {}) =>
     new DomainError("NEAR_DUPLICATE", message, details),
   overloaded: (message: string, retryAfterSeconds: number) =>

@@ -7,6 +7,9 @@ import type { ReplicaRecord as ReplicaRecordModel, ServedIndexRecord as ServedIn
 import type { RebuildResultView as RebuildResultViewModel, RebuildTask as RebuildTaskModel } from '../../jobs/rebuild.job.js';
 import type { GalleryImageView as GalleryImageViewModel } from '../../gallery/gallery.service.js';
 import type { ProductCount as ProductCountModel, LabelCount as LabelCountModel } from '../../db/images.repository.js';
+import type { ModelView as ModelViewModel, ModelComparison as ModelComparisonModel, ModelSwitch as ModelSwitchModel } from '../../models/model-migration.service.js';
+import type { LabelledQuality as LabelledQualityModel } from '../../models/model-comparison.js';
+import type { ShadowSummary as ShadowSummaryModel } from '../../db/model-registry.repository.js';
 import type { GraphQLContext } from '../graphql.context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = T | null | undefined;
@@ -60,6 +63,15 @@ export type AddGalleryImagesResult = {
   refused: Array<GalleryImageRefusal>;
 };
 
+export type ClassQuality = {
+  __typename?: 'ClassQuality';
+  /** product/defect */
+  label: Scalars['String']['output'];
+  p10: Scalars['Float']['output'];
+  queries: Scalars['Int']['output'];
+  suggestionAccuracy: Scalars['Float']['output'];
+};
+
 /** The likely defect type of the query image: a similarity-weighted vote of the top-K hits. */
 export type DefectSuggestion = {
   __typename?: 'DefectSuggestion';
@@ -79,6 +91,34 @@ export type DefectTypeSummary = {
   defectCode: Scalars['String']['output'];
   defectName: Scalars['String']['output'];
   imageCount: Scalars['Int']['output'];
+};
+
+/** A registered embedding model. */
+export type EmbeddingModel = {
+  __typename?: 'EmbeddingModel';
+  dimension: Scalars['Int']['output'];
+  /** Gallery images with an embedding of this model. */
+  embedded: Scalars['Int']['output'];
+  /** Gallery images in all. */
+  galleryImages: Scalars['Int']['output'];
+  indexes: Array<ModelIndex>;
+  /** Whether the replica that answered serves it. */
+  loaded: Scalars['Boolean']['output'];
+  /** Preset, file hash and preprocessing hash: what the embeddings are stored under. */
+  modelId: Scalars['String']['output'];
+  notPromotableReason?: Maybe<Scalars['String']['output']>;
+  path: Scalars['String']['output'];
+  /** Its newest preparation: the gallery re-embedded (at MODEL_REEMBED_SHARE) and its indexes built. */
+  preparation?: Maybe<RebuildTask>;
+  preset: Scalars['String']['output'];
+  /** Why the replica that answered could not load it. */
+  problem?: Maybe<Scalars['String']['output']>;
+  /** Whether promoteModel would accept it now. */
+  promotable: Scalars['Boolean']['output'];
+  registeredAt: Scalars['DateTime']['output'];
+  registeredBy: Scalars['String']['output'];
+  retiredAt?: Maybe<Scalars['DateTime']['output']>;
+  state: ModelState;
 };
 
 /**
@@ -232,6 +272,8 @@ export type IndexStatus = {
 export type IndexTarget = {
   __typename?: 'IndexTarget';
   imageType: ImageType;
+  /** The embedding model whose index it is. */
+  modelId?: Maybe<Scalars['String']['output']>;
   version: MatcherVersion;
 };
 
@@ -283,6 +325,26 @@ export type MatcherVersionChange = {
   version: MatcherVersion;
 };
 
+/** Two models compared on the same labelled gallery and on live traffic. */
+export type ModelComparison = {
+  __typename?: 'ModelComparison';
+  active: ModelQuality;
+  candidate: ModelQuality;
+  /** Shadow traffic with the candidate (MODEL_SHADOW_SHARE of live searches); null before any. */
+  shadow?: Maybe<ShadowSummary>;
+};
+
+/** One index of a model, on the replica that answered. */
+export type ModelIndex = {
+  __typename?: 'ModelIndex';
+  activeIndexVersion?: Maybe<Scalars['String']['output']>;
+  count: Scalars['Int']['output'];
+  imageType: ImageType;
+  indexVersion?: Maybe<Scalars['String']['output']>;
+  ready: Scalars['Boolean']['output'];
+  version: MatcherVersion;
+};
+
 export type ModelInfo = {
   __typename?: 'ModelInfo';
   dimension: Scalars['Int']['output'];
@@ -290,6 +352,46 @@ export type ModelInfo = {
   /** <preset>@<sha256 prefix of the model file> */
   modelId: Scalars['String']['output'];
   preset: Scalars['String']['output'];
+};
+
+/** One model's retrieval quality on the labelled defect gallery. */
+export type ModelQuality = {
+  __typename?: 'ModelQuality';
+  cvAdaptedP10?: Maybe<Scalars['Float']['output']>;
+  /** The adapted-space gate's k-fold cross-validated P@10 on the defect index: raw, and the best projection. */
+  cvRawP10?: Maybe<Scalars['Float']['output']>;
+  modelId: Scalars['String']['output'];
+  /** Mean precision@10 in the raw space: share of the 10 nearest other images of the query's class. */
+  p10: Scalars['Float']['output'];
+  perClass: Array<ClassQuality>;
+  /** Gallery images that queried the rest (each leaves itself out). */
+  queries: Scalars['Int']['output'];
+  /** The space searches get by default with this model. */
+  servedSpace: EmbeddingSpace;
+  /** Share of queries whose defect-type suggestion names their own class. */
+  suggestionAccuracy: Scalars['Float']['output'];
+};
+
+/** Where a registered embedding model stands. */
+export enum ModelState {
+  /** Ranks every search. */
+  Active = 'active',
+  /** Registered and served beside the active model (being prepared, ready to promote, or the previous model kept for a rollback). */
+  Candidate = 'candidate',
+  /** Its embeddings and indexes were deleted. */
+  Retired = 'retired'
+}
+
+/** What a promotion or a rollback did. */
+export type ModelSwitch = {
+  __typename?: 'ModelSwitch';
+  modelId: Scalars['String']['output'];
+  previousModelId?: Maybe<Scalars['String']['output']>;
+  reason: Scalars['String']['output'];
+  setAt: Scalars['DateTime']['output'];
+  setBy: Scalars['String']['output'];
+  /** From the request to the new model answering on the replica that answered (ms). */
+  tookMs: Scalars['Float']['output'];
 };
 
 export type Mutation = {
@@ -309,10 +411,22 @@ export type Mutation = {
   /** Admin. Keeps an image reported as a near-duplicate: its pairs leave the review list. Returns the pairs dismissed. */
   keepNearDuplicate: Scalars['Int']['output'];
   /**
+   * Admin. Makes a prepared model the active one for every replica in one step: all indexes switch together
+   * and no search mixes two models. The previous model's embeddings and indexes are kept (rollbackModel).
+   * Refused with MODEL_NOT_READY until its indexes are built and served.
+   */
+  promoteModel: ModelSwitch;
+  /**
    * Admin (Authorization: Bearer <ADMIN_TOKEN>). Rebuilds indexes in the background from the gallery and
    * returns the task; searches keep using the old index until the new one is swapped in. One at a time.
    */
   rebuildIndex: RebuildTask;
+  /**
+   * Admin. Registers a candidate embedding model and queues its preparation: the gallery is re-embedded in
+   * the background (throttled by MODEL_REEMBED_SHARE; resumable, embeddings already stored are kept) and its
+   * indexes are built with their own adapted space and type prior. The active model keeps answering.
+   */
+  registerModel: RegisterModelResult;
   /** Admin. Gives an image another product and defect type (null or "normal": normal). Searches show it at once. */
   relabelGalleryImage: GalleryImage;
   /**
@@ -320,6 +434,10 @@ export type Mutation = {
    * original and thumbnail in object storage (no retention: add the file again to undo).
    */
   removeGalleryImage: Scalars['Boolean']['output'];
+  /** Admin. Deletes a model that is not active: its embeddings, index pointers and index files. */
+  retireModel: Scalars['Boolean']['output'];
+  /** Admin. Makes the previous active model active again, in the same one step (nothing is re-embedded). */
+  rollbackModel: ModelSwitch;
   /**
    * Admin. Switches the active matcher for every replica (within STATE_POLL_MS), without restart; recorded
    * with the reason and the admin credential, and kept across restarts.
@@ -345,9 +463,20 @@ export type MutationKeepNearDuplicateArgs = {
 };
 
 
+export type MutationPromoteModelArgs = {
+  modelId: Scalars['String']['input'];
+  reason?: InputMaybe<Scalars['String']['input']>;
+};
+
+
 export type MutationRebuildIndexArgs = {
   imageType?: ImageTypeSelector;
   version?: InputMaybe<MatcherVersion>;
+};
+
+
+export type MutationRegisterModelArgs = {
+  input: RegisterModelInput;
 };
 
 
@@ -360,6 +489,16 @@ export type MutationRelabelGalleryImageArgs = {
 
 export type MutationRemoveGalleryImageArgs = {
   imageId: Scalars['ID']['input'];
+};
+
+
+export type MutationRetireModelArgs = {
+  modelId: Scalars['String']['input'];
+};
+
+
+export type MutationRollbackModelArgs = {
+  reason?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -401,10 +540,18 @@ export type ProductSummary = {
 
 export type Query = {
   __typename?: 'Query';
+  /**
+   * Admin. The active model and a candidate (default: the newest) side by side: leave-one-out P@10 and
+   * defect-type suggestion accuracy on the same labelled gallery images, the adapted-space gate's
+   * cross-validated P@10, and the shadow traffic recorded between them.
+   */
+  compareModels: ModelComparison;
   /** Defect types in the gallery database, by defect code. */
   defectTypes: Array<DefectTypeSummary>;
   /** Gallery images, a page at a time (first: 1 to 100). */
   galleryImages: GalleryImagePage;
+  /** Admin. Registered embedding models: the active one, candidates (with their preparation), retired ones. */
+  models: Array<EmbeddingModel>;
   /** Near-duplicate groups to review, the most similar first (first: 1 to 100). */
   nearDuplicates: Array<NearDuplicateGroup>;
   /** Products in the gallery database, by product code. */
@@ -414,6 +561,11 @@ export type Query = {
   searchSimilar: SearchResult;
   /** Active matcher, indexes and rebuild tasks. */
   status: ServiceStatus;
+};
+
+
+export type QueryCompareModelsArgs = {
+  candidateModelId?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -506,6 +658,25 @@ export type RebuildTask = {
   targets: Array<IndexTarget>;
   /** STARTUP, ADMIN, or COMPACTION (the gallery changed past GALLERY_COMPACTION_SHARE since the index was built). */
   trigger: Scalars['String']['output'];
+};
+
+/** A candidate model to register: by preset name, or by path and sha256. */
+export type RegisterModelInput = {
+  /** Absolute path of the ONNX file on every replica; default MODELS_DIR/<preset>/model.onnx. */
+  path?: InputMaybe<Scalars['String']['input']>;
+  /** A preset name (MODEL_PRESET values). */
+  preset: Scalars['String']['input'];
+  /** How a non-square image is made square: crop, fill or pad; default the preset's. */
+  resizeMode?: InputMaybe<Scalars['String']['input']>;
+  /** sha256 of the file (required with path). */
+  sha256?: InputMaybe<Scalars['String']['input']>;
+};
+
+export type RegisterModelResult = {
+  __typename?: 'RegisterModelResult';
+  model: EmbeddingModel;
+  /** The preparation task; null when another rebuild is open (it is queued when that one ends). */
+  preparation?: Maybe<RebuildTask>;
 };
 
 /** A replica of the deployment, as its heartbeat last reported it. */
@@ -614,6 +785,8 @@ export type ServedIndex = {
   __typename?: 'ServedIndex';
   imageType: ImageType;
   indexVersion?: Maybe<Scalars['String']['output']>;
+  /** The embedding model the index belongs to. */
+  modelId?: Maybe<Scalars['String']['output']>;
   version: MatcherVersion;
 };
 
@@ -637,6 +810,24 @@ export type ServiceStatus = {
   replicaId: Scalars['String']['output'];
   /** Live replicas (heartbeat within REPLICA_STALE_MS). */
   replicas: Array<Replica>;
+};
+
+/** Live searches ranked again by a candidate model, off the request's path. */
+export type ShadowSummary = {
+  __typename?: 'ShadowSummary';
+  activeModelId: Scalars['String']['output'];
+  activeP50Ms?: Maybe<Scalars['Float']['output']>;
+  candidateModelId: Scalars['String']['output'];
+  candidateP50Ms?: Maybe<Scalars['Float']['output']>;
+  candidateP95Ms?: Maybe<Scalars['Float']['output']>;
+  lastAt?: Maybe<Scalars['DateTime']['output']>;
+  /** Mean |top-10 of the active model ∩ top-10 of the candidate| / 10. */
+  overlapAt10?: Maybe<Scalars['Float']['output']>;
+  queries: Scalars['Int']['output'];
+  /** Share of queries (with a suggestion from both) whose suggestions agree. */
+  suggestionAgreement?: Maybe<Scalars['Float']['output']>;
+  /** Share of queries whose rank-1 hits have the same product and defect type. */
+  top1Agreement?: Maybe<Scalars['Float']['output']>;
 };
 
 
@@ -715,9 +906,11 @@ export type ResolversTypes = {
   AdaptedSpaceStatus: ResolverTypeWrapper<AdaptedSpaceStatus>;
   AddGalleryImagesResult: ResolverTypeWrapper<Omit<AddGalleryImagesResult, 'added'> & { added: Array<ResolversTypes['GalleryImage']> }>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
+  ClassQuality: ResolverTypeWrapper<ClassQuality>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   DefectSuggestion: ResolverTypeWrapper<DefectSuggestion>;
   DefectTypeSummary: ResolverTypeWrapper<LabelCountModel>;
+  EmbeddingModel: ResolverTypeWrapper<ModelViewModel>;
   EmbeddingSpace: null;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   GalleryFilter: GalleryFilter;
@@ -736,7 +929,12 @@ export type ResolversTypes = {
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   MatcherVersion: null;
   MatcherVersionChange: ResolverTypeWrapper<MatcherVersionChangeModel>;
+  ModelComparison: ResolverTypeWrapper<ModelComparisonModel>;
+  ModelIndex: ResolverTypeWrapper<ModelIndex>;
   ModelInfo: ResolverTypeWrapper<ModelInfo>;
+  ModelQuality: ResolverTypeWrapper<LabelledQualityModel>;
+  ModelState: null;
+  ModelSwitch: ResolverTypeWrapper<ModelSwitchModel>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   NearDuplicateGroup: ResolverTypeWrapper<Omit<NearDuplicateGroup, 'images'> & { images: Array<ResolversTypes['GalleryImage']> }>;
   NearDuplicateReport: ResolverTypeWrapper<NearDuplicateReport>;
@@ -748,6 +946,8 @@ export type ResolversTypes = {
   RebuildResult: ResolverTypeWrapper<RebuildResultViewModel>;
   RebuildStatus: null;
   RebuildTask: ResolverTypeWrapper<RebuildTaskModel>;
+  RegisterModelInput: RegisterModelInput;
+  RegisterModelResult: ResolverTypeWrapper<Omit<RegisterModelResult, 'model' | 'preparation'> & { model: ResolversTypes['EmbeddingModel'], preparation?: Maybe<ResolversTypes['RebuildTask']> }>;
   Replica: ResolverTypeWrapper<ReplicaRecordModel>;
   SearchFilter: SearchFilter;
   SearchGroupBy: null;
@@ -757,6 +957,7 @@ export type ResolversTypes = {
   SearchTiming: ResolverTypeWrapper<SearchTiming>;
   ServedIndex: ResolverTypeWrapper<ServedIndexRecordModel>;
   ServiceStatus: ResolverTypeWrapper<ServiceStatusSnapshotModel>;
+  ShadowSummary: ResolverTypeWrapper<ShadowSummaryModel>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
 };
@@ -766,9 +967,11 @@ export type ResolversParentTypes = {
   AdaptedSpaceStatus: AdaptedSpaceStatus;
   AddGalleryImagesResult: Omit<AddGalleryImagesResult, 'added'> & { added: Array<ResolversParentTypes['GalleryImage']> };
   Boolean: Scalars['Boolean']['output'];
+  ClassQuality: ClassQuality;
   DateTime: Scalars['DateTime']['output'];
   DefectSuggestion: DefectSuggestion;
   DefectTypeSummary: LabelCountModel;
+  EmbeddingModel: ModelViewModel;
   Float: Scalars['Float']['output'];
   GalleryFilter: GalleryFilter;
   GalleryImage: GalleryImageViewModel;
@@ -782,7 +985,11 @@ export type ResolversParentTypes = {
   IndexVersion: IndexVersionViewModel;
   Int: Scalars['Int']['output'];
   MatcherVersionChange: MatcherVersionChangeModel;
+  ModelComparison: ModelComparisonModel;
+  ModelIndex: ModelIndex;
   ModelInfo: ModelInfo;
+  ModelQuality: LabelledQualityModel;
+  ModelSwitch: ModelSwitchModel;
   Mutation: Record<PropertyKey, never>;
   NearDuplicateGroup: Omit<NearDuplicateGroup, 'images'> & { images: Array<ResolversParentTypes['GalleryImage']> };
   NearDuplicateReport: NearDuplicateReport;
@@ -793,6 +1000,8 @@ export type ResolversParentTypes = {
   RebuildProgress: RebuildProgress;
   RebuildResult: RebuildResultViewModel;
   RebuildTask: RebuildTaskModel;
+  RegisterModelInput: RegisterModelInput;
+  RegisterModelResult: Omit<RegisterModelResult, 'model' | 'preparation'> & { model: ResolversParentTypes['EmbeddingModel'], preparation?: Maybe<ResolversParentTypes['RebuildTask']> };
   Replica: ReplicaRecordModel;
   SearchFilter: SearchFilter;
   SearchHit: SearchHitModel;
@@ -801,6 +1010,7 @@ export type ResolversParentTypes = {
   SearchTiming: SearchTiming;
   ServedIndex: ServedIndexRecordModel;
   ServiceStatus: ServiceStatusSnapshotModel;
+  ShadowSummary: ShadowSummaryModel;
   String: Scalars['String']['output'];
   Upload: Scalars['Upload']['output'];
 };
@@ -823,6 +1033,13 @@ export type AddGalleryImagesResultResolvers<ContextType = GraphQLContext, Parent
   refused?: Resolver<Array<ResolversTypes['GalleryImageRefusal']>, ParentType, ContextType>;
 };
 
+export type ClassQualityResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ClassQuality'] = ResolversParentTypes['ClassQuality']> = {
+  label?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  p10?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  suggestionAccuracy?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
@@ -839,6 +1056,25 @@ export type DefectTypeSummaryResolvers<ContextType = GraphQLContext, ParentType 
   defectCode?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   defectName?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   imageCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
+export type EmbeddingModelResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['EmbeddingModel'] = ResolversParentTypes['EmbeddingModel']> = {
+  dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  embedded?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  galleryImages?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  indexes?: Resolver<Array<ResolversTypes['ModelIndex']>, ParentType, ContextType>;
+  loaded?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  notPromotableReason?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  path?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  preparation?: Resolver<Maybe<ResolversTypes['RebuildTask']>, ParentType, ContextType>;
+  preset?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  problem?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  promotable?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  registeredAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  registeredBy?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  retiredAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  state?: Resolver<ResolversTypes['ModelState'], ParentType, ContextType>;
 };
 
 export type EmbeddingSpaceResolvers = { ADAPTED: 'adapted', RAW: 'raw' };
@@ -909,6 +1145,7 @@ export type IndexStatusResolvers<ContextType = GraphQLContext, ParentType extend
 
 export type IndexTargetResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['IndexTarget'] = ResolversParentTypes['IndexTarget']> = {
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  modelId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
 };
 
@@ -941,6 +1178,21 @@ export type MatcherVersionChangeResolvers<ContextType = GraphQLContext, ParentTy
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
 };
 
+export type ModelComparisonResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelComparison'] = ResolversParentTypes['ModelComparison']> = {
+  active?: Resolver<ResolversTypes['ModelQuality'], ParentType, ContextType>;
+  candidate?: Resolver<ResolversTypes['ModelQuality'], ParentType, ContextType>;
+  shadow?: Resolver<Maybe<ResolversTypes['ShadowSummary']>, ParentType, ContextType>;
+};
+
+export type ModelIndexResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelIndex'] = ResolversParentTypes['ModelIndex']> = {
+  activeIndexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  count?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
+  indexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  ready?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
+};
+
 export type ModelInfoResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelInfo'] = ResolversParentTypes['ModelInfo']> = {
   dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   inputSize?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -948,13 +1200,39 @@ export type ModelInfoResolvers<ContextType = GraphQLContext, ParentType extends 
   preset?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
 };
 
+export type ModelQualityResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelQuality'] = ResolversParentTypes['ModelQuality']> = {
+  cvAdaptedP10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  cvRawP10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  p10?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  perClass?: Resolver<Array<ResolversTypes['ClassQuality']>, ParentType, ContextType>;
+  queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  servedSpace?: Resolver<ResolversTypes['EmbeddingSpace'], ParentType, ContextType>;
+  suggestionAccuracy?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
+export type ModelStateResolvers = { ACTIVE: 'active', CANDIDATE: 'candidate', RETIRED: 'retired' };
+
+export type ModelSwitchResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ModelSwitch'] = ResolversParentTypes['ModelSwitch']> = {
+  modelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  previousModelId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  reason?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  setAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  setBy?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  tookMs?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
 export type MutationResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
   activateIndexVersion?: Resolver<ResolversTypes['IndexVersion'], ParentType, ContextType, RequireFields<MutationActivateIndexVersionArgs, 'id'>>;
   addGalleryImages?: Resolver<ResolversTypes['AddGalleryImagesResult'], ParentType, ContextType, RequireFields<MutationAddGalleryImagesArgs, 'images' | 'skipNearDuplicates'>>;
   keepNearDuplicate?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationKeepNearDuplicateArgs, 'imageId'>>;
+  promoteModel?: Resolver<ResolversTypes['ModelSwitch'], ParentType, ContextType, RequireFields<MutationPromoteModelArgs, 'modelId'>>;
   rebuildIndex?: Resolver<ResolversTypes['RebuildTask'], ParentType, ContextType, RequireFields<MutationRebuildIndexArgs, 'imageType'>>;
+  registerModel?: Resolver<ResolversTypes['RegisterModelResult'], ParentType, ContextType, RequireFields<MutationRegisterModelArgs, 'input'>>;
   relabelGalleryImage?: Resolver<ResolversTypes['GalleryImage'], ParentType, ContextType, RequireFields<MutationRelabelGalleryImageArgs, 'imageId' | 'productCode'>>;
   removeGalleryImage?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationRemoveGalleryImageArgs, 'imageId'>>;
+  retireModel?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationRetireModelArgs, 'modelId'>>;
+  rollbackModel?: Resolver<ResolversTypes['ModelSwitch'], ParentType, ContextType, Partial<MutationRollbackModelArgs>>;
   setMatcherVersion?: Resolver<ResolversTypes['ServiceStatus'], ParentType, ContextType, RequireFields<MutationSetMatcherVersionArgs, 'version'>>;
 };
 
@@ -980,8 +1258,10 @@ export type ProductSummaryResolvers<ContextType = GraphQLContext, ParentType ext
 };
 
 export type QueryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
+  compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, Partial<QueryCompareModelsArgs>>;
   defectTypes?: Resolver<Array<ResolversTypes['DefectTypeSummary']>, ParentType, ContextType>;
   galleryImages?: Resolver<ResolversTypes['GalleryImagePage'], ParentType, ContextType, RequireFields<QueryGalleryImagesArgs, 'first'>>;
+  models?: Resolver<Array<ResolversTypes['EmbeddingModel']>, ParentType, ContextType>;
   nearDuplicates?: Resolver<Array<ResolversTypes['NearDuplicateGroup']>, ParentType, ContextType, RequireFields<QueryNearDuplicatesArgs, 'first'>>;
   products?: Resolver<Array<ResolversTypes['ProductSummary']>, ParentType, ContextType>;
   rebuildTask?: Resolver<Maybe<ResolversTypes['RebuildTask']>, ParentType, ContextType, RequireFields<QueryRebuildTaskArgs, 'id'>>;
@@ -1026,6 +1306,11 @@ export type RebuildTaskResolvers<ContextType = GraphQLContext, ParentType extend
   status?: Resolver<ResolversTypes['RebuildStatus'], ParentType, ContextType>;
   targets?: Resolver<Array<ResolversTypes['IndexTarget']>, ParentType, ContextType>;
   trigger?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
+
+export type RegisterModelResultResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['RegisterModelResult'] = ResolversParentTypes['RegisterModelResult']> = {
+  model?: Resolver<ResolversTypes['EmbeddingModel'], ParentType, ContextType>;
+  preparation?: Resolver<Maybe<ResolversTypes['RebuildTask']>, ParentType, ContextType>;
 };
 
 export type ReplicaResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['Replica'] = ResolversParentTypes['Replica']> = {
@@ -1081,6 +1366,7 @@ export type SearchTimingResolvers<ContextType = GraphQLContext, ParentType exten
 export type ServedIndexResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ServedIndex'] = ResolversParentTypes['ServedIndex']> = {
   imageType?: Resolver<ResolversTypes['ImageType'], ParentType, ContextType>;
   indexVersion?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  modelId?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   version?: Resolver<ResolversTypes['MatcherVersion'], ParentType, ContextType>;
 };
 
@@ -1098,6 +1384,19 @@ export type ServiceStatusResolvers<ContextType = GraphQLContext, ParentType exte
   replicas?: Resolver<Array<ResolversTypes['Replica']>, ParentType, ContextType>;
 };
 
+export type ShadowSummaryResolvers<ContextType = GraphQLContext, ParentType extends ResolversParentTypes['ShadowSummary'] = ResolversParentTypes['ShadowSummary']> = {
+  activeModelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  activeP50Ms?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  candidateModelId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  candidateP50Ms?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  candidateP95Ms?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  lastAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  overlapAt10?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  suggestionAgreement?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  top1Agreement?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+};
+
 export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['Upload'], any> {
   name: 'Upload';
 }
@@ -1105,9 +1404,11 @@ export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTyp
 export type Resolvers<ContextType = GraphQLContext> = {
   AdaptedSpaceStatus?: AdaptedSpaceStatusResolvers<ContextType>;
   AddGalleryImagesResult?: AddGalleryImagesResultResolvers<ContextType>;
+  ClassQuality?: ClassQualityResolvers<ContextType>;
   DateTime?: GraphQLScalarType;
   DefectSuggestion?: DefectSuggestionResolvers<ContextType>;
   DefectTypeSummary?: DefectTypeSummaryResolvers<ContextType>;
+  EmbeddingModel?: EmbeddingModelResolvers<ContextType>;
   EmbeddingSpace?: EmbeddingSpaceResolvers;
   GalleryImage?: GalleryImageResolvers<ContextType>;
   GalleryImagePage?: GalleryImagePageResolvers<ContextType>;
@@ -1121,7 +1422,12 @@ export type Resolvers<ContextType = GraphQLContext> = {
   IndexVersion?: IndexVersionResolvers<ContextType>;
   MatcherVersion?: MatcherVersionResolvers;
   MatcherVersionChange?: MatcherVersionChangeResolvers<ContextType>;
+  ModelComparison?: ModelComparisonResolvers<ContextType>;
+  ModelIndex?: ModelIndexResolvers<ContextType>;
   ModelInfo?: ModelInfoResolvers<ContextType>;
+  ModelQuality?: ModelQualityResolvers<ContextType>;
+  ModelState?: ModelStateResolvers;
+  ModelSwitch?: ModelSwitchResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   NearDuplicateGroup?: NearDuplicateGroupResolvers<ContextType>;
   NearDuplicateReport?: NearDuplicateReportResolvers<ContextType>;
@@ -1132,6 +1438,7 @@ export type Resolvers<ContextType = GraphQLContext> = {
   RebuildResult?: RebuildResultResolvers<ContextType>;
   RebuildStatus?: RebuildStatusResolvers;
   RebuildTask?: RebuildTaskResolvers<ContextType>;
+  RegisterModelResult?: RegisterModelResultResolvers<ContextType>;
   Replica?: ReplicaResolvers<ContextType>;
   SearchGroupBy?: SearchGroupByResolvers;
   SearchHit?: SearchHitResolvers<ContextType>;
@@ -1139,6 +1446,7 @@ export type Resolvers<ContextType = GraphQLContext> = {
   SearchTiming?: SearchTimingResolvers<ContextType>;
   ServedIndex?: ServedIndexResolvers<ContextType>;
   ServiceStatus?: ServiceStatusResolvers<ContextType>;
+  ShadowSummary?: ShadowSummaryResolvers<ContextType>;
   Upload?: GraphQLScalarType;
 };
 
