@@ -30,8 +30,7 @@ export interface Technique {
 
 /**
  * The optional techniques that are service settings, each off by default; `npm run eval` runs the service
- * once more per technique with it on. (k-reciprocal re-ranking is not a service setting: offline only,
- * `src/eval/offline.ts --krr`.)
+ * once more per technique with it on.
  */
 export const OPTIONAL_TECHNIQUES: readonly Technique[] = [
   { name: "alpha-QE, top 3", vars: { QUERY_EXPANSION_TOP_N: "3" } },

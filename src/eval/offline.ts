@@ -19,7 +19,6 @@ import { createEmbedder } from "../embedding/embedder.service.js";
 import { loadEmbeddingModel } from "../embedding/embedding.model.js";
 import { sha256File } from "../shared/hash.js";
 import { type EvalDataset, type LoadedImage, loadEvalDataset } from "./dataset.js";
-import { prepareKReciprocal, rerankKReciprocal } from "./k-reciprocal.js";
 import { meanMetrics } from "./metrics.js";
 import { type RankedQuery, scoreRankings } from "./ranking.js";
 import { distribution } from "./stats.js";
@@ -28,7 +27,6 @@ const opts = new Command()
   .option("--datasets-dir <dir>", "folder of dataset folders", "../shared/datasets")
   .requiredOption("--datasets <list>", "comma-separated dataset names")
   .option("--env <list>", "service variables, KEY=VALUE,KEY=VALUE (e.g. MULTI_VIEW_GRID=2)", "")
-  .option("--krr <list>", "k-reciprocal settings to try, k1:k2:lambda;... (offline only)", "")
   .option(
     "--each-candidate",
     "also score every candidate of the gate on the queries (a report, not a choice)",
@@ -40,7 +38,6 @@ const opts = new Command()
     datasetsDir: string;
     datasets: string;
     env: string;
-    krr: string;
     eachCandidate?: boolean;
     showClass?: string;
     dump?: string;
@@ -234,25 +231,6 @@ for (const name of opts.datasets.split(",")) {
         rank(dataset, scores(gallery, queries, isDefect, forced.projection)),
       );
     }
-  }
-  for (const spec of opts.krr.split(";").filter(Boolean)) {
-    const [k1, k2, lambda] = spec.split(":").map(Number) as [number, number, number];
-    const gg = scores(gallery, gallery, isDefect, projection);
-    const prepared = prepareKReciprocal({ galleryScores: gg, k1, k2 });
-    const t1 = performance.now();
-    const reranked = adaptedRanked.map((_, qi) =>
-      rerankKReciprocal(prepared, adaptedScores[qi] as Float64Array, { topN: 100, lambda }),
-    );
-    const ms = (performance.now() - t1) / adaptedRanked.length;
-    report(
-      `adapted + k-recip ${k1}/${k2}/${lambda} (${ms.toFixed(2)} ms/q)`,
-      dataset,
-      reranked.map((order, qi) => ({
-        query: (adaptedRanked[qi] as RankedQuery).query,
-        ranking: order.map((i) => (dataset.gallery[i] as LoadedImage).sha256),
-        scores: [],
-      })),
-    );
   }
 }
 await model.close();
