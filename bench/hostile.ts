@@ -5,9 +5,9 @@
  */
 import { readFile } from "node:fs/promises";
 import { Command } from "commander";
-import { createScratchFactory, stderrLogger } from "../src/eval/scratch-env.js";
-import { distribution } from "../src/eval/stats.js";
 import { IMAGE_TYPES } from "../src/shared/types.js";
+import { createScratchFactory, stderrLogger } from "../tools/shared/scratch-env.js";
+import { distribution } from "../tools/shared/stats.js";
 import { realImages } from "./context.js";
 
 const opts = new Command()

@@ -1,5 +1,7 @@
-import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../src/matchers/matcher.js";
+import type { ImageType, MatcherVersion } from "../src/shared/types.js";
+import type { ScratchFactory } from "../tools/shared/scratch-env.js";
+import { type Distribution, distribution } from "../tools/shared/stats.js";
 import { thumbnailVector } from "./baseline.js";
 import type { EvalDataset } from "./dataset.js";
 import {
@@ -11,9 +13,7 @@ import {
 } from "./direct-run.js";
 import { meanMetrics, type RetrievalMetrics } from "./metrics.js";
 import { type RankedQuery, type ScoredQuery, scoreRankings } from "./ranking.js";
-import type { ScratchFactory } from "./scratch-env.js";
 import { runThroughService, type ServiceRun } from "./service-run.js";
-import { type Distribution, distribution } from "./stats.js";
 
 /** Averages over all queries and per relevance class. */
 export interface MethodSummary {
