@@ -1,5 +1,5 @@
 /**
- * The hostile-load probe of issue 7, re-run against the current service: a 500-alias operation, 200
+ * A hostile-load probe against the current service: a 500-alias operation, 200
  * concurrent searches with `status` polled meanwhile. Prints one Markdown table.
  * Usage: npx tsx bench/hostile.ts [--models-dir ../shared/models] [--datasets-dir ../shared/datasets]
  */

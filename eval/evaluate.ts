@@ -21,7 +21,7 @@ export interface MethodSummary {
   perClass: { label: string; queries: number; gallery: number; metrics: RetrievalMetrics }[];
 }
 
-/** An optional retrieval technique (issue 9, item 2), measured by running the service with its settings. */
+/** An optional retrieval technique (a service setting, off by default), measured by running the service with its settings. */
 export interface Technique {
   name: string;
   /** Service variables that turn it on. */
