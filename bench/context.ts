@@ -2,10 +2,10 @@ import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import type { App } from "../src/app.js";
-import type { MachineInfo } from "../src/eval/machine.js";
-import type { ScratchFactory } from "../src/eval/scratch-env.js";
 import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
 import { IMAGE_TYPES } from "../src/shared/types.js";
+import type { MachineInfo } from "../tools/shared/machine.js";
+import type { ScratchFactory } from "../tools/shared/scratch-env.js";
 import type { RealEmbeddings } from "./real-mixture.js";
 
 /** Parts of the benchmark, each runnable alone with `--only`. */

@@ -1,13 +1,13 @@
 /**
- * The hostile-load probe of issue 7, re-run against the current service: a 500-alias operation, 200
+ * A hostile-load probe against the current service: a 500-alias operation, 200
  * concurrent searches with `status` polled meanwhile. Prints one Markdown table.
  * Usage: npx tsx bench/hostile.ts [--models-dir ../shared/models] [--datasets-dir ../shared/datasets]
  */
 import { readFile } from "node:fs/promises";
 import { Command } from "commander";
-import { createScratchFactory, stderrLogger } from "../src/eval/scratch-env.js";
-import { distribution } from "../src/eval/stats.js";
 import { IMAGE_TYPES } from "../src/shared/types.js";
+import { createScratchFactory, stderrLogger } from "../tools/shared/scratch-env.js";
+import { distribution } from "../tools/shared/stats.js";
 import { realImages } from "./context.js";
 
 const opts = new Command()

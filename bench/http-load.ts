@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { type Distribution, distribution } from "../src/eval/stats.js";
+import { type Distribution, distribution } from "../tools/shared/stats.js";
 import type { LoadOutcome, LoadSpec } from "./load-worker.js";
 
 const WORKER = fileURLToPath(new URL("./load-worker.ts", import.meta.url));

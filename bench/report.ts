@@ -1,7 +1,7 @@
-import type { MachineInfo } from "../src/eval/machine.js";
-import { machineLine } from "../src/eval/machine.js";
-import { fmt } from "../src/eval/stats.js";
-import { againstMax, againstMin } from "../src/eval/targets.js";
+import type { MachineInfo } from "../tools/shared/machine.js";
+import { machineLine } from "../tools/shared/machine.js";
+import { fmt } from "../tools/shared/stats.js";
+import { againstMax, againstMin } from "../tools/shared/targets.js";
 import type { BenchOptions } from "./context.js";
 import { formatBytes } from "./memory.js";
 import type { EmbeddingResult } from "./parts/embedding.js";

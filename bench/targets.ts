@@ -1,4 +1,4 @@
-/** Speed and scale targets of issue 3 that the benchmark tables are read against. */
+/** Speed and scale targets of the service that the benchmark tables are read against. */
 export const TARGETS = {
   /** End-to-end ingestion, images/s. */
   ingestImagesPerSecond: 150,

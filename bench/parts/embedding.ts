@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { MODEL_PRESET_NAMES, MODEL_PRESETS, type ModelPreset } from "../../src/config/model-presets.js";
-import { type Distribution, distribution } from "../../src/eval/stats.js";
+import { type Distribution, distribution } from "../../tools/shared/stats.js";
 import { type BenchContext, realImages } from "../context.js";
 
 /** Embedding throughput and latency of one model preset. */

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { type Distribution, distribution } from "../../src/eval/stats.js";
+import { type Distribution, distribution } from "../../tools/shared/stats.js";
 import { type BenchContext, ingestAndRebuild, realImages, since } from "../context.js";
 import { writePaddedIndex } from "../padded-index.js";
 

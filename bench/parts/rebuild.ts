@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { App } from "../../src/app.js";
-import { type Distribution, distribution } from "../../src/eval/stats.js";
 import { IMAGE_TYPES } from "../../src/shared/types.js";
+import { type Distribution, distribution } from "../../tools/shared/stats.js";
 import { type BenchContext, realImages, since } from "../context.js";
 
 /** One rebuild scenario. */

@@ -1,6 +1,6 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { type Distribution, distribution } from "../../src/eval/stats.js";
+import { type Distribution, distribution } from "../../tools/shared/stats.js";
 import { type BenchContext, ingestAndRebuild, realImages, since } from "../context.js";
 import { writePaddedIndex } from "../padded-index.js";
 import { spawnServer } from "./startup.js";

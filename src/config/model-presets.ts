@@ -57,7 +57,7 @@ const IMAGENET_STD = [0.229, 0.224, 0.225] as const;
  * ImageNet presets see the whole image: it is resized to the 224 x 224 input (`fill`, aspect not kept)
  * instead of torchvision's shorter side to 256 + centre crop. Inspection photos are framed on the part and
  * defects sit at the borders as often as in the middle; a crop of an elongated part (magnetic_tile's `fray`
- * images are 2.3:1) drops most of it. Measured with `npx tsx src/eval/offline.ts` (int8 MobileNetV2,
+ * images are 2.3:1) drops most of it. Measured with `npx tsx eval/offline.ts` (int8 MobileNetV2,
  * held-out P@10 merged, raw / adapted space): magnetic_tile shorter side 224 + crop 0.655 / 0.754,
  * letterbox (`pad`) 0.678 / 0.800, `fill` 0.667 / 0.821. neu_det and xsdd are square, so every mode gives
  * them the same input (xsdd's few non-square files: adapted 0.992 -> 0.991). Earlier, shorter side 224

@@ -3,6 +3,7 @@ import type { Worker } from "node:worker_threads";
 import type { ModelConfig } from "../config/config.js";
 import { errors, isDomainError } from "../shared/errors.js";
 import { siblingModule, startModuleWorker } from "../shared/module-worker.js";
+import { WorkerRpc } from "../shared/worker-rpc.js";
 import type {
   InferenceReply,
   InferenceRequest,
@@ -77,11 +78,7 @@ type RunOutput = { data: Float32Array; batch: Float32Array; texture: Float32Arra
 /** One inference worker (one onnxruntime session) and its request bookkeeping. */
 class InferenceChannel {
   private readonly worker: Worker;
-  private nextId = 1;
-  private readonly pending = new Map<
-    number,
-    { resolve: (out: RunOutput) => void; reject: (e: Error) => void }
-  >();
+  private readonly rpc: WorkerRpc<InferenceReply, RunOutput>;
   /** Why the worker stopped or is being stopped; replies that arrive after that are dropped. */
   private stopped: string | undefined;
   private loaded = false;
@@ -96,6 +93,20 @@ class InferenceChannel {
       failure = err;
     });
     this.exited = new Promise((resolve) => this.worker.once("exit", () => resolve()));
+    // Runs waiting when the worker stops fail at once: at stop() (its own error) or at the exit.
+    this.rpc = new WorkerRpc<InferenceReply, RunOutput>(this.worker, {
+      isReply: (msg) =>
+        this.stopped === undefined && (msg as InferenceWorkerStatus | InferenceReply).type === "reply",
+      unpack: (reply) =>
+        reply.ok
+          ? { value: { data: reply.data, batch: reply.batch, texture: reply.texture } }
+          : { error: new Error(reply.message) },
+      afterReply: () => this.unrefWhenIdle(),
+      exitError: (code) => {
+        this.stopped ??= failure ? `it failed: ${failure.message}` : `exit code ${code}`;
+        return stoppedError(this.stopped);
+      },
+    });
     this.ready = new Promise((resolve, reject) => {
       this.worker.on("message", (msg: InferenceWorkerStatus | InferenceReply) => {
         if (this.stopped !== undefined) return;
@@ -106,14 +117,10 @@ class InferenceChannel {
         } else if (msg.type === "init-error") {
           reject(new Error(msg.message));
           void this.stop("the model could not be loaded");
-        } else {
-          this.settle(msg);
         }
       });
-      this.worker.on("exit", (code) => {
-        this.stopped ??= failure ? `it failed: ${failure.message}` : `exit code ${code}`;
+      this.worker.on("exit", () => {
         reject(new Error(`The inference worker stopped (${this.stopped}) before the model was loaded.`));
-        this.failPending();
       });
     });
     // Each caller awaits `ready` itself; this only keeps an unobserved failure from being "unhandled".
@@ -137,14 +144,11 @@ class InferenceChannel {
    */
   run(batch: Float32Array, n: number): Promise<RunOutput> {
     if (this.stopped !== undefined) return Promise.reject(stoppedError(this.stopped));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      this.worker.postMessage({ type: "run", id, batch, n } satisfies InferenceRequest, [
-        batch.buffer as ArrayBuffer,
-      ]);
-    });
+    this.worker.ref();
+    return this.rpc.call(
+      (id) => ({ type: "run", id, batch, n }) satisfies InferenceRequest,
+      [batch.buffer as ArrayBuffer],
+    );
   }
 
   /**
@@ -154,31 +158,16 @@ class InferenceChannel {
    */
   async stop(why: string): Promise<void> {
     this.stopped ??= why;
-    this.failPending();
+    this.rpc.failAll(stoppedError(this.stopped));
     // Kept referenced so a process waiting on close() does not exit under the worker (same abort).
     this.worker.ref();
     this.worker.postMessage({ type: "exit" } satisfies InferenceRequest);
     await this.exited;
   }
 
-  private settle(reply: InferenceReply) {
-    const p = this.pending.get(reply.id);
-    if (!p) return;
-    this.pending.delete(reply.id);
-    if (reply.ok) p.resolve({ data: reply.data, batch: reply.batch, texture: reply.texture });
-    else p.reject(new Error(reply.message));
-    this.unrefWhenIdle();
-  }
-
-  private failPending() {
-    const err = stoppedError(this.stopped ?? "unknown");
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-  }
-
   /** An idle worker does not keep the process alive (a CLI that never calls close still exits). */
   private unrefWhenIdle() {
-    if (this.pending.size === 0) this.worker.unref();
+    if (this.rpc.waiting === 0) this.worker.unref();
   }
 }
 

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { AppConfig } from "../config/config.js";
 import { startEmbeddedPostgres } from "../db/embedded-postgres.js";
 import { startEmbeddedS3 } from "../storage/embedded-s3.js";
+import { assertEmbeddedPostgresRunnable, embeddedPostgresBinDir } from "./embedded-postgres-binaries.js";
 
 /** Where the servers the service talks to are, whether it started them or they were configured. */
 export interface Infrastructure {
@@ -13,7 +14,8 @@ export interface Infrastructure {
 
 /**
  * Starts the embedded PostgreSQL and S3-protocol servers where the configuration names none.
- * @throws Error when an embedded server cannot start (port taken, data folder unusable).
+ * @throws Error when an embedded server cannot start (port taken, data folder unusable, PostgreSQL's programs
+ *   out of the reach of the user it runs them as).
  */
 export async function startInfrastructure(config: AppConfig, logger: Logger): Promise<Infrastructure> {
   const stops: (() => Promise<void>)[] = [];
@@ -26,6 +28,7 @@ export async function startInfrastructure(config: AppConfig, logger: Logger): Pr
     if (config.database.kind === "external") {
       databaseUrl = config.database.url;
     } else {
+      await assertEmbeddedPostgresRunnable(await embeddedPostgresBinDir(), process.getuid?.());
       const pg = await startEmbeddedPostgres({ ...config.database, logger });
       stops.push(pg.stop);
       databaseUrl = pg.url;

@@ -5,6 +5,7 @@ import path from "node:path";
 import type { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { siblingModule, startModuleWorker } from "../../shared/module-worker.js";
+import { WorkerRpc } from "../../shared/worker-rpc.js";
 import {
   type BuildInput,
   type BuiltIndex,
@@ -71,18 +72,18 @@ function chunkRows(vectors: Float32Array, dimension: number): Float32Array[] {
 /** One worker thread and its request/reply bookkeeping. */
 class WorkerChannel {
   private readonly worker: Worker;
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly rpc: WorkerRpc<FaissReply, FaissReplies[keyof FaissReplies]>;
   private exited = false;
 
   constructor(onExit: (code: number, expected: boolean) => void) {
     this.worker = startModuleWorker(WORKER_URL, { stdout: false, stderr: false });
-    this.worker.on("message", (reply: FaissReply) => {
-      const p = this.pending.get(reply.id);
-      if (!p) return;
-      this.pending.delete(reply.id);
-      if (reply.ok) p.resolve(reply.value);
-      else p.reject(Object.assign(new Error(reply.error.message), { name: reply.error.name }));
+    this.rpc = new WorkerRpc<FaissReply, FaissReplies[keyof FaissReplies]>(this.worker, {
+      unpack: (reply) =>
+        reply.ok
+          ? { value: reply.value }
+          : { error: Object.assign(new Error(reply.error.message), { name: reply.error.name }) },
+      failureError: (err) => new IndexUnavailableError(`FAISS worker failed: ${err.message}`),
+      exitError: (code) => new IndexUnavailableError(`FAISS worker exited (code ${code})`),
     });
     let terminating = false;
     this.terminate = async () => {
@@ -92,14 +93,8 @@ class WorkerChannel {
     this.terminateAsCrash = async () => {
       await this.worker.terminate();
     };
-    const fail = (err: Error) => {
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-    };
-    this.worker.on("error", (err) => fail(new IndexUnavailableError(`FAISS worker failed: ${err.message}`)));
     this.worker.on("exit", (code) => {
       this.exited = true;
-      fail(new IndexUnavailableError(`FAISS worker exited (code ${code})`));
       onExit(code, terminating);
     });
   }
@@ -113,21 +108,17 @@ class WorkerChannel {
   }
 
   get busy() {
-    return this.pending.size > 0;
+    return this.rpc.waiting > 0;
   }
 
   call<R extends FaissRequest>(req: R, transfer: ArrayBuffer[] = []): Promise<FaissReplies[R["op"]]> {
     if (this.exited) return Promise.reject(new IndexUnavailableError("FAISS worker is not running"));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ ...req, id }, transfer);
-    });
+    return this.rpc.call((id) => ({ ...req, id }), transfer) as Promise<FaissReplies[R["op"]]>;
   }
 
   /** Resolves when every request sent so far is answered. */
   async drain(): Promise<void> {
-    while (this.pending.size > 0) await new Promise((r) => setTimeout(r, 5));
+    while (this.rpc.waiting > 0) await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -2,13 +2,13 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Command, Option } from "commander";
-import { MODEL_PRESET_NAMES } from "../config/model-presets.js";
-import type { MatcherVersion } from "../shared/types.js";
+import { MODEL_PRESET_NAMES } from "../src/config/model-presets.js";
+import type { MatcherVersion } from "../src/shared/types.js";
+import { machineInfo } from "../tools/shared/machine.js";
+import { createScratchFactory, stderrLogger } from "../tools/shared/scratch-env.js";
 import { loadEvalDataset } from "./dataset.js";
 import { evaluateDataset, OPTIONAL_TECHNIQUES } from "./evaluate.js";
-import { machineInfo } from "./machine.js";
 import { type EvaluationReport, renderEvaluation } from "./report.js";
-import { createScratchFactory, stderrLogger } from "./scratch-env.js";
 
 interface Options {
   datasetsDir: string;

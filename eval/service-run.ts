@@ -1,16 +1,16 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { App } from "../app.js";
-import type { IngestSummary } from "../ingest/ingest.service.js";
-import { exportV1Gallery } from "../ingest/v1-gallery.export.js";
-import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
-import { type DefectSuggestion, suggestDefectType } from "../search/defect-suggestion.js";
-import type { SearchHit } from "../search/search.service.js";
-import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
+import type { App } from "../src/app.js";
+import type { IngestSummary } from "../src/ingest/ingest.service.js";
+import { exportV1Gallery } from "../src/ingest/v1-gallery.export.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../src/matchers/matcher.js";
+import { type DefectSuggestion, suggestDefectType } from "../src/search/defect-suggestion.js";
+import type { SearchHit } from "../src/search/search.service.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../src/shared/types.js";
+import type { ScratchFactory } from "../tools/shared/scratch-env.js";
 import type { EvalDataset } from "./dataset.js";
 import type { RankedQuery } from "./ranking.js";
-import type { ScratchFactory } from "./scratch-env.js";
 
 /** What running a dataset through the service produced. */
 export interface ServiceRun {

@@ -1,5 +1,5 @@
-import type { Embedder } from "../embedding/embedder.service.js";
-import { packVectors } from "../matchers/gallery-source.js";
+import type { Embedder } from "../src/embedding/embedder.service.js";
+import { packVectors } from "../src/matchers/gallery-source.js";
 import type { EvalDataset, LoadedImage } from "./dataset.js";
 import { exactRanking, type RankedQuery } from "./ranking.js";
 

@@ -1,5 +1,5 @@
 import sharp from "sharp";
-import { l2NormalizeInPlace } from "../embedding/embedding.model.js";
+import { l2NormalizeInPlace } from "../src/embedding/embedding.model.js";
 
 /** Side of the baseline thumbnail (pixels); the vector has side x side elements. */
 export const THUMBNAIL_SIDE = 16;

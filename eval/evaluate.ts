@@ -1,5 +1,7 @@
-import type { AdaptedSpaceState, EmbeddingSpace } from "../matchers/matcher.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import type { AdaptedSpaceState, EmbeddingSpace } from "../src/matchers/matcher.js";
+import type { ImageType, MatcherVersion } from "../src/shared/types.js";
+import type { ScratchFactory } from "../tools/shared/scratch-env.js";
+import { type Distribution, distribution } from "../tools/shared/stats.js";
 import { thumbnailVector } from "./baseline.js";
 import type { EvalDataset } from "./dataset.js";
 import {
@@ -11,9 +13,7 @@ import {
 } from "./direct-run.js";
 import { meanMetrics, type RetrievalMetrics } from "./metrics.js";
 import { type RankedQuery, type ScoredQuery, scoreRankings } from "./ranking.js";
-import type { ScratchFactory } from "./scratch-env.js";
 import { runThroughService, type ServiceRun } from "./service-run.js";
-import { type Distribution, distribution } from "./stats.js";
 
 /** Averages over all queries and per relevance class. */
 export interface MethodSummary {
@@ -21,7 +21,7 @@ export interface MethodSummary {
   perClass: { label: string; queries: number; gallery: number; metrics: RetrievalMetrics }[];
 }
 
-/** An optional retrieval technique (issue 9, item 2), measured by running the service with its settings. */
+/** An optional retrieval technique (a service setting, off by default), measured by running the service with its settings. */
 export interface Technique {
   name: string;
   /** Service variables that turn it on. */
@@ -30,8 +30,7 @@ export interface Technique {
 
 /**
  * The optional techniques that are service settings, each off by default; `npm run eval` runs the service
- * once more per technique with it on. (k-reciprocal re-ranking is not a service setting: offline only,
- * `src/eval/offline.ts --krr`.)
+ * once more per technique with it on.
  */
 export const OPTIONAL_TECHNIQUES: readonly Technique[] = [
   { name: "alpha-QE, top 3", vars: { QUERY_EXPANSION_TOP_N: "3" } },

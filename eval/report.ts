@@ -1,8 +1,8 @@
+import { type MachineInfo, machineLine } from "../tools/shared/machine.js";
+import { fmt } from "../tools/shared/stats.js";
+import { againstMin, P10_TARGETS } from "../tools/shared/targets.js";
 import type { DatasetEvaluation, MethodSummary } from "./evaluate.js";
-import { type MachineInfo, machineLine } from "./machine.js";
 import type { RetrievalMetrics } from "./metrics.js";
-import { fmt } from "./stats.js";
-import { againstMin, P10_TARGETS } from "./targets.js";
 
 /** What a whole evaluation run produced (also the JSON file's shape). */
 export interface EvaluationReport {

@@ -4,9 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { type Logger, pino } from "pino";
-import { type App, createApp } from "../app.js";
-import { type AppConfig, loadConfig } from "../config/config.js";
-import { type EmbeddedS3Server, startEmbeddedS3 } from "../storage/embedded-s3.js";
+import { type App, createApp } from "../../src/app.js";
+import { type AppConfig, loadConfig } from "../../src/config/config.js";
+import { type EmbeddedS3Server, startEmbeddedS3 } from "../../src/storage/embedded-s3.js";
 
 /** Where scratch services for evaluation and benchmarks come from. */
 export interface ScratchOptions {

@@ -4,31 +4,29 @@
  * of the defect and normal indexes by score, with exact search in JavaScript instead of FAISS. On the
  * default settings it reproduces `npm run eval`'s service figures (magnetic_tile P@10 0.754).
  *
- *   npx tsx src/eval/offline.ts --datasets magnetic_tile [--env MULTI_VIEW_GRID=2,MULTI_VIEW_SIZE=448]
+ *   npx tsx eval/offline.ts --datasets magnetic_tile [--env MULTI_VIEW_GRID=2,MULTI_VIEW_SIZE=448]
  *
  * Prints raw and adapted P@10, overall and per class, ingestion-style embedding throughput and per-query
  * inference time. Nothing is fitted to the queries: the gate sees the gallery only.
  */
 import path from "node:path";
 import { Command } from "commander";
-import { DEFAULT_GATE, decideAdaptation } from "../adapted/cross-validation.js";
-import { adaptVector, type Projection } from "../adapted/projection.js";
-import { typeLean, typeShift } from "../adapted/type-prior.js";
-import { loadConfig } from "../config/config.js";
-import { createEmbedder } from "../embedding/embedder.service.js";
-import { loadEmbeddingModel } from "../embedding/embedding.model.js";
-import { sha256File } from "../shared/hash.js";
+import { DEFAULT_GATE, decideAdaptation } from "../src/adapted/cross-validation.js";
+import { adaptVector, type Projection } from "../src/adapted/projection.js";
+import { typeLean, typeShift } from "../src/adapted/type-prior.js";
+import { loadConfig } from "../src/config/config.js";
+import { createEmbedder } from "../src/embedding/embedder.service.js";
+import { loadEmbeddingModel } from "../src/embedding/embedding.model.js";
+import { sha256File } from "../src/shared/hash.js";
+import { distribution } from "../tools/shared/stats.js";
 import { type EvalDataset, type LoadedImage, loadEvalDataset } from "./dataset.js";
-import { prepareKReciprocal, rerankKReciprocal } from "./k-reciprocal.js";
 import { meanMetrics } from "./metrics.js";
 import { type RankedQuery, scoreRankings } from "./ranking.js";
-import { distribution } from "./stats.js";
 
 const opts = new Command()
   .option("--datasets-dir <dir>", "folder of dataset folders", "../shared/datasets")
   .requiredOption("--datasets <list>", "comma-separated dataset names")
   .option("--env <list>", "service variables, KEY=VALUE,KEY=VALUE (e.g. MULTI_VIEW_GRID=2)", "")
-  .option("--krr <list>", "k-reciprocal settings to try, k1:k2:lambda;... (offline only)", "")
   .option(
     "--each-candidate",
     "also score every candidate of the gate on the queries (a report, not a choice)",
@@ -40,7 +38,6 @@ const opts = new Command()
     datasetsDir: string;
     datasets: string;
     env: string;
-    krr: string;
     eachCandidate?: boolean;
     showClass?: string;
     dump?: string;
@@ -234,25 +231,6 @@ for (const name of opts.datasets.split(",")) {
         rank(dataset, scores(gallery, queries, isDefect, forced.projection)),
       );
     }
-  }
-  for (const spec of opts.krr.split(";").filter(Boolean)) {
-    const [k1, k2, lambda] = spec.split(":").map(Number) as [number, number, number];
-    const gg = scores(gallery, gallery, isDefect, projection);
-    const prepared = prepareKReciprocal({ galleryScores: gg, k1, k2 });
-    const t1 = performance.now();
-    const reranked = adaptedRanked.map((_, qi) =>
-      rerankKReciprocal(prepared, adaptedScores[qi] as Float64Array, { topN: 100, lambda }),
-    );
-    const ms = (performance.now() - t1) / adaptedRanked.length;
-    report(
-      `adapted + k-recip ${k1}/${k2}/${lambda} (${ms.toFixed(2)} ms/q)`,
-      dataset,
-      reranked.map((order, qi) => ({
-        query: (adaptedRanked[qi] as RankedQuery).query,
-        ranking: order.map((i) => (dataset.gallery[i] as LoadedImage).sha256),
-        scores: [],
-      })),
-    );
   }
 }
 await model.close();

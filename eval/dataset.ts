@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type DatasetImage, listDatasetImages } from "../ingest/dataset.reader.js";
+import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
 
 /** A dataset image with its bytes and content hash. */
 export interface LoadedImage extends DatasetImage {
