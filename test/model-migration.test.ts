@@ -1,5 +1,7 @@
+import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
@@ -8,6 +10,7 @@ import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.read
 import { errorCode, gql } from "./support/graphql-client.js";
 import { firstPerClass } from "./support/images.js";
 import {
+  REPO_ROOT,
   SAMPLE_DIR,
   SHARED_PRESENT,
   scratchDir,
@@ -18,6 +21,27 @@ import {
 } from "./support/services.js";
 
 const TOKEN = "model-admin-token-0123456789";
+
+/** `npm run models -- <args>` as a child process (tsx, like the npm script), against `url`. */
+async function modelsCli(url: string, args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      path.join(REPO_ROOT, "src/cli/main.ts"),
+      "models",
+      ...args,
+      "--url",
+      url,
+      "--token",
+      TOKEN,
+      "--json",
+    ],
+    { cwd: REPO_ROOT },
+  );
+  return stdout;
+}
 
 // With ../shared: SqueezeNet 1.1 (512-d) as the candidate of the shipped int8 MobileNetV2 (1280-d), so a
 // different embedding dimension is covered. Without: the shipped model with letterboxing (another model id,
@@ -153,7 +177,8 @@ describe("model migration: a candidate model prepared beside the active one, com
     if (errorCode(early) === "no error") throw new Error("promoted before its preparation ended");
     await app.replica.sync();
 
-    const candidate = (await models()).find((m) => m.modelId === candidateId) as ModelRow;
+    const listed = JSON.parse(await modelsCli(server.graphqlUrl, ["status"])) as ModelRow[];
+    const candidate = listed.find((m) => m.modelId === candidateId) as ModelRow;
     expect(candidate.state).toBe("CANDIDATE");
     expect(candidate.embedded).toBe(gallery.length);
     expect(candidate.galleryImages).toBe(gallery.length);
@@ -260,14 +285,9 @@ describe("model migration: a candidate model prepared beside the active one, com
     expect((await searchOnce(queries[0] as DatasetImage)).data?.searchSimilar.modelId).toBe(candidateId);
     expect(app.readiness().ready).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
-    const rolled = await gql<{ rollbackModel: { modelId: string; previousModelId: string } }>(
-      server.graphqlUrl,
-      ROLLBACK,
-      {},
-      TOKEN,
-    );
-    expect(rolled.errors).toBeUndefined();
-    expect(rolled.data?.rollbackModel).toMatchObject({ modelId: activeId, previousModelId: candidateId });
+    // The rollback from the command line.
+    const rolled = JSON.parse(await modelsCli(server.graphqlUrl, ["rollback", "--reason", "test"]));
+    expect(rolled).toMatchObject({ modelId: activeId, previousModelId: candidateId });
     expect((await searchOnce(queries[0] as DatasetImage)).data?.searchSimilar.modelId).toBe(activeId);
     await new Promise((r) => setTimeout(r, 300));
     stop = true;

