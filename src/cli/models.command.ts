@@ -1,6 +1,6 @@
 import { type Command, Option } from "commander";
 import { ConfigError } from "../config/config.js";
-import { defaultGraphqlUrl } from "../config/search-client.config.js";
+import { adminTokenFromEnv, defaultGraphqlUrl } from "../config/search-client.config.js";
 
 /** What every `models` subcommand takes. */
 interface ClientOptions {
@@ -32,7 +32,7 @@ async function call(
   variables: Record<string, unknown> = {},
 ): Promise<Record<string, unknown>> {
   const url = opts.url ?? defaultGraphqlUrl();
-  const token = opts.token ?? process.env.ADMIN_TOKEN;
+  const token = opts.token ?? adminTokenFromEnv();
   if (!token) throw new Error("Give the admin token with --token or ADMIN_TOKEN.");
   const res = await fetch(url, {
     method: "POST",

@@ -42,3 +42,13 @@ export function defaultGraphqlUrl(source: Record<string, string | undefined> = p
       : env.HOST;
   return `http://${host}:${env.PORT}/graphql`;
 }
+
+/**
+ * The admin token the `models` CLI sends when `--token` is not given: ADMIN_TOKEN, as the server reads it.
+ * @param source - variables to read (normally `process.env`).
+ */
+export function adminTokenFromEnv(
+  source: Record<string, string | undefined> = process.env,
+): string | undefined {
+  return source.ADMIN_TOKEN || undefined;
+}
