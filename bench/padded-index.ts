@@ -38,7 +38,7 @@ export async function writePaddedIndex(
   publishSeconds: number;
   indexVersionId: string;
 }> {
-  const store = createIndexStore({ root: app.config.index.cacheDir });
+  const store = createIndexStore({ root: app.models.active().cacheDir });
   const current = await store.readManifest("v2", "defect");
   if (!current) throw new Error("build the real index before padding it");
   const { indexSha256: _i, metadataSha256: _m, ...manifest } = current;

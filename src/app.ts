@@ -235,6 +235,7 @@ export async function createApp(
         embedder,
         matchers,
         artifacts: createIndexArtifacts({ blobStore, raw: store, adapted: adaptedStore }),
+        cacheDir: root,
         async close() {
           for (const m of matchers.values()) await m.close();
           await model.close();

@@ -43,7 +43,7 @@ describe("adapted space: learned from the gallery's labels, persisted, reloaded,
     expect(state?.adaptedSpace.served).toBe("adapted");
     expect(state?.adaptedSpace.reason).toMatch(/cross-validation .* raises P@10/);
     expect(state?.adaptedSpace.cvAdaptedP10 ?? 0).toBeGreaterThan(state?.adaptedSpace.cvRawP10 ?? 1);
-    const dir = path.join(config.index.cacheDir, "adapted", "v2", "defect");
+    const dir = path.join(app.models.active().cacheDir, "adapted", "v2", "defect");
     const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
     expect(manifest.space).toBe("adapted");
     expect(manifest.projection.file).toBe("projection.json");

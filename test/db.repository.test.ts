@@ -40,7 +40,9 @@ describe("image repository on a real PostgreSQL", () => {
     );
     expect(tables.rows.map((r) => r.table_name)).toEqual([
       "active_indexes",
+      "active_model_changes",
       "defect_types",
+      "embedding_models",
       "gallery_changes",
       "image_embeddings",
       "images",
@@ -50,6 +52,7 @@ describe("image repository on a real PostgreSQL", () => {
       "products",
       "rebuild_tasks",
       "replicas",
+      "shadow_comparisons",
     ]);
   });
 

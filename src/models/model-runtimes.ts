@@ -16,6 +16,8 @@ export interface ModelRuntime {
   readonly matchers: ReadonlyMap<MatcherVersion, Matcher>;
   /** This model's index artifacts (its own local cache folders). */
   readonly artifacts: IndexArtifacts;
+  /** Its local index cache: `INDEX_CACHE_DIR/models/<model id>/` (raw indexes, and `adapted/`). */
+  readonly cacheDir: string;
   /** Stops its matchers and its inference worker. */
   close(): Promise<void>;
 }
