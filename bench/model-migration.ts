@@ -102,7 +102,10 @@ try {
     const prepStart = performance.now();
     let done = false;
     const task = reg.preparation
-      ? app.jobs.untilDone(reg.preparation.id).then((t) => ((done = true), t))
+      ? app.jobs.untilDone(reg.preparation.id).then((t) => {
+          done = true;
+          return t;
+        })
       : null;
     const during = await load(() => done);
     const finished = await task;
