@@ -24,7 +24,7 @@ const opts = new Command()
     "MODELS_DIR",
     process.env.SHARED_DIR ? path.join(process.env.SHARED_DIR, "models") : "../shared/models",
   )
-  .option("--share <x>", "MODEL_REEMBED_SHARE", "0.5")
+  .option("--share <x>", "MODEL_REEMBED_SHARE", "0.25")
   .option("--quiet-s <s>", "seconds of quiet searching", "10")
   .option("--compare-only", "skip the latency measurement")
   .parse()
