@@ -213,9 +213,9 @@ export function createModelRegistryRepository(pool: pg.Pool) {
         );
         await guard(c, (rows[0]?.model_id as string | undefined) ?? null);
         await c.query("update embedding_models set retired_at = now() where model_id = $1", [modelId]);
-        await c.query("delete from image_embeddings where model_id = $1 or model_id like $2", [
+        await c.query("delete from image_embeddings where model_id = $1 or starts_with(model_id, $2)", [
           modelId,
-          `${modelId}#%`,
+          `${modelId}#`,
         ]);
         await c.query("delete from active_indexes where model_id = $1", [modelId]);
         const versions = await c.query(
