@@ -446,4 +446,55 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     );
     expect((await search(survivor, null as unknown as string)).data?.searchSimilar.version).toBe("V1");
   }, 90_000);
+  it("a candidate model's preparation, its replica SIGKILLed halfway, is finished by another that embeds only what is missing", async () => {
+    const registered = await gql<{
+      registerModel: { model: { modelId: string }; preparation: { id: string } };
+    }>(
+      c.graphqlUrl,
+      /* GraphQL */ `mutation { registerModel(input: { preset: "mobilenetv2-12-int8", resizeMode: "pad" }) {
+        model { modelId } preparation { id } } }`,
+      {},
+      TOKEN,
+    );
+    expect(registered.errors).toBeUndefined();
+    const candidate = registered.data?.registerModel.model.modelId as string;
+    const id = registered.data?.registerModel.preparation.id as string;
+    const stored = async () =>
+      Number(
+        (await sql.query("select count(*)::int as n from image_embeddings where model_id = $1", [candidate]))
+          .rows[0]?.n,
+      );
+    const gallery = Number((await sql.query("select count(*)::int as n from images")).rows[0]?.n);
+    // Embeddings are stored per step of 64; the kill lands after the first and before the last.
+    await until("the first re-embedded step to be stored", async () => (await stored()) > 0);
+    const { rows: running } = await sql.query("select replica_id from rebuild_tasks where task_id = $1", [
+      id,
+    ]);
+    const victim = running[0]?.replica_id === c.name ? c : survivor;
+    const other = victim === c ? survivor : c;
+    await victim.kill();
+    const kept = await stored();
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(gallery);
+    await until(
+      "the retried preparation to finish",
+      async () => {
+        const { rows } = await sql.query("select status from rebuild_tasks where task_id = $1", [id]);
+        return rows[0]?.status === "succeeded" || rows[0]?.status === "failed";
+      },
+      120_000,
+    );
+    const { rows } = await sql.query(
+      "select status, attempt, replica_id, progress, results from rebuild_tasks where task_id = $1",
+      [id],
+    );
+    expect(rows[0]).toMatchObject({ status: "succeeded", attempt: 2, replica_id: other.name });
+    // The retry embedded exactly the gallery images the killed replica had not stored (beside the V1 folder's
+    // files, which a V1 build always embeds).
+    const v1Files = (rows[0].results as { version: string; count: number }[])
+      .filter((r) => r.version === "v1")
+      .reduce((n, r) => n + r.count, 0);
+    expect(rows[0].progress.newlyEmbedded - v1Files).toBe(gallery - kept);
+    expect(await stored()).toBe(gallery);
+  }, 180_000);
 });
