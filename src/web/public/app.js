@@ -1,9 +1,9 @@
 // @ts-check
 // defect-lens web app: plain ES modules, no build step, talking to the service's own GraphQL API.
-// This entry wires the pages (js/search.js, js/gallery.js, js/admin.js; js/shared.js is what they share),
+// This entry wires the pages (js/search.js, js/gallery.js, js/admin.js with js/models.js; js/shared.js is what they share),
 // switches between them by the URL's hash, and fills the product and defect-type filters.
 
-import { refreshStatus, setupAdmin } from "./js/admin.js";
+import { refreshAdmin, setupAdmin } from "./js/admin.js";
 import { loadDuplicates, loadGallery, setupGallery } from "./js/gallery.js";
 import { setupSearch } from "./js/search.js";
 import { $, $select, describeError, el, gql, setStatus } from "./js/shared.js";
@@ -19,7 +19,7 @@ function showView(name) {
     if (a instanceof HTMLElement && a.dataset.viewLink === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  if (view === "admin") refreshStatus();
+  if (view === "admin") refreshAdmin();
   if (view === "gallery" && !$("gallery-grid").hasChildNodes()) loadGallery(true);
   if (view === "gallery") loadDuplicates();
 }

@@ -1,7 +1,9 @@
 // @ts-check
 // Admin page: the admin token (session storage only), status of indexes, replicas and index versions,
-// the V1/V2 switch, a rebuild with its progress, and one query image compared through V1 and V2.
+// the V1/V2 switch, a rebuild with its progress, one query image compared through V1 and V2, and the
+// embedding models (js/models.js).
 
+import { refreshModels, setupModels } from "./models.js";
 import { SEARCH } from "./search.js";
 import {
   $,
@@ -114,6 +116,12 @@ export async function refreshStatus() {
   } catch (e) {
     setStatus($("admin-status"), describeError(e), "error");
   }
+}
+
+/** Reads the whole Admin page again: status tables and models. */
+export function refreshAdmin() {
+  void refreshStatus();
+  void refreshModels();
 }
 
 /** Follows a rebuild task to its end, with a progress bar. @param {string} id */
@@ -238,17 +246,17 @@ async function compareMatchers(e) {
   }
 }
 
-/** Wires the Admin page: token form, V1/V2 switch, rebuild, V1/V2 comparison. */
+/** Wires the Admin page: token form, V1/V2 switch, rebuild, V1/V2 comparison, models. */
 export function setupAdmin() {
   $("admin-login").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $input("admin-token").value);
     $input("admin-token").value = "";
-    refreshStatus();
+    refreshAdmin();
   });
   $("admin-logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
-    refreshStatus();
+    refreshAdmin();
   });
   for (const b of [$("switch-v1"), $("switch-v2")]) {
     b.addEventListener("click", async () => {
@@ -288,4 +296,6 @@ export function setupAdmin() {
     }
   });
   $("compare-form").addEventListener("submit", compareMatchers);
+  // A promotion or rollback changes the indexes' model.
+  setupModels({ onSwitch: refreshStatus });
 }
