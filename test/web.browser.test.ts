@@ -4,6 +4,7 @@ import path from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MODEL_PRESETS } from "../src/config/model-presets.js";
 import { gql, SEARCH, type SearchAnswer } from "./support/graphql-client.js";
 import { REPO_ROOT } from "./support/services.js";
 import { startWebGallery, WEB_ADMIN_TOKEN, type WebGallery } from "./support/web-gallery.js";
@@ -238,6 +239,28 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     expect(await page.getAttribute("#switch-v2", "aria-pressed")).toBe("true");
   });
 
+  it("lists the embedding models on the admin page, the active one with its model id", async () => {
+    // Registering a candidate would re-embed the gallery: the migration itself is tested through the API.
+    const models = await gql<{ models: { modelId: string; state: string }[] }>(
+      web.graphqlUrl,
+      "{ models { modelId state } }",
+      {},
+      WEB_ADMIN_TOKEN,
+    );
+    const active = models.data?.models.find((m) => m.state === "ACTIVE");
+    expect(active?.modelId).toBeTruthy();
+    const row = page.locator("#model-table tbody tr[data-state='ACTIVE']");
+    await row.waitFor();
+    expect(await row.locator("td.state").textContent()).toBe("ACTIVE");
+    expect(await row.locator("td.model-id").textContent()).toBe(active?.modelId);
+    expect(await page.locator("#model-table tbody tr").count()).toBe(models.data?.models.length);
+    // The register form offers the service's presets.
+    expect(await page.$$eval("#model-preset option", (os) => os.map((o) => o.getAttribute("value")))).toEqual(
+      Object.keys(MODEL_PRESETS),
+    );
+    await shot("admin-models");
+  });
+
   it("compares V1 and V2 on one query image, side by side", async () => {
     await page.setInputFiles("#compare-file", web.queries[0]?.path ?? "");
     await page.click("#compare-form button[type=submit]");
@@ -321,5 +344,6 @@ describe("the web app in a real browser (Chromium), on a real gallery", () => {
     await page.click("#switch-v1");
     await page.waitForSelector("#admin-status[data-kind='error']");
     expect(await page.textContent("#admin-status")).toMatch(/UNAUTHENTICATED/);
+    expect(await page.locator("#model-table tbody tr").count()).toBe(0);
   });
 });
