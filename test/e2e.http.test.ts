@@ -26,10 +26,9 @@ import {
   DATASETS_DIR,
   SAMPLE_DIR,
   SHARED_PRESENT,
-  scratchDir,
   startTestDatabase,
-  startTestS3,
-  testConfig,
+  startTestServers,
+  type TestConfigArgs,
   testLogger,
 } from "./support/services.js";
 
@@ -54,15 +53,14 @@ const tinyPng = (width: number, height: number) =>
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 
 describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let app: App;
   let server: HttpServer;
   let url: string;
   let gallery: DatasetImage[];
   let queries: DatasetImage[];
-  let env: Parameters<typeof testConfig>[0];
+  /** The main app's configuration variables beyond the servers'. */
+  let settings: Record<string, string>;
   const search = (input: Record<string, unknown>) => gql<SearchAnswer>(url, SEARCH, { input });
   /**
    * A second app over the same gallery and index cache that loads the persisted indexes
@@ -70,33 +68,28 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
    */
   const sibling = (
     extra: Record<string, string> = {},
-    servers: Partial<Pick<typeof env, "databaseUrl" | "s3">> = {},
+    others: Partial<Pick<TestConfigArgs, "databaseUrl" | "s3">> = {},
   ) =>
     createApp(
-      testConfig({ ...env, ...servers, extra: { ...env.extra, STARTUP_REBUILD: "if-needed", ...extra } }),
+      servers.configure({ ...others, extra: { ...settings, STARTUP_REBUILD: "if-needed", ...extra } }),
       testLogger,
     );
   const searchFile = async (file: string, extra: Record<string, unknown> = {}) =>
     search({ image: { base64: (await readFile(file)).toString("base64") }, ...extra });
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+    servers = await startTestServers({ indexDir: "index-cache" });
     gallery = await loadSplit("gallery");
     queries = await loadSplit("query");
-    const v1Dir = path.join(scratch.dir, "v1-gallery");
+    const v1Dir = path.join(servers.dir, "v1-gallery");
     await exportV1Gallery({ images: gallery, outDir: v1Dir });
-    env = {
-      databaseUrl: db.url,
-      s3,
-      indexDir: path.join(scratch.dir, "index-cache"),
-      extra: {
-        ADMIN_TOKEN: TOKEN,
-        V1_GALLERY_DIR: v1Dir,
-        STARTUP_REBUILD: "never",
-        MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
-      },
+    settings = {
+      ADMIN_TOKEN: TOKEN,
+      V1_GALLERY_DIR: v1Dir,
+      STARTUP_REBUILD: "never",
+      MAX_IMAGE_BYTES: String(MAX_IMAGE_BYTES),
     };
-    app = await createApp(testConfig(env), testLogger);
+    app = await createApp(servers.configure({ extra: settings }), testLogger);
     server = await app.listen();
     url = server.url;
     const summary = await app.ingest.ingest(gallery);
@@ -109,8 +102,7 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
 
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("answers INDEX_NOT_READY before any index is built", async () => {
@@ -308,11 +300,10 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
 
   it("refuses to swap in a rebuilt index whose recall@10 is below the floor, saying what to change", async () => {
     const bad = await createApp(
-      testConfig({
-        ...env,
-        indexDir: path.join(scratch.dir, "index-cache-bad"),
+      servers.configure({
+        indexDir: path.join(servers.dir, "index-cache-bad"),
         // IVF with 64 lists searched 1 at a time (nprobe 1) misses most of the exact top-10.
-        extra: { ...env.extra, INDEX_FACTORY: "IVF64,Flat" },
+        extra: { ...settings, INDEX_FACTORY: "IVF64,Flat" },
       }),
       testLogger,
     );
@@ -498,7 +489,7 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
       { DB_QUERY_TIMEOUT_MS: "500", S3_REQUEST_TIMEOUT_MS: "500" },
       {
         databaseUrl: `postgres://postgres@127.0.0.1:${port}/frozen`,
-        s3: { ...env.s3, endpoint: `http://127.0.0.1:${port}` },
+        s3: { ...servers.s3, endpoint: `http://127.0.0.1:${port}` },
       },
     );
     try {
@@ -668,8 +659,8 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
     await new Promise<void>((r) => probe.listen(0, "127.0.0.1", () => r()));
     const port = (probe.address() as import("node:net").AddressInfo).port;
     await new Promise((r) => probe.close(r));
-    const real = new URL(env.databaseUrl);
-    const viaRelay = new URL(env.databaseUrl);
+    const real = new URL(servers.db.url);
+    const viaRelay = new URL(servers.db.url);
     viaRelay.hostname = "127.0.0.1";
     viaRelay.port = String(port);
     const back = await sibling({ FALLBACK_RECHECK_MS: "200" }, { databaseUrl: viaRelay.toString() });
@@ -699,10 +690,9 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
     // persisted indexes are not its own; the startup rebuild makes an empty, ready index.
     const emptyDb = await startTestDatabase();
     const broken = await createApp(
-      testConfig({
-        ...env,
+      servers.configure({
         databaseUrl: emptyDb.url,
-        indexDir: path.join(scratch.dir, "broken-index"),
+        indexDir: path.join(servers.dir, "broken-index"),
         extra: { MODEL_INPUT_SIZE: "160", MODEL_RESIZE_SIZE: "160" },
       }),
       testLogger,

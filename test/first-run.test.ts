@@ -6,39 +6,27 @@ import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
 import { folderClosedToOthers } from "../src/db/embedded-postgres.js";
 import { gql, SEARCH, type SearchAnswer } from "./support/graphql-client.js";
-import {
-  REPO_ROOT,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
-  testLogger,
-} from "./support/services.js";
+import { REPO_ROOT, scratchDir, startTestServers, testLogger } from "./support/services.js";
 
 /**
  * What `npm start -- --with-sample-gallery` does on a plain clone: no MODELS_DIR, no SAMPLE_DIR, nothing
  * from ../shared. (The servers are the test's; .ci/run also runs the real command from a fresh clone.)
  */
 describe("first run on what ships: the default model and the sample gallery", () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let config: AppConfig;
   let app: App | undefined;
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
     // An empty MODELS_DIR means unset: the default, `models`, where the model ships.
-    config = testConfig({
-      databaseUrl: db.url,
-      s3,
-      indexDir: path.join(scratch.dir, "index-cache"),
+    servers = await startTestServers({
+      indexDir: "index-cache",
       extra: { MODELS_DIR: "", STARTUP_REBUILD: "if-needed" },
     });
+    config = servers.config;
   });
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("starts on the shipped model, imports and indexes the sample gallery, and a held-back image finds its own defect type at rank 1 over HTTP", async () => {

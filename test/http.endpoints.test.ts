@@ -1,12 +1,11 @@
 import { readFile } from "node:fs/promises";
-import path from "node:path";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../src/app.js";
 import { thumbnailKey } from "../src/thumbnails/thumbnail.js";
 import { backfillThumbnails } from "../src/thumbnails/thumbnail-backfill.js";
 import { errorCode, type GqlResponse, gql, SEARCH, type SearchAnswer } from "./support/graphql-client.js";
-import { scratchDir, startTestDatabase, startTestS3, testConfig, testLogger } from "./support/services.js";
+import { startTestServers, testLogger } from "./support/services.js";
 import { startWebGallery, type WebGallery } from "./support/web-gallery.js";
 
 const MAX_IMAGE_BYTES = 300_000;
@@ -47,16 +46,11 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
   });
 
   it("answers /healthz always and /readyz 503 with a reason until the active indexes are served; no GraphiQL in production", async () => {
-    const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-    const app = await createApp(
-      testConfig({
-        databaseUrl: db.url,
-        s3,
-        indexDir: path.join(scratch.dir, "index-cache"),
-        extra: { STARTUP_REBUILD: "never", NODE_ENV: "production" },
-      }),
-      testLogger,
-    );
+    const servers = await startTestServers({
+      indexDir: "index-cache",
+      extra: { STARTUP_REBUILD: "never", NODE_ENV: "production" },
+    });
+    const app = await createApp(servers.config, testLogger);
     try {
       const server = await app.listen();
       const health = await fetch(`${server.url}healthz`);
@@ -71,7 +65,7 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
       expect((await fetch(`${server.url}vendor/graphiql.min.js`)).status).toBe(404);
     } finally {
       await app.close();
-      await Promise.all([db.stop(), s3.stop(), scratch.remove()]);
+      await servers.stop();
     }
     const ready = await fetch(`${web.url}readyz`);
     expect(ready.status).toBe(200);

@@ -7,23 +7,18 @@ import {
   DATASETS_DIR,
   SAMPLE_DIR,
   SHARED_PRESENT,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
+  startTestServers,
   testLogger,
 } from "./support/services.js";
 
 describe("ingestion of a dataset folder", () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let app: App;
   let root: string;
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-    root = path.join(scratch.dir, "dataset");
+    servers = await startTestServers();
+    root = path.join(servers.dir, "dataset");
     // A small real folder from the shipped sample: 3 red_iron images, 3 surface_scratch images filed as
     // `good` (normal: the folder name is the label), plus a corrupt file.
     const source = await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") });
@@ -41,18 +36,11 @@ describe("ingestion of a dataset folder", () => {
     const corrupt = path.join(root, "steel_strip_xsdd", "red_iron", "corrupt.jpg");
     const real = await readFile(source[0]?.path ?? "");
     await writeFile(corrupt, real.subarray(0, 300));
-    app = await createApp(
-      testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") }),
-      testLogger,
-      {
-        initialiseIndexes: false,
-      },
-    );
+    app = await createApp(servers.config, testLogger, { initialiseIndexes: false });
   });
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("imports every readable image, reports the unreadable one with a reason, and is idempotent", async () => {
@@ -89,7 +77,7 @@ describe("ingestion of a dataset folder", () => {
   it(`reads only the gallery rows of split.csv when asked (${SHARED_PRESENT ? "shared neu_det" : "the shipped sample"})`, async () => {
     const splitRoot = SHARED_PRESENT
       ? path.join(DATASETS_DIR, "neu_det")
-      : await sampleWithSplitCsv(path.join(scratch.dir, "split"));
+      : await sampleWithSplitCsv(path.join(servers.dir, "split"));
     const all = await listDatasetImages({ root: splitRoot });
     const gallery = await listDatasetImages({ root: splitRoot, split: "gallery" });
     const query = await listDatasetImages({ root: splitRoot, split: "query" });

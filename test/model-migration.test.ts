@@ -9,16 +9,7 @@ import type { HttpServer } from "../src/http/http.server.js";
 import { type DatasetImage, listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { errorCode, gql } from "./support/graphql-client.js";
 import { firstPerClass } from "./support/images.js";
-import {
-  REPO_ROOT,
-  SAMPLE_DIR,
-  SHARED_PRESENT,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
-  testLogger,
-} from "./support/services.js";
+import { REPO_ROOT, SAMPLE_DIR, SHARED_PRESENT, startTestServers, testLogger } from "./support/services.js";
 
 const TOKEN = "model-admin-token-0123456789";
 
@@ -113,19 +104,8 @@ describe("model migration: a candidate model prepared beside the active one, com
   };
 
   beforeAll(async () => {
-    const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-    cleanups.push(async () => {
-      await Promise.all([db.stop(), s3.stop()]);
-      await scratch.remove();
-    });
-    gallery = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }), 5);
-    queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 1).filter(
-      (q) => q.defectCode !== null,
-    );
-    config = testConfig({
-      databaseUrl: db.url,
-      s3,
-      indexDir: path.join(scratch.dir, "index-cache"),
+    const servers = await startTestServers({
+      indexDir: "index-cache",
       extra: {
         ADMIN_TOKEN: TOKEN,
         STARTUP_REBUILD: "never",
@@ -134,6 +114,12 @@ describe("model migration: a candidate model prepared beside the active one, com
         ADAPTED_SPACE: "off",
       },
     });
+    cleanups.push(servers.stop);
+    gallery = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }), 5);
+    queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 1).filter(
+      (q) => q.defectCode !== null,
+    );
+    config = servers.config;
     app = await createApp(config, testLogger);
     server = await app.listen();
     expect((await app.ingest.ingest(gallery)).failed).toBe(0);

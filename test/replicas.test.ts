@@ -5,14 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMinioBlobStore } from "../src/storage/blob-store.js";
 import { errorCode, gql } from "./support/graphql-client.js";
 import { type ReplicaProcess, startReplica, startTcpRelay } from "./support/replica-process.js";
-import {
-  REPO_ROOT,
-  SAMPLE_DIR,
-  SHIPPED_MODELS_DIR,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-} from "./support/services.js";
+import { REPO_ROOT, SAMPLE_DIR, SHIPPED_MODELS_DIR, startTestServers } from "./support/services.js";
 
 // Real replicas: child processes of `src/main.ts` on one PostgreSQL and one S3 server, with the shipped
 // model and sample gallery. PostgreSQL is reached through a TCP relay so the test can take it away.
@@ -113,9 +106,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60
 }
 
 describe("replicas on one PostgreSQL and one S3 server", () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let relay: Awaited<ReturnType<typeof startTcpRelay>>;
   let sql: pg.Pool;
   let queryImage: string;
@@ -134,11 +125,8 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     });
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([
-      startTestDatabase(),
-      startTestS3(),
-      scratchDir("defect-lens-replicas-"),
-    ]);
+    servers = await startTestServers({ scratchPrefix: "defect-lens-replicas-" });
+    const { db, s3, dir } = servers;
     const dbUrl = new URL(db.url);
     relay = await startTcpRelay({ host: dbUrl.hostname, port: Number(dbUrl.port || 5432) });
     const viaRelay = new URL(db.url);
@@ -146,7 +134,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     viaRelay.port = String(relay.port);
     sql = new pg.Pool({ connectionString: db.url, max: 2 });
     // A small V1 folder gallery ({product}_{defect}_*.jpg), so the matcher flag has two real matchers.
-    const v1Dir = path.join(scratch.dir, "v1");
+    const v1Dir = path.join(dir, "v1");
     await mkdir(v1Dir);
     const defects = path.join(SAMPLE_DIR, "gallery", "steel_strip_xsdd", "red_iron");
     for (const [i, f] of (await readdir(defects)).slice(0, 12).entries())
@@ -165,7 +153,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
       MODELS_DIR: SHIPPED_MODELS_DIR,
       SAMPLE_DIR: path.join(REPO_ROOT, "samples", "xsdd"),
       V1_GALLERY_DIR: v1Dir,
-      INDEX_CACHE_DIR: path.join(scratch.dir, `cache-${name}`),
+      INDEX_CACHE_DIR: path.join(dir, `cache-${name}`),
       ADMIN_TOKEN: TOKEN,
       REPLICA_ID: name,
       STATE_POLL_MS: "500",
@@ -181,8 +169,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     await Promise.all(running.map((r) => r.kill()));
     await sql?.end();
     await relay?.stop();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   }, 60_000);
 
   let a: ReplicaProcess;
@@ -393,7 +380,7 @@ describe("replicas on one PostgreSQL and one S3 server", () => {
     );
     const newest = versions[0]?.id as string;
     expect(newest).not.toBe(firstVersion);
-    const store = createMinioBlobStore({ ...s3, bucket: BUCKET, region: "us-east-1" });
+    const store = createMinioBlobStore({ ...servers.s3, bucket: BUCKET, region: "us-east-1" });
     await store.put(
       `index-artifacts/${newest}/raw/faiss_index.bin.part-00000`,
       Buffer.from("not an index"),

@@ -6,16 +6,7 @@ import { parse } from "csv-parse/sync";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
-import {
-  ingestAndIndexV2,
-  REPO_ROOT,
-  SAMPLE_DIR,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
-  testLogger,
-} from "./support/services.js";
+import { ingestAndIndexV2, REPO_ROOT, SAMPLE_DIR, startTestServers, testLogger } from "./support/services.js";
 
 /** Runs `npm run search -- ...` as a child process (tsx, like the npm script); resolves with its exit code and output. */
 function runSearchCli(
@@ -53,32 +44,22 @@ const HELD_BACK = [
 const TOP_K = 3;
 
 describe("npm run search: a folder of query images against the running service", () => {
-  let db: Awaited<ReturnType<typeof startTestDatabase>>;
-  let s3: Awaited<ReturnType<typeof startTestS3>>;
-  let scratch: Awaited<ReturnType<typeof scratchDir>>;
+  let servers: Awaited<ReturnType<typeof startTestServers>>;
   let app: App;
   let url: string;
   let queryDir: string;
 
   beforeAll(async () => {
-    [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+    servers = await startTestServers({ indexDir: "index-cache", extra: { STARTUP_REBUILD: "never" } });
     // A third of the shipped sample gallery (70 of its 210 images, every defect type), ingested and indexed
     // before the server listens; the whole of it takes several times longer to set up and tests nothing more.
     const gallery = (await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") })).filter(
       (_, i) => i % 3 === 0,
     );
-    app = await createApp(
-      testConfig({
-        databaseUrl: db.url,
-        s3,
-        indexDir: path.join(scratch.dir, "index-cache"),
-        extra: { STARTUP_REBUILD: "never" },
-      }),
-      testLogger,
-    );
+    app = await createApp(servers.config, testLogger);
     await ingestAndIndexV2(app, gallery);
     url = (await app.listen()).graphqlUrl;
-    queryDir = path.join(scratch.dir, "queries");
+    queryDir = path.join(servers.dir, "queries");
     for (const rel of HELD_BACK) {
       const to = path.join(queryDir, "steel_strip_xsdd", rel);
       await mkdir(path.dirname(to), { recursive: true });
@@ -88,8 +69,7 @@ describe("npm run search: a folder of query images against the running service",
 
   afterAll(async () => {
     await app?.close();
-    await Promise.all([db?.stop(), s3?.stop()]);
-    await scratch?.remove();
+    await servers?.stop();
   });
 
   it("writes one CSV row per (query image, rank) for every image under the folder, and exits 0", async () => {
@@ -133,9 +113,9 @@ describe("npm run search: a folder of query images against the running service",
     const fake = path.join(queryDir, "steel_strip_xsdd", "x.jpg");
     await writeFile(fake, "not an image, only its name says so\n");
     // Given explicitly, a file is tried whatever its extension; in a folder, notes.txt would be skipped.
-    const notes = path.join(scratch.dir, "notes.txt");
+    const notes = path.join(servers.dir, "notes.txt");
     await writeFile(notes, "inspection notes\n");
-    const out = path.join(scratch.dir, "results.json");
+    const out = path.join(servers.dir, "results.json");
     const r = await runSearchCli([queryDir, notes, "--format", "json", "--out", out, "--top-k", "2"], {
       DEFECT_LENS_URL: url,
     });

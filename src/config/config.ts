@@ -448,105 +448,8 @@ export interface ModelConfig extends ModelPreset {
   readonly views: ViewSettings;
 }
 
-/** The service configuration, parsed once at startup and passed down. */
-export interface AppConfig {
-  readonly env: Env["NODE_ENV"];
-  readonly logLevel: Env["LOG_LEVEL"];
-  readonly http: { readonly host: string; readonly port: number; readonly graphiql: boolean };
-  readonly database:
-    | { readonly kind: "external"; readonly url: string }
-    | { readonly kind: "embedded"; readonly dataDir: string; readonly port: number };
-  readonly storage: {
-    readonly server:
-      | {
-          readonly kind: "external";
-          readonly endpoint: string;
-          readonly accessKey: string;
-          readonly secretKey: string;
-        }
-      | { readonly kind: "embedded"; readonly dataDir: string; readonly port: number };
-    readonly bucket: string;
-    readonly region: string;
-    readonly presignExpirySeconds: number;
-    /** Endpoint presigned URLs name, when browsers reach object storage under another name. */
-    readonly publicEndpoint: string | undefined;
-  };
-  readonly model: ModelConfig;
-  readonly index: {
-    readonly cacheDir: string;
-    readonly factory: string;
-    readonly auto: { readonly flatMaxVectors: number; readonly annFactory: string };
-    readonly efConstruction: number;
-    readonly efSearch: number;
-    readonly recallFloor: number;
-    readonly recallQueries: number;
-    /** OpenMP/OpenBLAS threads of FAISS searches. */
-    readonly threads: number;
-    /** OpenMP threads of an index build. */
-    readonly buildThreads: number;
-    readonly startupRebuild: Env["STARTUP_REBUILD"];
-  };
-  readonly adaptation: {
-    readonly enabled: boolean;
-    readonly defaultSpace: "adapted" | "raw";
-    readonly folds: number;
-    readonly minGallery: number;
-    readonly minClassImages: number;
-    readonly suggestionTopK: number;
-    /** alpha-QE: hits the query is expanded with (0 = off) and the weight exponent. */
-    readonly queryExpansion: { readonly topN: number; readonly alpha: number };
-  };
-  readonly matcher: { readonly initialVersion: "v1" | "v2"; readonly v1GalleryDir: string | undefined };
-  /** This process as a replica of the deployment (see `src/deployment/replica.ts`). */
-  readonly replica: {
-    readonly replicaId: string | undefined;
-    readonly pollMs: number;
-    readonly graceMs: number;
-    readonly staleMs: number;
-    readonly keepVersions: number;
-  };
-  readonly rebuild: { readonly retries: number; readonly timeoutMinutes: number; readonly work: boolean };
-  /** Editing the gallery through the API: compaction of the changes served beside the indexes, limits. */
-  readonly gallery: {
-    readonly compaction: { readonly share: number; readonly minChanges: number; readonly maxChanges: number };
-    readonly addMaxImages: number;
-    /** Cosine similarity at which a new image is a near-duplicate of its nearest gallery image. */
-    readonly nearDuplicateSimilarity: number;
-    /** pHash Hamming distance (of 64 bits) at which a near neighbour is a near-duplicate; -1: off. */
-    readonly nearDuplicateHashDistance: number;
-  };
-  /** Registered embedding models: where presets' files are, and the candidate's preparation and comparison. */
-  readonly models: {
-    /** MODELS_DIR, absolute: `<preset>/model.onnx` of a model registered by preset name. */
-    readonly dir: string;
-    /** Share (0-1] of wall time a candidate's re-embedding may keep its inference worker busy. */
-    readonly reembedShare: number;
-    /** Share [0-1] of live searches also ranked by the candidate (shadow traffic). */
-    readonly shadowShare: number;
-    /** Gallery images querying the rest in the labelled comparison. */
-    readonly compareQueries: number;
-  };
-  /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
-  readonly sample: { readonly galleryDir: string; readonly heldBackDir: string };
-  readonly adminToken: string | undefined;
-  readonly limits: {
-    readonly maxImageBytes: number;
-    readonly maxImagePixels: number;
-    readonly minImageSide: number;
-    readonly maxTopK: number;
-    /** Searches running at once, and waiting for a slot, before OVERLOADED. */
-    readonly searchConcurrency: number;
-    readonly searchQueueLimit: number;
-    /** Longest a search may take from arrival to answer (ms). */
-    readonly requestDeadlineMs: number;
-    readonly maxSearchesPerOperation: number;
-    readonly maxAliases: number;
-    readonly maxDepth: number;
-    /** Longest PostgreSQL statement and object-storage request (ms). */
-    readonly dbQueryTimeoutMs: number;
-    readonly s3RequestTimeoutMs: number;
-  };
-}
+/** The service configuration, parsed once at startup and passed down: the shape {@link loadConfig} builds. */
+export type AppConfig = ReturnType<typeof buildConfig>;
 
 /** Thrown when the environment does not validate; `issues` lists every problem at once. */
 export class ConfigError extends Error {
@@ -583,8 +486,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     issues.push("S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set");
   }
   if (env.MODEL_URL && !env.MODEL_SHA256) issues.push("MODEL_SHA256 is required when MODEL_URL is set");
-  const preset0 = MODEL_PRESETS[env.MODEL_PRESET];
-  const inputSize = env.MODEL_INPUT_SIZE ?? preset0.inputSize;
+  const inputSize = modelInputSize(env);
   if (
     env.MULTI_VIEW_GRID > 1 &&
     (env.MULTI_VIEW_SIZE < inputSize || env.MULTI_VIEW_GRID * inputSize < env.MULTI_VIEW_SIZE)
@@ -594,75 +496,80 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     );
   }
   if (issues.length > 0) throw new ConfigError(issues);
+  return buildConfig(env);
+}
 
-  const preset = preset0;
+/** The model's square input side: MODEL_INPUT_SIZE, else the preset's. */
+function modelInputSize(env: Env): number {
+  return env.MODEL_INPUT_SIZE ?? MODEL_PRESETS[env.MODEL_PRESET].inputSize;
+}
+
+/** The configuration of a validated environment; its result type is {@link AppConfig}. */
+function buildConfig(env: Env) {
+  const preset = MODEL_PRESETS[env.MODEL_PRESET];
   const modelPath = path.resolve(env.MODEL_PATH ?? path.join(env.MODELS_DIR, preset.name, "model.onnx"));
   // The shipped file's checksum holds for MODELS_DIR/<preset>/model.onnx; MODEL_PATH names another file.
   const shippedSha256 =
     env.MODEL_PATH === undefined && "shippedSha256" in preset ? preset.shippedSha256 : undefined;
-  const initialVersion =
+  const model: ModelConfig = {
+    ...preset,
+    inputName: env.MODEL_INPUT_NAME ?? preset.inputName,
+    outputName: env.MODEL_OUTPUT_NAME ?? preset.outputName,
+    dimension: env.MODEL_DIMENSION ?? preset.dimension,
+    inputSize: modelInputSize(env),
+    resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
+    textureTensor:
+      env.MODEL_TEXTURE_TENSOR === "none"
+        ? undefined
+        : (env.MODEL_TEXTURE_TENSOR ?? (preset as ModelPreset).textureTensor),
+    textureRequired: env.MODEL_TEXTURE_TENSOR !== undefined && env.MODEL_TEXTURE_TENSOR !== "none",
+    resizeMode: env.MODEL_RESIZE_MODE ?? (preset as ModelPreset).resizeMode ?? "crop",
+    mean: env.MODEL_MEAN ?? preset.mean,
+    std: env.MODEL_STD ?? preset.std,
+    path: modelPath,
+    downloadUrl: env.MODEL_URL,
+    sha256: env.MODEL_SHA256 ?? shippedSha256,
+    sha256Source: env.MODEL_SHA256 ? "MODEL_SHA256" : shippedSha256 ? "shipped" : undefined,
+    batchSize: env.EMBEDDING_BATCH_SIZE,
+    threads: env.ORT_THREADS,
+    dynamicBatching: {
+      maxBatch: env.INFERENCE_MAX_BATCH,
+      maxQueueDelayUs: env.INFERENCE_MAX_QUEUE_DELAY_US,
+    },
+    views:
+      env.MULTI_VIEW_GRID > 1
+        ? { grid: env.MULTI_VIEW_GRID, size: env.MULTI_VIEW_SIZE, pool: env.MULTI_VIEW_POOL }
+        : SINGLE_VIEW,
+  };
+  const initialVersion: "v1" | "v2" =
     env.MATCHER_VERSION ?? (env.USE_INDEX_V2 === undefined ? "v2" : env.USE_INDEX_V2 ? "v2" : "v1");
+  // Servers' alternatives come from functions, so the inferred unions keep their members apart: a union of
+  // inline object literals would gain the other member's fields as optional `undefined` ones.
+  const externalDatabase = (url: string) => ({ kind: "external", url }) as const;
+  const externalS3 = (endpoint: string, accessKey: string, secretKey: string) =>
+    ({ kind: "external", endpoint, accessKey, secretKey }) as const;
+  const embedded = (folder: string, port: number) =>
+    ({ kind: "embedded", dataDir: path.resolve(env.EMBEDDED_DATA_DIR, folder), port }) as const;
 
   return {
     env: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     http: { host: env.HOST, port: env.PORT, graphiql: env.GRAPHIQL ?? env.NODE_ENV !== "production" },
     database: env.DATABASE_URL
-      ? { kind: "external", url: env.DATABASE_URL }
-      : {
-          kind: "embedded",
-          dataDir: path.resolve(env.EMBEDDED_DATA_DIR, "postgres"),
-          port: env.EMBEDDED_PG_PORT,
-        },
+      ? externalDatabase(env.DATABASE_URL)
+      : embedded("postgres", env.EMBEDDED_PG_PORT),
     storage: {
       server:
         env.S3_ENDPOINT && env.S3_ACCESS_KEY && env.S3_SECRET_KEY
-          ? {
-              kind: "external",
-              endpoint: env.S3_ENDPOINT,
-              accessKey: env.S3_ACCESS_KEY,
-              secretKey: env.S3_SECRET_KEY,
-            }
-          : {
-              kind: "embedded",
-              dataDir: path.resolve(env.EMBEDDED_DATA_DIR, "s3"),
-              port: env.EMBEDDED_S3_PORT,
-            },
+          ? externalS3(env.S3_ENDPOINT, env.S3_ACCESS_KEY, env.S3_SECRET_KEY)
+          : embedded("s3", env.EMBEDDED_S3_PORT),
       bucket: env.S3_BUCKET,
       region: env.S3_REGION,
       presignExpirySeconds: env.PRESIGNED_URL_EXPIRY_SECONDS,
+      /** Endpoint presigned URLs name, when browsers reach object storage under another name. */
       publicEndpoint: env.S3_PUBLIC_ENDPOINT,
     },
-    model: {
-      ...preset,
-      inputName: env.MODEL_INPUT_NAME ?? preset.inputName,
-      outputName: env.MODEL_OUTPUT_NAME ?? preset.outputName,
-      dimension: env.MODEL_DIMENSION ?? preset.dimension,
-      inputSize,
-      resizeShorterSide: env.MODEL_RESIZE_SIZE ?? preset.resizeShorterSide,
-      textureTensor:
-        env.MODEL_TEXTURE_TENSOR === "none"
-          ? undefined
-          : (env.MODEL_TEXTURE_TENSOR ?? (preset as ModelPreset).textureTensor),
-      textureRequired: env.MODEL_TEXTURE_TENSOR !== undefined && env.MODEL_TEXTURE_TENSOR !== "none",
-      resizeMode: env.MODEL_RESIZE_MODE ?? (preset as ModelPreset).resizeMode ?? "crop",
-      mean: env.MODEL_MEAN ?? preset.mean,
-      std: env.MODEL_STD ?? preset.std,
-      path: modelPath,
-      downloadUrl: env.MODEL_URL,
-      sha256: env.MODEL_SHA256 ?? shippedSha256,
-      sha256Source: env.MODEL_SHA256 ? "MODEL_SHA256" : shippedSha256 ? "shipped" : undefined,
-      batchSize: env.EMBEDDING_BATCH_SIZE,
-      threads: env.ORT_THREADS,
-      dynamicBatching: {
-        maxBatch: env.INFERENCE_MAX_BATCH,
-        maxQueueDelayUs: env.INFERENCE_MAX_QUEUE_DELAY_US,
-      },
-      views:
-        env.MULTI_VIEW_GRID > 1
-          ? { grid: env.MULTI_VIEW_GRID, size: env.MULTI_VIEW_SIZE, pool: env.MULTI_VIEW_POOL }
-          : SINGLE_VIEW,
-    },
+    model,
     index: {
       cacheDir: path.resolve(env.INDEX_CACHE_DIR),
       factory: env.INDEX_FACTORY,
@@ -671,7 +578,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       efSearch: env.INDEX_EF_SEARCH,
       recallFloor: env.INDEX_RECALL_FLOOR,
       recallQueries: env.INDEX_RECALL_QUERIES,
+      /** OpenMP/OpenBLAS threads of FAISS searches. */
       threads: env.FAISS_THREADS,
+      /** OpenMP threads of an index build. */
       buildThreads: env.INDEX_BUILD_THREADS,
       startupRebuild: env.STARTUP_REBUILD,
     },
@@ -682,12 +591,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       minGallery: env.ADAPT_MIN_GALLERY,
       minClassImages: env.ADAPT_MIN_CLASS_IMAGES,
       suggestionTopK: env.SUGGESTION_TOP_K,
+      /** alpha-QE: hits the query is expanded with (0 = off) and the weight exponent. */
       queryExpansion: { topN: env.QUERY_EXPANSION_TOP_N, alpha: env.QUERY_EXPANSION_ALPHA },
     },
     matcher: {
       initialVersion,
       v1GalleryDir: env.V1_GALLERY_DIR ? path.resolve(env.V1_GALLERY_DIR) : undefined,
     },
+    /** This process as a replica of the deployment (see `src/deployment/replica.ts`). */
     replica: {
       replicaId: env.REPLICA_ID,
       pollMs: env.STATE_POLL_MS,
@@ -700,6 +611,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       timeoutMinutes: env.REBUILD_TIMEOUT_MINUTES,
       work: env.REBUILD_WORKER,
     },
+    /** Editing the gallery through the API: compaction of the changes served beside the indexes, limits. */
     gallery: {
       compaction: {
         share: env.GALLERY_COMPACTION_SHARE,
@@ -707,15 +619,23 @@ export function loadConfig(source: Record<string, string | undefined> = process.
         maxChanges: env.GALLERY_COMPACTION_MAX,
       },
       addMaxImages: env.GALLERY_ADD_MAX_IMAGES,
-      nearDuplicateSimilarity: env.NEAR_DUPLICATE_SIMILARITY ?? preset0.nearDuplicateSimilarity,
+      /** Cosine similarity at which a new image is a near-duplicate of its nearest gallery image. */
+      nearDuplicateSimilarity: env.NEAR_DUPLICATE_SIMILARITY ?? preset.nearDuplicateSimilarity,
+      /** pHash Hamming distance (of 64 bits) at which a near neighbour is a near-duplicate; -1: off. */
       nearDuplicateHashDistance: env.NEAR_DUPLICATE_HASH_DISTANCE,
     },
+    /** Registered embedding models: where presets' files are, and the candidate's preparation and comparison. */
     models: {
+      /** MODELS_DIR, absolute: `<preset>/model.onnx` of a model registered by preset name. */
       dir: path.resolve(env.MODELS_DIR),
+      /** Share (0-1] of wall time a candidate's re-embedding may keep its inference worker busy. */
       reembedShare: env.MODEL_REEMBED_SHARE,
+      /** Share [0-1] of live searches also ranked by the candidate (shadow traffic). */
       shadowShare: env.MODEL_SHADOW_SHARE,
+      /** Gallery images querying the rest in the labelled comparison. */
       compareQueries: env.MODEL_COMPARE_QUERIES,
     },
+    /** The shipped sample: images to import as a gallery, and held-back query images (absolute folders). */
     sample: {
       galleryDir: path.resolve(env.SAMPLE_DIR, "gallery"),
       heldBackDir: path.resolve(env.SAMPLE_DIR, "held-back"),
@@ -726,14 +646,19 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxImagePixels: env.MAX_IMAGE_PIXELS,
       minImageSide: env.MIN_IMAGE_SIDE,
       maxTopK: env.MAX_TOP_K,
+      /** Searches running at once before the next waits for a slot. */
       searchConcurrency: env.SEARCH_CONCURRENCY,
+      /** Searches that may wait for a slot before OVERLOADED. */
       searchQueueLimit: env.SEARCH_QUEUE_LIMIT,
+      /** Longest a search may take from arrival to answer (ms). */
       requestDeadlineMs: env.REQUEST_DEADLINE_MS,
       maxSearchesPerOperation: env.MAX_SEARCHES_PER_OPERATION,
       maxAliases: env.GRAPHQL_MAX_ALIASES,
       maxDepth: env.GRAPHQL_MAX_DEPTH,
+      /** Longest PostgreSQL statement (ms). */
       dbQueryTimeoutMs: env.DB_QUERY_TIMEOUT_MS,
+      /** Longest object-storage request (ms). */
       s3RequestTimeoutMs: env.S3_REQUEST_TIMEOUT_MS,
     },
-  };
+  } as const;
 }

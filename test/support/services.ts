@@ -113,16 +113,45 @@ export function testConfig({
   });
 }
 
+/** What {@link testConfig} builds a configuration from. */
+export type TestConfigArgs = Parameters<typeof testConfig>[0];
+
 /**
  * A test file's servers: PostgreSQL, an S3 server and a scratch folder, with the app's configuration for them
- * (index cache in `<scratch>/idx`); `stop` ends them and removes the folder.
+ * (index cache in `<scratch>/<indexDir>`); `stop` ends them and removes the folder.
  */
-export async function startTestServers() {
-  const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
-  const config = testConfig({ databaseUrl: db.url, s3, indexDir: path.join(scratch.dir, "idx") });
+export async function startTestServers({
+  indexDir = "idx",
+  extra = {},
+  scratchPrefix,
+}: {
+  /** Folder of the index cache, inside the scratch folder. */
+  indexDir?: string;
+  /** More configuration variables (`configure` makes others, e.g. with paths inside the scratch folder). */
+  extra?: Record<string, string>;
+  /** Start of the scratch folder's name. */
+  scratchPrefix?: string;
+} = {}) {
+  const [db, s3, scratch] = await Promise.all([
+    startTestDatabase(),
+    startTestS3(),
+    scratchDir(scratchPrefix),
+  ]);
+  const args: TestConfigArgs = {
+    databaseUrl: db.url,
+    s3,
+    indexDir: path.join(scratch.dir, indexDir),
+    extra,
+  };
+  /** Another configuration for these servers, with `over` in place of the arguments it names (a fresh bucket). */
+  const configure = (over: Partial<TestConfigArgs> = {}) => testConfig({ ...args, ...over });
   return {
     db,
-    config,
+    s3,
+    /** The scratch folder, removed by `stop`. */
+    dir: scratch.dir,
+    config: configure(),
+    configure,
     async stop() {
       await Promise.all([db.stop(), s3.stop()]);
       await scratch.remove();

@@ -6,14 +6,7 @@ import { type DatasetImage, listDatasetImages } from "../../src/ingest/dataset.r
 import { exportV1Gallery } from "../../src/ingest/v1-gallery.export.js";
 import { rebuildAndWait } from "./graphql-client.js";
 import { firstPerClass } from "./images.js";
-import {
-  SAMPLE_DIR,
-  scratchDir,
-  startTestDatabase,
-  startTestS3,
-  testConfig,
-  testLogger,
-} from "./services.js";
+import { SAMPLE_DIR, startTestServers, testLogger } from "./services.js";
 
 /** The admin token of {@link startWebGallery}'s service. */
 export const WEB_ADMIN_TOKEN = "web-admin-token-0123456789";
@@ -44,19 +37,16 @@ export async function startWebGallery(
   perClass = 20,
   extra: Record<string, string> = {},
 ): Promise<WebGallery> {
-  const [db, s3, scratch] = await Promise.all([startTestDatabase(), startTestS3(), scratchDir()]);
+  const servers = await startTestServers({ indexDir: "index-cache" });
   // The sample that ships with the service: these tests run the same with or without ../shared.
   const gallery = firstPerClass(
     await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") }),
     perClass,
   );
   const queries = firstPerClass(await listDatasetImages({ root: path.join(SAMPLE_DIR, "held-back") }), 2);
-  const v1Dir = path.join(scratch.dir, "v1-gallery");
+  const v1Dir = path.join(servers.dir, "v1-gallery");
   await exportV1Gallery({ images: gallery, outDir: v1Dir });
-  const config = testConfig({
-    databaseUrl: db.url,
-    s3,
-    indexDir: path.join(scratch.dir, "index-cache"),
+  const config = servers.configure({
     extra: { ADMIN_TOKEN: WEB_ADMIN_TOKEN, V1_GALLERY_DIR: v1Dir, STARTUP_REBUILD: "never", ...extra },
   });
   const app: App = await createApp(config, testLogger);
@@ -74,11 +64,10 @@ export async function startWebGallery(
     graphqlUrl: server.graphqlUrl,
     gallery,
     queries,
-    s3Origin: new URL(s3.endpoint).origin,
+    s3Origin: new URL(servers.s3.endpoint).origin,
     async stop() {
       await app.close();
-      await Promise.all([db.stop(), s3.stop()]);
-      await scratch.remove();
+      await servers.stop();
     },
   };
 }
