@@ -352,7 +352,7 @@ export async function createApp(
       flag,
       repository,
       blobStore,
-      maxImageBytes: config.limits.maxImageBytes,
+      imageLimits: limits,
       maxTopK: config.limits.maxTopK,
       presignExpirySeconds: config.storage.presignExpirySeconds,
       suggestionTopK: config.adaptation.suggestionTopK,
