@@ -159,11 +159,7 @@ export interface Matcher {
    * @throws DomainError INDEX_NOT_READY when an index to search is not served, or is reloading.
    */
   rank(query: RankQuery): Promise<MergedMatches>;
-  /**
-   * The served type prior (`src/adapted/type-prior.ts`) for searches of both image types in `space`, or
-   * null when the adapted space is not served, not asked for, or has no type prior.
-   */
-  typePrior(space: EmbeddingSpace | undefined): TypePrior | null;
+
   /**
    * Top matches for an L2-normalised query embedding; filters are applied in one pass (see
    * `filtered-search.ts`).
@@ -503,8 +499,6 @@ export function createMatcher({
         throw err;
       }
     },
-
-    typePrior: servedTypePrior,
 
     async loadPersisted(imageType, how, checkGallery) {
       await store.recover(version, imageType);
