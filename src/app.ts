@@ -19,6 +19,7 @@ import { createGalleryService, type GalleryService } from "./gallery/gallery.ser
 import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
 import { DEFAULT_HASH_RULE } from "./gallery/nearest-image.js";
 import { startGraphQLEndpoint } from "./graphql/graphql.server.js";
+import { createSearchInputParser } from "./graphql/search-input.js";
 import { type HttpServer, type Readiness, startHttpServer } from "./http/http.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
 import { createIndexStore, indexScratchDir } from "./index/index.store.js";
@@ -38,7 +39,7 @@ import { createShadowTraffic, type ShadowTraffic } from "./models/shadow-traffic
 import { throttleBatches } from "./models/throttle.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
-import { createSearchService, type SearchService } from "./search/search.service.js";
+import { createSearchService, MAX_PER_GROUP, type SearchService } from "./search/search.service.js";
 import { isDomainError } from "./shared/errors.js";
 import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
@@ -511,6 +512,11 @@ export async function createApp(
             gallery,
             editor,
             models: modelMigration,
+            parseSearchInput: createSearchInputParser({
+              maxTopK: config.limits.maxTopK,
+              maxPerGroup: MAX_PER_GROUP,
+              maxImageBytes: config.limits.maxImageBytes,
+            }),
             maxImageBytes: config.limits.maxImageBytes,
           },
           adminToken: config.adminToken,
