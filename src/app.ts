@@ -40,7 +40,6 @@ import { throttleBatches } from "./models/throttle.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, MAX_PER_GROUP, type SearchService } from "./search/search.service.js";
-import { isDomainError } from "./shared/errors.js";
 import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
@@ -181,7 +180,7 @@ export async function createApp(
     const loadRuntime = async (modelConfig: ModelConfig): Promise<ModelRuntime> => {
       const sha256 = await ensureModelFile(modelConfig, logger);
       const model = await loadEmbeddingModel(modelConfig, sha256);
-      const embedder = countEmbeddings(createEmbedder({ model, modelConfig, limits }), metrics);
+      const embedder = createEmbedder({ model, modelConfig, limits, onEmbedded: metrics.countEmbeddings });
       const galleryEmbedder = throttleBatches(embedder, () =>
         runtimes && runtimes.active().modelId !== model.modelId ? config.models.reembedShare : 1,
       );
@@ -387,19 +386,7 @@ export async function createApp(
     });
     searchService.observe((req, answered) => shadow.offer(req, answered));
     cleanups.push(() => shadow.close());
-    const search: SearchService = {
-      ...searchService,
-      async search(req) {
-        try {
-          const result = await searchService.search(req);
-          metrics.observeSearch({ timing: result.timing });
-          return result;
-        } catch (e) {
-          metrics.observeSearch({ errorCode: isDomainError(e) ? e.code : "INTERNAL_SERVER_ERROR" });
-          throw e;
-        }
-      },
-    };
+    const search = searchService;
     const gallery = createGalleryService({
       repository,
       blobStore,
@@ -527,6 +514,7 @@ export async function createApp(
             maxAliases: config.limits.maxAliases,
             maxDepth: config.limits.maxDepth,
           },
+          observeSearch: metrics.observeSearch,
           logger,
         });
         cleanups.push(graphql.stop);
@@ -551,21 +539,4 @@ export async function createApp(
     await closeAll();
     throw err;
   }
-}
-
-/** The embedder, counting the embeddings it computes into `metrics`. */
-function countEmbeddings(embedder: Embedder, metrics: Metrics): Embedder {
-  return {
-    ...embedder,
-    async embedOne(bytes) {
-      const r = await embedder.embedOne(bytes);
-      metrics.countEmbeddings(1);
-      return r;
-    },
-    async embedMany(items) {
-      const outcomes = await embedder.embedMany(items);
-      metrics.countEmbeddings(outcomes.filter((o) => o.ok).length);
-      return outcomes;
-    },
-  };
 }
