@@ -347,7 +347,7 @@ export async function createApp(
       await replica.sync();
     }
 
-    const searchService = createSearchService({
+    const search = createSearchService({
       models,
       flag,
       repository,
@@ -380,13 +380,12 @@ export async function createApp(
           .sort((a, b) => order.indexOf(b.modelId) - order.indexOf(a.modelId));
         return ready[0] ?? null;
       },
-      rankWith: searchService.rankWith,
+      rankWith: search.rankWith,
       record: (row) => modelRepo.recordShadow(row),
       logger,
     });
-    searchService.observe((req, answered) => shadow.offer(req, answered));
+    search.observe((req, answered) => shadow.offer(req, answered));
     cleanups.push(() => shadow.close());
-    const search = searchService;
     const gallery = createGalleryService({
       repository,
       blobStore,
