@@ -19,6 +19,7 @@ import { createGalleryService, type GalleryService } from "./gallery/gallery.ser
 import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
 import { DEFAULT_HASH_RULE } from "./gallery/nearest-image.js";
 import { startGraphQLEndpoint } from "./graphql/graphql.server.js";
+import { createSearchInputParser } from "./graphql/search-input.js";
 import { type HttpServer, type Readiness, startHttpServer } from "./http/http.server.js";
 import { createFaissWorkerBackend } from "./index/faiss/faiss-worker.backend.js";
 import { createIndexStore, indexScratchDir } from "./index/index.store.js";
@@ -38,8 +39,7 @@ import { createShadowTraffic, type ShadowTraffic } from "./models/shadow-traffic
 import { throttleBatches } from "./models/throttle.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
-import { createSearchService, type SearchService } from "./search/search.service.js";
-import { isDomainError } from "./shared/errors.js";
+import { createSearchService, MAX_PER_GROUP, type SearchService } from "./search/search.service.js";
 import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
@@ -180,7 +180,7 @@ export async function createApp(
     const loadRuntime = async (modelConfig: ModelConfig): Promise<ModelRuntime> => {
       const sha256 = await ensureModelFile(modelConfig, logger);
       const model = await loadEmbeddingModel(modelConfig, sha256);
-      const embedder = countEmbeddings(createEmbedder({ model, modelConfig, limits }), metrics);
+      const embedder = createEmbedder({ model, modelConfig, limits, onEmbedded: metrics.countEmbeddings });
       const galleryEmbedder = throttleBatches(embedder, () =>
         runtimes && runtimes.active().modelId !== model.modelId ? config.models.reembedShare : 1,
       );
@@ -347,12 +347,12 @@ export async function createApp(
       await replica.sync();
     }
 
-    const searchService = createSearchService({
+    const search = createSearchService({
       models,
       flag,
       repository,
       blobStore,
-      maxImageBytes: config.limits.maxImageBytes,
+      imageLimits: limits,
       maxTopK: config.limits.maxTopK,
       presignExpirySeconds: config.storage.presignExpirySeconds,
       suggestionTopK: config.adaptation.suggestionTopK,
@@ -380,25 +380,12 @@ export async function createApp(
           .sort((a, b) => order.indexOf(b.modelId) - order.indexOf(a.modelId));
         return ready[0] ?? null;
       },
-      rankWith: searchService.rankWith,
+      rankWith: search.rankWith,
       record: (row) => modelRepo.recordShadow(row),
       logger,
     });
-    searchService.observe((req, answered) => shadow.offer(req, answered));
+    search.observe((req, answered) => shadow.offer(req, answered));
     cleanups.push(() => shadow.close());
-    const search: SearchService = {
-      ...searchService,
-      async search(req) {
-        try {
-          const result = await searchService.search(req);
-          metrics.observeSearch({ timing: result.timing });
-          return result;
-        } catch (e) {
-          metrics.observeSearch({ errorCode: isDomainError(e) ? e.code : "INTERNAL_SERVER_ERROR" });
-          throw e;
-        }
-      },
-    };
     const gallery = createGalleryService({
       repository,
       blobStore,
@@ -511,6 +498,11 @@ export async function createApp(
             gallery,
             editor,
             models: modelMigration,
+            parseSearchInput: createSearchInputParser({
+              maxTopK: config.limits.maxTopK,
+              maxPerGroup: MAX_PER_GROUP,
+              maxImageBytes: config.limits.maxImageBytes,
+            }),
             maxImageBytes: config.limits.maxImageBytes,
           },
           adminToken: config.adminToken,
@@ -521,6 +513,7 @@ export async function createApp(
             maxAliases: config.limits.maxAliases,
             maxDepth: config.limits.maxDepth,
           },
+          observeSearch: metrics.observeSearch,
           logger,
         });
         cleanups.push(graphql.stop);
@@ -545,21 +538,4 @@ export async function createApp(
     await closeAll();
     throw err;
   }
-}
-
-/** The embedder, counting the embeddings it computes into `metrics`. */
-function countEmbeddings(embedder: Embedder, metrics: Metrics): Embedder {
-  return {
-    ...embedder,
-    async embedOne(bytes) {
-      const r = await embedder.embedOne(bytes);
-      metrics.countEmbeddings(1);
-      return r;
-    },
-    async embedMany(items) {
-      const outcomes = await embedder.embedMany(items);
-      metrics.countEmbeddings(outcomes.filter((o) => o.ok).length);
-      return outcomes;
-    },
-  };
 }

@@ -31,10 +31,13 @@ export function createEmbedder({
   model,
   modelConfig,
   limits,
+  onEmbedded = () => {},
 }: {
   model: EmbeddingModel;
   modelConfig: ModelConfig;
   limits: ImageLimits;
+  /** Told how many embeddings each call computed (the embeddings counter); must return at once. */
+  onEmbedded?: (count: number) => void;
 }) {
   const views = modelConfig.views;
   const perImage = viewCount(views);
@@ -79,6 +82,7 @@ export function createEmbedder({
       const t2 = performance.now();
       if (vectors.length !== perImage) throw new Error("model returned no embedding");
       const embedding = pooled(vectors);
+      onEmbedded(1);
       return {
         embedding,
         texture: textures?.[0] ?? null,
@@ -135,6 +139,7 @@ export function createEmbedder({
               : { ok: false, error: batchError ?? new Error("no embedding") };
         });
       }
+      onEmbedded(outcomes.filter((o) => o.ok).length);
       return outcomes;
     },
   };

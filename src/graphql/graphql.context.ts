@@ -3,6 +3,7 @@ import type { GalleryService } from "../gallery/gallery.service.js";
 import type { GalleryEditor } from "../gallery/gallery-editor.service.js";
 import type { ModelMigrationService } from "../models/model-migration.service.js";
 import type { SearchService } from "../search/search.service.js";
+import type { SearchInputParser } from "./search-input.js";
 
 /** Per-request context handed to resolvers. */
 export interface GraphQLContext {
@@ -12,7 +13,9 @@ export interface GraphQLContext {
   editor: GalleryEditor;
   /** Embedding models: register, compare, promote, roll back, retire. */
   models: ModelMigrationService;
-  /** Largest image a search accepts (bytes); uploads are cut off past it. */
+  /** searchSimilar's input to the search service's request, refusing bad input at once. */
+  parseSearchInput: SearchInputParser;
+  /** Largest image accepted (bytes); gallery uploads are cut off past it. */
   maxImageBytes: number;
   /** Result of checking the request's `Authorization` header against ADMIN_TOKEN. */
   adminAccess: "granted" | "missing" | "invalid" | "disabled" | "throttled";

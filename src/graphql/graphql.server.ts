@@ -10,6 +10,7 @@ import type { GraphQLContext } from "./graphql.context.js";
 import { createErrorFormatter } from "./graphql.errors.js";
 import { type OperationLimits, operationLimits } from "./operation-limits.js";
 import { resolvers } from "./resolvers.js";
+import { type SearchOutcome, searchMetricsPlugin } from "./search-metrics.plugin.js";
 
 /** The SDL the service implements (repo root `schema.graphql`). */
 export const SCHEMA_PATH = new URL("../../schema.graphql", import.meta.url);
@@ -59,6 +60,7 @@ export async function startGraphQLEndpoint({
   exposeStack,
   introspection,
   limits,
+  observeSearch = () => {},
   logger,
 }: {
   services: Omit<GraphQLContext, "adminAccess" | "adminTokenId">;
@@ -67,6 +69,8 @@ export async function startGraphQLEndpoint({
   /** Schema introspection (on in development, off in production by default). */
   introspection: boolean;
   limits: OperationLimits;
+  /** Told how each searchSimilar field ended (the search metrics); must return at once. */
+  observeSearch?: (outcome: SearchOutcome) => void;
   logger: Logger;
 }): Promise<GraphQLEndpoint> {
   const guards = operationLimits(limits);
@@ -83,7 +87,7 @@ export async function startGraphQLEndpoint({
     introspection,
     validationRules: guards.validationRules,
     parseOptions: guards.parseOptions,
-    plugins: [...guards.plugins, overloadStatusPlugin],
+    plugins: [...guards.plugins, overloadStatusPlugin, searchMetricsPlugin(observeSearch)],
   });
   await apollo.start();
   return {

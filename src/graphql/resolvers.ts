@@ -3,26 +3,13 @@ import { errors } from "../shared/errors.js";
 import { requireAdmin } from "./admin.auth.js";
 import type { Resolvers } from "./generated/resolvers-types.js";
 import type { GraphQLContext } from "./graphql.context.js";
+import { parseId } from "./ids.js";
 import { readUpload } from "./upload.js";
 
 const isAdmin = (ctx: GraphQLContext) => ctx.adminAccess === "granted";
 /** Which admin credential made a change, without the secret: its sha256's first 12 hex digits. */
 const adminCredential = (ctx: GraphQLContext) => `admin-token:${ctx.adminTokenId ?? "unknown"}`;
 const REDACTED = "unavailable (details are shown with the admin token)";
-
-/** Largest image id (PostgreSQL `integer`). */
-const MAX_ID = 2_147_483_647;
-
-/** Ids are decimal digits only ("1e3", "0x10", " 7" are not ids), from 1 to {@link MAX_ID}. */
-const parseId = (id: string | number, field: string): number => {
-  const text = String(id);
-  const n = /^[1-9][0-9]{0,9}$/.test(text) ? Number(text) : Number.NaN;
-  if (!(n >= 1 && n <= MAX_ID))
-    throw errors.badInput(
-      `${field} must be a positive integer id from 1 to ${MAX_ID}, in decimal digits; got '${text.slice(0, 40)}'.`,
-    );
-  return n;
-};
 
 /** Thin resolvers: convert arguments, call one service method, map the result. */
 export const resolvers: Resolvers = {
@@ -36,27 +23,8 @@ export const resolvers: Resolvers = {
   ModelState: { ACTIVE: "active", CANDIDATE: "candidate", RETIRED: "retired" },
 
   Query: {
-    searchSimilar: async (_, { input }, ctx) =>
-      ctx.search.search({
-        image: {
-          bytes: input.image.file ? await readUpload(input.image.file, ctx.maxImageBytes) : undefined,
-          base64: input.image.base64,
-          storageKey: input.image.storageKey,
-          galleryImageId:
-            input.image.galleryImageId === null || input.image.galleryImageId === undefined
-              ? undefined
-              : parseId(input.image.galleryImageId, "image.galleryImageId"),
-        },
-        imageType: input.imageType ?? "defect",
-        topK: input.topK ?? 5,
-        minScore: input.minScore,
-        productCodes: input.filter?.productCodes,
-        defectCodes: input.filter?.defectCodes,
-        version: input.version,
-        space: input.space,
-        groupBy: input.groupBy,
-        perGroup: input.perGroup,
-      }),
+    // Parsed before the search is admitted: bad input never waits for a search slot.
+    searchSimilar: async (_, { input }, ctx) => ctx.search.search(await ctx.parseSearchInput(input)),
     status: (_, __, ctx) => ctx.admin.status(),
     rebuildTask: async (_, { id }, ctx) => (await ctx.admin.task(String(id))) ?? null,
     products: (_, __, ctx) => ctx.gallery.products(),

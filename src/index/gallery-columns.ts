@@ -98,6 +98,15 @@ export interface GalleryFilter {
   defectCodes?: readonly string[] | undefined;
 }
 
+/**
+ * What a search keeps: the labels of {@link GalleryFilter} and a similarity floor. The one declaration of
+ * the search filters: the service's request, the matcher's options and the gallery delta all extend it.
+ */
+export interface SearchFilter extends GalleryFilter {
+  /** Drop hits whose cosine similarity is below this, in [-1, 1]. */
+  minScore?: number | undefined;
+}
+
 /** True when the filter restricts anything. */
 export const isFiltering = (f: GalleryFilter) => !!f.productCodes?.length || !!f.defectCodes?.length;
 

@@ -1,5 +1,5 @@
 import { adaptVector, type Projection } from "../adapted/projection.js";
-import { type GalleryColumns, NORMAL_DEFECT_CODE } from "../index/gallery-columns.js";
+import { type GalleryColumns, NORMAL_DEFECT_CODE, type SearchFilter } from "../index/gallery-columns.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { ImageType } from "../shared/types.js";
 import type { GalleryChange } from "./gallery-source.js";
@@ -14,11 +14,8 @@ interface AddedImage {
 }
 
 /** What a search of the delta may keep. */
-export interface DeltaFilter {
-  productCodes?: readonly string[] | undefined;
-  defectCodes?: readonly string[] | undefined;
+export interface DeltaFilter extends SearchFilter {
   excludeContentSha256?: string | undefined;
-  minScore?: number | undefined;
 }
 
 /**

@@ -3,8 +3,13 @@ import { adaptVector } from "../adapted/projection.js";
 import type { TypePrior } from "../adapted/type-prior.js";
 import { isExactFactory, resolveFactory } from "../index/factory.js";
 import { DEFAULT_PLAN_LIMITS, filteredSearch } from "../index/filtered-search.js";
-import { columnsFromEntries, entryAt, isFiltering, matchingLabels } from "../index/gallery-columns.js";
-import type { GalleryEntry } from "../index/gallery-entry.js";
+import {
+  columnsFromEntries,
+  entryAt,
+  isFiltering,
+  matchingLabels,
+  type SearchFilter,
+} from "../index/gallery-columns.js";
 import {
   type IndexManifest,
   type IndexStore,
@@ -13,7 +18,7 @@ import {
 } from "../index/index.store.js";
 import { IndexUnavailableError, type VectorIndex, type VectorIndexBackend } from "../index/vector-index.js";
 import { errors } from "../shared/errors.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 import {
   type AdaptationService,
   type AdaptationSettings,
@@ -25,9 +30,11 @@ import {
 } from "./adaptation.service.js";
 import { createGalleryDelta, type GalleryDelta } from "./gallery-delta.js";
 import type { GalleryProgress, GallerySource } from "./gallery-source.js";
+import { type Match, type MergedMatches, mergeByType } from "./merge-by-type.js";
 
 export type { AdaptationSettings, EmbeddingSpace, IndexSettings } from "./adaptation.service.js";
 export { trainingLabel } from "./adaptation.service.js";
+export type { Match, MergedMatches, SpacedMatch } from "./merge-by-type.js";
 
 /** How the index being served came to be. */
 /**
@@ -89,26 +96,37 @@ export interface IndexState {
 }
 
 /** Search options after validation. */
-export interface MatchOptions {
+export interface MatchOptions extends SearchFilter {
   /** Number of hits wanted, >= 1. */
   topK: number;
-  /** Drop hits whose cosine similarity is below this. */
-  minScore?: number | undefined;
-  /** Keep only these product codes (any, when empty or undefined). */
-  productCodes?: readonly string[] | undefined;
-  /** Keep only these defect codes (`normal` matches normal images). */
-  defectCodes?: readonly string[] | undefined;
   /** Content hash of a gallery image to leave out ("find similar" must not answer with the query itself). */
   excludeContentSha256?: string | undefined;
   /** Space to rank in; `adapted` falls back to `raw` when the index has none. Default: adapted when served. */
   space?: EmbeddingSpace | undefined;
 }
 
-/** One ranked match. */
-export interface Match {
-  entry: GalleryEntry;
-  /** Cosine similarity in [-1, 1]. */
-  score: number;
+/**
+ * One query for {@link Matcher.rank}: everything a search of one or both image types needs, in one call.
+ */
+export interface RankQuery {
+  /** The query image's L2-normalised embedding (model dimension); the type prior leans by it. */
+  embedding: Float32Array;
+  /** The query image's texture descriptor, for a texture type prior; null when the model has none. */
+  texture: Float32Array | null;
+  /**
+   * Searched instead of `embedding` when set (alpha-QE's expanded query, L2-normalised); the type prior
+   * still leans by the image's own descriptors.
+   */
+  vector?: Float32Array | undefined;
+  /** `all`: both types, merged into one ranking (with the type prior, when one is served). */
+  imageType: ImageType | "all";
+  /** Hits wanted, >= 1. */
+  topK: number;
+  filter: SearchFilter;
+  /** Content hash of a gallery image to leave out ("find similar" must not answer with the query itself). */
+  excludeContentSha256?: string | undefined;
+  /** Space to rank in; `adapted` falls back to `raw` where none is served. Default: adapted when served. */
+  space?: EmbeddingSpace | undefined;
 }
 
 /** Summary of a finished rebuild of one index. */
@@ -128,10 +146,20 @@ export interface Matcher {
   readonly version: MatcherVersion;
   state(imageType: ImageType): IndexState;
   /**
-   * Throws when `imageType` cannot be searched now, saying why (never built, or reloading after a fault).
+   * Throws when `imageType` (`all`: either type) cannot be searched now, saying why (never built, or
+   * reloading after a fault). Cheap: a search calls it before the costly embedding of its query image.
    * @throws DomainError INDEX_NOT_READY
    */
-  assertReady(imageType: ImageType): void;
+  assertReady(imageType: ImageType | "all"): void;
+  /**
+   * The one call a search makes of the index layer: searches one image type, or both merged into one
+   * ranking (an empty type left out, the served type prior applied), checking readiness first.
+   * @returns at most `topK` matches, best first, each with the space that ranked it; the searched indexes'
+   *   summed size; `adapted` when any index was ranked in the adapted space.
+   * @throws DomainError INDEX_NOT_READY when an index to search is not served, or is reloading.
+   */
+  rank(query: RankQuery): Promise<MergedMatches>;
+
   /**
    * Top matches for an L2-normalised query embedding; filters are applied in one pass (see
    * `filtered-search.ts`).
@@ -142,11 +170,6 @@ export interface Matcher {
     query: Float32Array,
     options: MatchOptions,
   ): Promise<{ matches: Match[]; indexSize: number; space: EmbeddingSpace }>;
-  /**
-   * The served type prior (`src/adapted/type-prior.ts`) for searches of both image types in `space`, or
-   * null when the adapted space is not served, not asked for, or has no type prior.
-   */
-  typePrior(space: EmbeddingSpace | undefined): TypePrior | null;
   /**
    * Loads the persisted index if its manifest matches the configured model and index type and, with
    * `checkGallery`, the gallery's current fingerprint. Checksums are verified in the background once it
@@ -339,7 +362,41 @@ export function createMatcher({
     };
   }
 
-  return {
+  /**
+   * The served type prior (`src/adapted/type-prior.ts`) for searches of both image types in `space`, or
+   * null when the adapted space is not served, not asked for, or has no type prior.
+   */
+  function servedTypePrior(space: EmbeddingSpace | undefined): TypePrior | null {
+    const wanted = space ?? adaptation?.defaultSpace ?? "raw";
+    if (wanted !== "adapted") return null;
+    const defect = serving.get("defect");
+    const normal = serving.get("normal");
+    const prior = defect?.adapted?.projection.typePrior;
+    if (!prior) return null;
+    // Both indexes must come from the decision that learned it (one index may be older, e.g. after a
+    // rebuild of the other type alone, or a fallback start that serves what it has).
+    const fp = (s: Serving | undefined) => s?.loaded.manifest.adaptation?.trainingFingerprint;
+    if (normal && normal.loaded.manifest.count > 0 && fp(normal) !== fp(defect)) return null;
+    return prior;
+  }
+
+  /** Images searchable in the index served for `imageType`: its build's, less removed, plus added. */
+  function servedCount(imageType: ImageType): number {
+    const s = serving.get(imageType);
+    const m = s?.loaded.manifest;
+    return m && s ? m.count - s.delta.removedLabels.size + s.delta.addedCount : 0;
+  }
+
+  function assertTypeReady(imageType: ImageType) {
+    const s = serving.get(imageType);
+    if (!s) throw indexNotReadyError(version, imageType);
+    if (!s.loaded.index.ready) throw reloadingErrorOf(version, imageType, "its worker is restarting");
+  }
+
+  const typesOf = (imageType: ImageType | "all"): readonly ImageType[] =>
+    imageType === "all" ? IMAGE_TYPES : [imageType];
+
+  const matcher: Matcher = {
     version,
 
     state(imageType) {
@@ -350,7 +407,7 @@ export function createMatcher({
         version,
         imageType,
         ready: s?.loaded.index.ready === true,
-        count: m ? m.count - (s?.delta.removedLabels.size ?? 0) + (s?.delta.addedCount ?? 0) : 0,
+        count: servedCount(imageType),
         dimension: m?.dimension ?? dimension,
         modelId: m?.modelId ?? null,
         factory: m?.factory ?? null,
@@ -371,9 +428,30 @@ export function createMatcher({
     },
 
     assertReady(imageType) {
-      const s = serving.get(imageType);
-      if (!s) throw indexNotReadyError(version, imageType);
-      if (!s.loaded.index.ready) throw reloadingErrorOf(version, imageType, "its worker is restarting");
+      for (const t of typesOf(imageType)) assertTypeReady(t);
+    },
+
+    async rank(query) {
+      const types = typesOf(query.imageType);
+      // Checked again here, not only before the embedding: an index may go out of service meanwhile.
+      for (const t of types) assertTypeReady(t);
+      const options: MatchOptions = {
+        ...query.filter,
+        topK: query.topK,
+        excludeContentSha256: query.excludeContentSha256,
+        space: query.space,
+      };
+      const vector = query.vector ?? query.embedding;
+      // An empty type adds nothing to a merge (and its index may not be searchable at all).
+      const searched = types.length === 1 ? types : types.filter((t) => servedCount(t) > 0);
+      return mergeByType(
+        await Promise.all(
+          searched.map(async (t) => ({ imageType: t, ...(await matcher.search(t, vector, options)) })),
+        ),
+        query.imageType === "all" ? servedTypePrior(query.space) : null,
+        { embedding: query.embedding, texture: query.texture },
+        query.topK,
+      );
     },
 
     async search(imageType, query, options) {
@@ -420,20 +498,6 @@ export function createMatcher({
         if (err instanceof IndexUnavailableError) throw reloadingErrorOf(version, imageType, err.message);
         throw err;
       }
-    },
-
-    typePrior(space) {
-      const wanted = space ?? adaptation?.defaultSpace ?? "raw";
-      if (wanted !== "adapted") return null;
-      const defect = serving.get("defect");
-      const normal = serving.get("normal");
-      const prior = defect?.adapted?.projection.typePrior;
-      if (!prior) return null;
-      // Both indexes must come from the decision that learned it (one index may be older, e.g. after a
-      // rebuild of the other type alone, or a fallback start that serves what it has).
-      const fp = (s: Serving | undefined) => s?.loaded.manifest.adaptation?.trainingFingerprint;
-      if (normal && normal.loaded.manifest.count > 0 && fp(normal) !== fp(defect)) return null;
-      return prior;
     },
 
     async loadPersisted(imageType, how, checkGallery) {
@@ -683,4 +747,5 @@ export function createMatcher({
       );
     },
   };
+  return matcher;
 }
