@@ -9,6 +9,7 @@ import {
   text,
   timestamp,
 } from "drizzle-orm/pg-core";
+import { decisionColumns } from "./serving-state.table.js";
 
 /**
  * Embedding models registered with the deployment, by model id (file sha256 + preprocessing, as
@@ -38,10 +39,7 @@ export const activeModelChanges = pgTable("active_model_changes", {
     .references(() => embeddingModels.modelId),
   /** The model it replaced; null for the seed. */
   previousModelId: text("previous_model_id"),
-  reason: text("reason").notNull(),
-  setBy: text("set_by").notNull(),
-  replicaId: text("replica_id").notNull(),
-  setAt: timestamp("set_at", { withTimezone: true }).notNull().defaultNow(),
+  ...decisionColumns(),
 });
 
 /**

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { iso, isoOrNull } from "../shared/timestamps.js";
 import { STATE_CHANNEL } from "./db.client.js";
+import { inPoolTransaction } from "./pool-transaction.js";
 
 /** A registered embedding model, as stored. */
 export interface ModelRecord {
@@ -85,21 +86,8 @@ const changeOf = (r: Record<string, unknown>): ActiveModelChange => ({
  * NOTIFY (`model`) in their transaction.
  */
 export function createModelRegistryRepository(pool: pg.Pool) {
-  async function inTransaction<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await pool.connect();
-    try {
-      await c.query("begin");
-      await c.query("select pg_advisory_xact_lock($1)", [MODELS_LOCK]);
-      const out = await run(c);
-      await c.query("commit");
-      return out;
-    } catch (e) {
-      await c.query("rollback").catch(() => undefined);
-      throw e;
-    } finally {
-      c.release();
-    }
-  }
+  const inTransaction = <T>(run: (c: pg.PoolClient) => Promise<T>) =>
+    inPoolTransaction(pool, run, MODELS_LOCK);
   const notify = (c: pg.PoolClient) => c.query("select pg_notify($1, 'model')", [STATE_CHANNEL]);
 
   return {

@@ -15,19 +15,27 @@ import {
 } from "drizzle-orm/pg-core";
 
 /**
- * The matcher flag's history: one row per switch (and the seed from MATCHER_VERSION). The active matcher
- * is the newest row, so a restart and every replica read the same decision.
+ * The columns of an operator's decision in a history table (the matcher flag, the active model): why, who,
+ * from which replica, when. A function, so each table gets its own column builders.
  */
-export const matcherVersionChanges = pgTable("matcher_version_changes", {
-  changeId: serial("change_id").primaryKey(),
-  version: text("version", { enum: ["v1", "v2"] }).notNull(),
-  /** Why, as given with the mutation (or "seeded from MATCHER_VERSION"). */
+export const decisionColumns = () => ({
+  /** Why, as given with the mutation (or why it was seeded). */
   reason: text("reason").notNull(),
   /** Who: `admin-token:<first 12 hex of the token's sha256>`, or `config` for the seed. */
   setBy: text("set_by").notNull(),
   /** Replica that answered the mutation. */
   replicaId: text("replica_id").notNull(),
   setAt: timestamp("set_at", { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * The matcher flag's history: one row per switch (and the seed from MATCHER_VERSION). The active matcher
+ * is the newest row, so a restart and every replica read the same decision.
+ */
+export const matcherVersionChanges = pgTable("matcher_version_changes", {
+  changeId: serial("change_id").primaryKey(),
+  version: text("version", { enum: ["v1", "v2"] }).notNull(),
+  ...decisionColumns(),
 });
 
 /**

@@ -1,5 +1,6 @@
 import type pg from "pg";
 import { STATE_CHANNEL } from "../db/db.client.js";
+import { inPoolTransaction } from "../db/pool-transaction.js";
 import { iso, isoOrNull } from "../shared/timestamps.js";
 import type { ImageType, MatcherVersion } from "../shared/types.js";
 
@@ -110,20 +111,7 @@ function activeOf(r: Record<string, unknown>): ActiveIndex {
  * {@link STATE_CHANNEL} in the same transaction, so it is announced only once committed.
  */
 export function createServingStateRepository(pool: pg.Pool) {
-  async function inTransaction<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await pool.connect();
-    try {
-      await c.query("begin");
-      const out = await run(c);
-      await c.query("commit");
-      return out;
-    } catch (e) {
-      await c.query("rollback").catch(() => undefined);
-      throw e;
-    } finally {
-      c.release();
-    }
-  }
+  const inTransaction = <T>(run: (c: pg.PoolClient) => Promise<T>) => inPoolTransaction(pool, run);
   const notify = (c: pg.PoolClient, what: string) =>
     c.query("select pg_notify($1, $2)", [STATE_CHANNEL, what]);
 
