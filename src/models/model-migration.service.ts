@@ -281,7 +281,13 @@ export function createModelMigrationService({
         if (!runtimes.get(runtime.modelId)) await runtime.close();
         throw err;
       }
-      if (!runtimes.get(runtime.modelId)) runtimes.add(runtime);
+      // The registry's read (on the NOTIFY) may have loaded it meanwhile: serve one runtime per model.
+      const meanwhile = runtimes.get(runtime.modelId);
+      if (!meanwhile) runtimes.add(runtime);
+      else if (meanwhile !== runtime) {
+        await runtime.close();
+        runtime = meanwhile;
+      }
       logger.info({ modelId: runtime.modelId, by }, "candidate embedding model registered");
       const preparation = await db("The preparation could not be queued", () => prepare(runtime, by));
       const model = (await this.list()).find((m) => m.modelId === runtime.modelId) as ModelView;

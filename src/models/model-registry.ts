@@ -57,6 +57,12 @@ export function createModelRegistry({
           `the file loads as model ${runtime.modelId}, not ${record.modelId}: it differs on this replica`,
         );
       }
+      // A registration on this replica may have added it while this load ran: keep that one.
+      const meanwhile = runtimes.get(record.modelId);
+      if (meanwhile) {
+        await runtime.close();
+        return meanwhile;
+      }
       runtimes.add(runtime);
       problems.delete(record.modelId);
       logger.info({ modelId: record.modelId }, "registered embedding model loaded");
