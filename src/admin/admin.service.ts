@@ -9,7 +9,7 @@ import type {
 import type { RebuildJobs, RebuildTask } from "../jobs/rebuild.job.js";
 import type { IndexState, Matcher } from "../matchers/matcher.js";
 import type { MatcherVersionFlag } from "../search/matcher-version.flag.js";
-import { errors, isDomainError } from "../shared/errors.js";
+import { databaseCall, errors } from "../shared/errors.js";
 import { IMAGE_TYPES, type ImageType, MATCHER_VERSIONS, type MatcherVersion } from "../shared/types.js";
 
 /** One index as status shows it: what this replica serves, and the deployment's active version. */
@@ -61,19 +61,6 @@ export function createAdminService({
   /** Resolves null when the database answers, else the reason. */
   checkDatabase: () => Promise<string | null>;
 }) {
-  /** Runs a database read or write, turning an outage into SERVICE_UNAVAILABLE. */
-  async function db<T>(what: string, run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      if (isDomainError(err)) throw err;
-      throw errors.serviceUnavailable(
-        `${what}: the database does not answer (${(err as Error).message}). Searches go on with the indexes each replica serves; retry when it is back.`,
-        err,
-      );
-    }
-  }
-
   return {
     async status(): Promise<ServiceStatusSnapshot> {
       const databaseError = await checkDatabase();
@@ -130,7 +117,7 @@ export function createAdminService({
     ): Promise<RebuildTask> {
       const v = version ?? flag.get();
       const types = imageType === "all" ? [...IMAGE_TYPES] : [imageType];
-      return db("The rebuild could not be queued", () =>
+      return databaseCall("The rebuild could not be queued", () =>
         jobs.start({
           targets: types.map((t) => ({ version: v, imageType: t })),
           trigger: "admin",
@@ -150,7 +137,7 @@ export function createAdminService({
         );
       const why = reason?.trim() || "no reason given";
       if (why.length > 500) throw errors.badInput("reason must be at most 500 characters.");
-      await db("The matcher switch was not applied", async () => {
+      await databaseCall("The matcher switch was not applied", async () => {
         await state.setMatcherVersion({ version, reason: why, setBy: by, replicaId: replica.replicaId });
         const decision = await state.activeMatcherVersion();
         if (decision) flag.apply(decision);
@@ -170,7 +157,7 @@ export function createAdminService({
     },
 
     /** A task by id, from any replica. */
-    task: (id: string) => db("The rebuild task could not be read", () => jobs.get(id)),
+    task: (id: string) => databaseCall("The rebuild task could not be read", () => jobs.get(id)),
   };
 }
 

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { type IndexManifest, indexVersionId } from "../index/index.store.js";
 import type { IndexTarget, PublishIndex, RebuildJobs } from "../jobs/rebuild.job.js";
 import type { Matcher } from "../matchers/matcher.js";
-import type { ModelRuntime, ModelRuntimes } from "../models/model-runtimes.js";
+import { indexTargetsOf, type ModelRuntime, type ModelRuntimes } from "../models/model-runtimes.js";
 import type { MatcherVersionFlag } from "../search/matcher-version.flag.js";
 import { errors } from "../shared/errors.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
@@ -134,14 +134,7 @@ export function createReplica({
   let beatTimer: NodeJS.Timeout | undefined;
 
   /** Every index of every model served here, the active model's first. */
-  const targets = (): Required<IndexTarget>[] =>
-    models
-      .all()
-      .flatMap(({ modelId, matchers }) =>
-        [...matchers.keys()].flatMap((version) =>
-          IMAGE_TYPES.map((imageType) => ({ modelId, version, imageType })),
-        ),
-      );
+  const targets = (): Required<IndexTarget>[] => models.all().flatMap(indexTargetsOf);
 
   /** Brings one index to its active version: from the local cache when it holds it, else from the bucket. */
   async function follow(target: Required<IndexTarget>, want: ActiveIndex): Promise<void> {

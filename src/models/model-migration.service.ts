@@ -7,12 +7,12 @@ import type {
   ShadowSummary,
 } from "../db/model-registry.repository.js";
 import type { Replica } from "../deployment/replica.js";
-import type { IndexTarget, RebuildJobs, RebuildTask } from "../jobs/rebuild.job.js";
-import { DomainError, errors, isDomainError } from "../shared/errors.js";
+import type { RebuildJobs, RebuildTask } from "../jobs/rebuild.job.js";
+import { databaseCall, errors, isDomainError } from "../shared/errors.js";
 import { IMAGE_TYPES } from "../shared/types.js";
 import { comparisonQueries, type LabelledQuality, labelledQuality } from "./model-comparison.js";
 import type { ModelRegistry } from "./model-registry.js";
-import type { ModelRuntime, MutableModelRuntimes } from "./model-runtimes.js";
+import { indexTargetsOf, type ModelRuntime, type MutableModelRuntimes } from "./model-runtimes.js";
 import { type ModelRegistration, resolveRegistration, specOf } from "./model-spec.js";
 
 /** Where a registered model stands. */
@@ -95,23 +95,23 @@ export function createModelMigrationService({
   /** Models whose preparation this process queued already (so a failing one is not queued in a loop). */
   const queued = new Set<string>();
 
-  async function db<T>(what: string, run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (err) {
-      if (err instanceof DomainError) throw err;
-      throw errors.serviceUnavailable(`${what}: ${(err as Error).message}`, err);
+  /**
+   * The runtime served for `loaded`'s model: `loaded` itself, added, or the one already served (a load by
+   * the registry's read on the NOTIFY, say), with `loaded` closed, so there is one runtime per model.
+   */
+  async function adopt(loaded: ModelRuntime): Promise<ModelRuntime> {
+    const served = runtimes.get(loaded.modelId);
+    if (!served) {
+      runtimes.add(loaded);
+      return loaded;
     }
+    if (served !== loaded) await loaded.close();
+    return served;
   }
-
-  const targetsOf = (r: ModelRuntime): Required<IndexTarget>[] =>
-    [...r.matchers.keys()].flatMap((version) =>
-      IMAGE_TYPES.map((imageType) => ({ modelId: r.modelId, version, imageType })),
-    );
 
   /** Why `r` cannot be promoted now, or null. */
   async function notPromotable(r: ModelRuntime): Promise<string | null> {
-    for (const t of targetsOf(r)) {
+    for (const t of indexTargetsOf(r)) {
       const want = replica.activeOf(t.version, t.imageType, r.modelId);
       const s = r.matchers.get(t.version)?.state(t.imageType);
       if (!want) return `its ${t.version}/${t.imageType} index is not built yet (see its preparation task)`;
@@ -128,7 +128,7 @@ export function createModelMigrationService({
   async function prepare(r: ModelRuntime, by: string): Promise<RebuildTask | null> {
     queued.add(r.modelId);
     try {
-      return await jobs.start({ targets: targetsOf(r), trigger: "candidate", requestedBy: by });
+      return await jobs.start({ targets: indexTargetsOf(r), trigger: "candidate", requestedBy: by });
     } catch (err) {
       if (isDomainError(err) && err.code === "REBUILD_IN_PROGRESS") {
         // Queued once the open rebuild ends (preparePending, after each registry read).
@@ -152,10 +152,10 @@ export function createModelMigrationService({
     }
     if (runtimes.active().modelId === modelId)
       throw errors.badInput(`Model ${modelId} is already the active model.`);
-    const why = await db("The promotion could not be checked", () => notPromotable(r));
+    const why = await databaseCall("The promotion could not be checked", () => notPromotable(r));
     if (why) throw errors.modelNotReady(`Model ${modelId} cannot be promoted yet: ${why}.`, { modelId });
-    const need = targetsOf(r).length;
-    const change = await db("The promotion was not applied", () =>
+    const need = indexTargetsOf(r).length;
+    const change = await databaseCall("The promotion was not applied", () =>
       repo.setActive({ modelId, reason, setBy: by, replicaId: replica.replicaId }, async (c, _active) => {
         const { rows } = await c.query("select count(*)::int as n from active_indexes where model_id = $1", [
           modelId,
@@ -177,25 +177,28 @@ export function createModelMigrationService({
   return {
     /** Every registered model (retired ones too), the active one first. */
     async list(): Promise<ModelView[]> {
-      const [records, tasks] = await db("The model registry could not be read", () =>
+      const [records, tasks] = await databaseCall("The model registry could not be read", () =>
         Promise.all([repo.models(), jobs.list()]),
       );
       const activeId = registry.activeModelId() ?? runtimes.active().modelId;
-      const galleryImages = await db("The gallery could not be counted", async () => {
-        let n = 0;
-        for (const t of IMAGE_TYPES) n += (await repository.countGallery(t, activeId)).total;
-        return n;
-      });
+      /** Gallery images in all, and those with an embedding of `modelId`. */
+      const coverage = (modelId: string) =>
+        databaseCall("The gallery could not be counted", async () => {
+          let galleryImages = 0;
+          let embedded = 0;
+          for (const t of IMAGE_TYPES) {
+            const c = await repository.countGallery(t, modelId);
+            galleryImages += c.total;
+            embedded += c.total - c.missing;
+          }
+          return { galleryImages, embedded };
+        });
+      const { galleryImages } = await coverage(activeId);
       const out: ModelView[] = [];
       for (const m of records) {
         const r = runtimes.get(m.modelId);
         const spec = m.spec as ModelConfig;
-        let embedded = 0;
-        if (m.retiredAt === null)
-          for (const t of IMAGE_TYPES) {
-            const c = await repository.countGallery(t, m.modelId);
-            embedded += c.total - c.missing;
-          }
+        const embedded = m.retiredAt === null ? (await coverage(m.modelId)).embedded : 0;
         const state: ModelState = m.retiredAt ? "retired" : m.modelId === activeId ? "active" : "candidate";
         const why = r && state === "candidate" ? await notPromotable(r) : null;
         out.push({
@@ -212,7 +215,7 @@ export function createModelMigrationService({
           embedded,
           galleryImages,
           indexes: r
-            ? targetsOf(r).map((t) => {
+            ? indexTargetsOf(r).map((t) => {
                 const s = r.matchers.get(t.version)?.state(t.imageType);
                 return {
                   version: t.version,
@@ -247,49 +250,40 @@ export function createModelMigrationService({
       by: string,
     ): Promise<{ model: ModelView; preparation: RebuildTask | null }> {
       const cfg = resolveRegistration(config.model, config.models.dir, input);
-      let runtime: ModelRuntime;
-      const known = [...runtimes.all()].find(
-        (r) =>
-          r.config.path === cfg.path && r.config.resizeMode === cfg.resizeMode && r.config.name === cfg.name,
-      );
-      if (known) runtime = known;
-      else
+      let runtime = runtimes
+        .all()
+        .find(
+          (r) =>
+            r.config.path === cfg.path &&
+            r.config.resizeMode === cfg.resizeMode &&
+            r.config.name === cfg.name,
+        );
+      if (!runtime) {
+        let loaded: ModelRuntime;
         try {
-          runtime = await load(cfg);
+          loaded = await load(cfg);
         } catch (err) {
           throw errors.badInput(`The model could not be loaded: ${(err as Error).message}`);
         }
-      if (runtime.modelId === runtimes.active().modelId) {
-        if (!known) await runtime.close();
-        throw errors.badInput(`Model ${runtime.modelId} is already the active model.`);
+        if (loaded.modelId === runtimes.active().modelId) await loaded.close();
+        else runtime = await adopt(loaded);
       }
-      const existing = runtimes.get(runtime.modelId);
-      if (existing && existing !== runtime) {
-        await runtime.close();
-        runtime = existing;
-      }
-      try {
-        await db("The model could not be registered", () =>
-          repo.register({
-            modelId: runtime.modelId,
-            spec: specOf(runtime.config),
-            dimension: runtime.dimension,
-            by,
-          }),
-        );
-      } catch (err) {
-        if (!runtimes.get(runtime.modelId)) await runtime.close();
-        throw err;
-      }
-      // The registry's read (on the NOTIFY) may have loaded it meanwhile: serve one runtime per model.
-      const meanwhile = runtimes.get(runtime.modelId);
-      if (!meanwhile) runtimes.add(runtime);
-      else if (meanwhile !== runtime) {
-        await runtime.close();
-        runtime = meanwhile;
-      }
+      if (!runtime || runtime.modelId === runtimes.active().modelId)
+        throw errors.badInput(`Model ${runtimes.active().modelId} is already the active model.`);
+      const adopted = runtime;
+      // Served before it is registered: if the write fails, the registry's next read closes it.
+      await databaseCall("The model could not be registered", () =>
+        repo.register({
+          modelId: adopted.modelId,
+          spec: specOf(adopted.config),
+          dimension: adopted.dimension,
+          by,
+        }),
+      );
       logger.info({ modelId: runtime.modelId, by }, "candidate embedding model registered");
-      const preparation = await db("The preparation could not be queued", () => prepare(runtime, by));
+      const preparation = await databaseCall("The preparation could not be queued", () =>
+        prepare(runtime, by),
+      );
       const model = (await this.list()).find((m) => m.modelId === runtime.modelId) as ModelView;
       return { model, preparation };
     },
@@ -310,10 +304,10 @@ export function createModelMigrationService({
      * @throws DomainError NOT_FOUND (no earlier model, or it was retired), MODEL_NOT_READY, SERVICE_UNAVAILABLE.
      */
     async rollback(reason: string | null | undefined, by: string): Promise<ModelSwitch> {
-      const current = await db("The active model could not be read", () => repo.active());
+      const current = await databaseCall("The active model could not be read", () => repo.active());
       const previous = current?.previousModelId;
       if (!previous) throw errors.notFound("No earlier active model to roll back to.");
-      const record = await db("The model registry could not be read", () => repo.model(previous));
+      const record = await databaseCall("The model registry could not be read", () => repo.model(previous));
       if (!record || record.retiredAt)
         throw errors.notFound(`The previous model ${previous} was retired; register it again to use it.`);
       return switchTo(previous, reason?.trim() || "rolled back by an admin", by);
@@ -326,11 +320,11 @@ export function createModelMigrationService({
      *   runs), SERVICE_UNAVAILABLE.
      */
     async retire(modelId: string, by: string): Promise<void> {
-      const record = await db("The model registry could not be read", () => repo.model(modelId));
+      const record = await databaseCall("The model registry could not be read", () => repo.model(modelId));
       if (!record || record.retiredAt) throw errors.notFound(`No registered model ${modelId}.`);
-      const open = await db("The rebuild queue could not be read", () => jobs.open());
+      const open = await databaseCall("The rebuild queue could not be read", () => jobs.open());
       if (open?.targets.some((t) => t.modelId === modelId)) throw errors.rebuildInProgress(open.id);
-      const versions = await db("The model was not retired", () =>
+      const versions = await databaseCall("The model was not retired", () =>
         repo.retire(modelId, async (_c, active) => {
           if (active === modelId)
             throw errors.badInput(`Model ${modelId} is the active model; promote another one first.`);
@@ -362,7 +356,7 @@ export function createModelMigrationService({
             ? `Model ${candidateId} is not served by replica ${replica.replicaId} (or is the active one).`
             : "No candidate model is registered; add one with registerModel or `npm run models -- add`.",
         );
-      const queries = await db("The gallery could not be read", () =>
+      const queries = await databaseCall("The gallery could not be read", () =>
         comparisonQueries(repository, [active.modelId, candidate.modelId], config.models.compareQueries),
       );
       const [a, c] = [
@@ -379,14 +373,14 @@ export function createModelMigrationService({
           suggestionTopK: config.adaptation.suggestionTopK,
         }),
       ];
-      const shadow = (await db("The shadow traffic could not be read", () => repo.shadowSummaries())).find(
-        (s) => s.candidateModelId === candidate.modelId && s.activeModelId === active.modelId,
-      );
+      const shadow = (
+        await databaseCall("The shadow traffic could not be read", () => repo.shadowSummaries())
+      ).find((s) => s.candidateModelId === candidate.modelId && s.activeModelId === active.modelId);
       return { active: a, candidate: c, shadow: shadow ?? null };
     },
 
     /** Shadow traffic of every pair of models. */
-    shadow: () => db("The shadow traffic could not be read", () => repo.shadowSummaries()),
+    shadow: () => databaseCall("The shadow traffic could not be read", () => repo.shadowSummaries()),
 
     /**
      * Queues the preparation of candidates that have none yet (registered on another replica while a
@@ -394,11 +388,13 @@ export function createModelMigrationService({
      */
     async preparePending(): Promise<void> {
       if (await jobs.open()) return;
+      let tasks: readonly RebuildTask[] | undefined;
       for (const r of runtimes.all()) {
         if (r.modelId === runtimes.active().modelId || queued.has(r.modelId)) continue;
-        const built = targetsOf(r).every((t) => replica.activeOf(t.version, t.imageType, r.modelId));
+        const built = indexTargetsOf(r).every((t) => replica.activeOf(t.version, t.imageType, r.modelId));
         if (built) continue;
-        const recent = (await jobs.list()).find(
+        tasks ??= await jobs.list();
+        const recent = tasks.find(
           (t) => t.trigger === "candidate" && t.targets.some((x) => x.modelId === r.modelId),
         );
         if (recent) {

@@ -2,7 +2,7 @@ import type { ModelConfig } from "../config/config.js";
 import type { IndexArtifacts } from "../deployment/index-artifacts.js";
 import type { Embedder } from "../embedding/embedder.service.js";
 import type { Matcher } from "../matchers/matcher.js";
-import type { ImageType, MatcherVersion } from "../shared/types.js";
+import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
 
 /** Everything one embedding model serves with: its encoder and its own indexes (per matcher version). */
 export interface ModelRuntime {
@@ -28,6 +28,12 @@ export interface ModelIndexTarget {
   version: MatcherVersion;
   imageType: ImageType;
 }
+
+/** Every index of one model: each of its matcher versions, each image type. */
+export const indexTargetsOf = ({ modelId, matchers }: Pick<ModelRuntime, "modelId" | "matchers">) =>
+  [...matchers.keys()].flatMap((version) =>
+    IMAGE_TYPES.map((imageType) => ({ modelId, version, imageType })),
+  );
 
 /**
  * The embedding models this process serves: the active one, which ranks every search, and the candidates

@@ -72,3 +72,19 @@ export const errors = {
 export function isDomainError(e: unknown): e is DomainError {
   return e instanceof DomainError;
 }
+
+/**
+ * Runs a database read or write of an operator's call: a DomainError passes through, any other failure
+ * (the database down or timing out) becomes SERVICE_UNAVAILABLE, saying `what` did not happen.
+ */
+export async function databaseCall<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (isDomainError(err)) throw err;
+    throw errors.serviceUnavailable(
+      `${what}: the database does not answer (${(err as Error).message}). Searches go on with the indexes each replica serves; retry when it is back.`,
+      err,
+    );
+  }
+}
