@@ -42,6 +42,10 @@ export interface BenchOptions {
   httpSizes: number[];
   /** Real gallery images ingested for the HTTP part (all gallery rows when larger). */
   httpImages: number;
+  /** Service variables of the HTTP part's service (ORT_THREADS, INFERENCE_MAX_BATCH, ...). */
+  serviceEnv: Record<string, string>;
+  /** How the HTTP part sends the query image. */
+  encodings: ("base64" | "multipart")[];
   /** Real images of the rebuild part. */
   rebuildImages: number;
 }

@@ -68,7 +68,7 @@ const measure = async (label: string, step: (i: number) => Promise<number>) => {
 };
 for (const b of list(opts.batches)) {
   await measure(`batch ${b}`, async (i) => {
-    const batch = Array.from({ length: b }, (_, k) => tensors[(i * b + k) % tensors.length] as Float32Array);
+    const batch = Array.from({ length: b }, (_, k) => tensors[(i * b + k) % tensors.length] as Uint8Array);
     await model.embed(batch);
     return b;
   });
@@ -77,9 +77,7 @@ for (const c of list(opts.concurrency)) {
   const before = model.runStats;
   await measure(`${c} single-image calls in flight (max batch ${opts.maxBatch})`, async (i) => {
     await Promise.all(
-      Array.from({ length: c }, (_, k) =>
-        model.embed([tensors[(i * c + k) % tensors.length] as Float32Array]),
-      ),
+      Array.from({ length: c }, (_, k) => model.embed([tensors[(i * c + k) % tensors.length] as Uint8Array])),
     );
     return c;
   });

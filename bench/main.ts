@@ -78,6 +78,29 @@ const program = new Command()
     [100_000],
   )
   .option("--http-images <n>", "real gallery images ingested for HTTP", int, 2000)
+  .option(
+    "--service-env <list>",
+    "service variables for the http part, e.g. ORT_THREADS=1,INFERENCE_MAX_BATCH=8",
+    (v: string) =>
+      Object.fromEntries(
+        v.split(",").map((kv) => {
+          const [k, ...rest] = kv.split("=");
+          if (!k || rest.length === 0) throw new InvalidArgumentError(`not KEY=VALUE: ${kv}`);
+          return [k.trim(), rest.join("=").trim()];
+        }),
+      ),
+    {},
+  )
+  .option(
+    "--encodings <list>",
+    "how the HTTP part sends the query image (base64, multipart)",
+    (v: string) =>
+      v.split(",").map((e) => {
+        if (e !== "base64" && e !== "multipart") throw new InvalidArgumentError(`unknown encoding ${e}`);
+        return e;
+      }),
+    ["base64", "multipart"],
+  )
   .option("--rebuild-images <n>", "real gallery images of the rebuild part", int, 1000)
   .option("--out <file>", "JSON output (default bench/results/bench-<time>.json)")
   .showHelpAfterError();

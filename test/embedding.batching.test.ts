@@ -6,6 +6,7 @@ import { createEmbedder } from "../src/embedding/embedder.service.js";
 import { type EmbeddingModel, loadEmbeddingModel } from "../src/embedding/embedding.model.js";
 import { inspectImage, preprocessImage } from "../src/embedding/image.decoder.js";
 import { sha256File } from "../src/embedding/model.file.js";
+import type { ModelInput } from "../src/embedding/model-input.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
 import { isDomainError } from "../src/shared/errors.js";
 import { firstPerClass } from "./support/images.js";
@@ -28,7 +29,7 @@ describe("dynamic batching of concurrent queries in the inference worker (real m
   const config = loadConfig({ MODELS_DIR, INFERENCE_MAX_BATCH: "8", INFERENCE_MAX_QUEUE_DELAY_US: "0" });
   let model: EmbeddingModel;
   let images: Buffer[];
-  let tensors: Float32Array[];
+  let tensors: ModelInput[];
   /** Each image embedded alone, one call after the other: the reference. */
   let alone: Float32Array[];
 
@@ -68,9 +69,9 @@ describe("dynamic batching of concurrent queries in the inference worker (real m
   });
 
   it("runs the others again on their own when a malformed input fails the whole batch", async () => {
-    const short = new Float32Array(10);
+    const short = new Uint8Array(10);
     const before = model.runStats.runs;
-    const calls = [tensors[3], tensors[4], short, tensors[0]].map((t) => model.embed([t as Float32Array]));
+    const calls = [tensors[3], tensors[4], short, tensors[0]].map((t) => model.embed([t as ModelInput]));
     expect(await Promise.all(calls.map(codeOf))).toEqual([
       undefined,
       undefined,

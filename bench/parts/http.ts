@@ -53,7 +53,10 @@ async function pickQueryImage(ctx: BenchContext): Promise<string> {
 export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
   const { opts } = ctx;
   // INDEX_FACTORY as the service defaults (auto: Flat while small, the compressed ANN index when large).
-  const env = await ctx.factory.create("bench_http", { MODEL_PRESET: opts.model });
+  const env = await ctx.factory.create("bench_http", {
+    MODEL_PRESET: opts.model,
+    ...opts.serviceEnv,
+  });
   const app = await env.createApp();
   try {
     const gallery = await realImages(opts.datasetsDir, "gallery", opts.httpImages);
@@ -148,7 +151,7 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
       });
       const levels: LoadResult[] = [];
       for (const c of opts.concurrency) {
-        for (const encoding of ["base64", "multipart"] as const) {
+        for (const encoding of opts.encodings) {
           levels.push(
             await measureLoad({
               url: server.graphqlUrl,

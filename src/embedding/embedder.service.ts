@@ -2,6 +2,7 @@ import type { ModelConfig } from "../config/config.js";
 import { errors, isDomainError } from "../shared/errors.js";
 import type { EmbeddingModel } from "./embedding.model.js";
 import { type ImageInfo, type ImageLimits, inspectImage, preprocessViews } from "./image.decoder.js";
+import type { ModelInput } from "./model-input.js";
 import { poolViews, viewCount } from "./multi-view.js";
 
 /** Timing of one query embedding (ms). */
@@ -21,7 +22,7 @@ export type EmbedOutcome =
     }
   | { ok: false; error: Error };
 
-type Prepared = { ok: true; info: ImageInfo; tensors: Float32Array[] } | { ok: false; error: Error };
+type Prepared = { ok: true; info: ImageInfo; tensors: ModelInput[] } | { ok: false; error: Error };
 
 /**
  * Image bytes in, embeddings out: validation, decoding, preprocessing and inference in one place, so

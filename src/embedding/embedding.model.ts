@@ -10,6 +10,7 @@ import type {
   InferenceWorkerData,
   InferenceWorkerStatus,
 } from "./inference.worker.js";
+import type { ModelInput } from "./model-input.js";
 
 const WORKER_URL = siblingModule(import.meta.url, "inference.worker");
 
@@ -25,13 +26,14 @@ export interface EmbeddingModel {
   readonly dimension: number;
   /**
    * Runs the model on a batch.
-   * @param inputs - each a `Float32Array` of length 3 x inputSize x inputSize from `preprocessImage`.
+   * @param inputs - each a {@link ModelInput} (3 x inputSize x inputSize bytes, interleaved RGB) from
+   *   `preprocessImage`.
    * @returns one L2-normalised `Float32Array` of length {@link dimension} per input, in order.
    * @throws DomainError FEATURE_EXTRACTION_FAILED when inference fails or yields a non-finite or zero vector,
    *   or when the inference worker stopped while the batch was in it (retryable: the next call starts a
    *   new worker).
    */
-  embed(inputs: readonly Float32Array[]): Promise<Float32Array[]>;
+  embed(inputs: readonly ModelInput[]): Promise<Float32Array[]>;
   /**
    * `<modelId>#texture@<tensor>`: keys stored texture descriptors; null when the model has no texture
    * tensor configured (MODEL_TEXTURE_TENSOR).
@@ -45,7 +47,7 @@ export interface EmbeddingModel {
    * @throws as {@link embed}.
    */
   embedDetailed(
-    inputs: readonly Float32Array[],
+    inputs: readonly ModelInput[],
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }>;
   /** Ends the inference worker; calls still waiting for it fail with FEATURE_EXTRACTION_FAILED. */
   close(): Promise<void>;
@@ -73,7 +75,7 @@ const stoppedError = (why: string) =>
   errors.featureExtractionFailed(`The inference worker stopped (${why}); the request can be retried.`);
 
 /** What one run hands back: the embedding tensor, the batch buffer to reuse, texture descriptors if any. */
-type RunOutput = { data: Float32Array; batch: Float32Array; texture: Float32Array | undefined };
+type RunOutput = { data: Float32Array; batch: Uint8Array; texture: Float32Array | undefined };
 
 /** One inference worker (one onnxruntime session) and its request bookkeeping. */
 class InferenceChannel {
@@ -142,7 +144,7 @@ class InferenceChannel {
    * @returns the raw output tensor data, and the batch's buffer back when the run succeeded.
    * @throws DomainError FEATURE_EXTRACTION_FAILED when the worker stops first; Error when the run fails.
    */
-  run(batch: Float32Array, n: number): Promise<RunOutput> {
+  run(batch: Uint8Array, n: number): Promise<RunOutput> {
     if (this.stopped !== undefined) return Promise.reject(stoppedError(this.stopped));
     this.worker.ref();
     return this.rpc.call(
@@ -175,8 +177,8 @@ class InferenceChannel {
 class WorkerEmbeddingModel implements EmbeddingModel {
   private closed = false;
   /**
-   * The last batch buffer the worker handed back. Filling a fresh 10-40 MB buffer costs the main thread
-   * page faults (~40 ms for 64 images vs ~8 ms for a reused one, on 2 cores), so batches reuse it.
+   * The last batch buffer the worker handed back. Filling a fresh 3-10 MB buffer costs the main thread
+   * page faults, so batches reuse it.
    */
   private spare: ArrayBuffer | undefined;
 
@@ -212,7 +214,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
   }
 
   // Arrow properties, as the object literal this replaced had: callers pass `model.close` around unbound.
-  readonly embed = async (inputs: readonly Float32Array[]): Promise<Float32Array[]> =>
+  readonly embed = async (inputs: readonly ModelInput[]): Promise<Float32Array[]> =>
     (await this.embedDetailed(inputs)).embeddings;
 
   /**
@@ -221,7 +223,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
    * admission control upstream bounds the queue). Each call is answered from its own rows of the run.
    */
   private readonly waiting: {
-    inputs: readonly Float32Array[];
+    inputs: readonly ModelInput[];
     resolve: (out: { embeddings: Float32Array[]; textures: Float32Array[] | null }) => void;
     reject: (e: Error) => void;
   }[] = [];
@@ -234,7 +236,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
   }
 
   readonly embedDetailed = (
-    inputs: readonly Float32Array[],
+    inputs: readonly ModelInput[],
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }> => {
     if (inputs.length === 0)
       return Promise.resolve({ embeddings: [], textures: this.textureDimension > 0 ? [] : null });
@@ -345,7 +347,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
    * @throws DomainError FEATURE_EXTRACTION_FAILED when the run fails or the output has another dimension.
    */
   private async runBatch(
-    inputs: readonly Float32Array[],
+    inputs: readonly ModelInput[],
   ): Promise<{ data: Float32Array; texture: Float32Array | undefined }> {
     // Without an await on the usual path, the batch is in the worker when this returns its promise.
     const channel = this.channel.serving ? this.channel : await this.live();
@@ -353,14 +355,14 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     const per = 3 * size * size;
     // A buffer nothing else holds, so it can be transferred to the worker instead of copied.
     const length = per * inputs.length;
-    const spare = this.spare && this.spare.byteLength >= length * 4 ? this.spare : undefined;
+    const spare = this.spare && this.spare.byteLength >= length ? this.spare : undefined;
     if (spare) this.spare = undefined;
-    const batch = spare ? new Float32Array(spare, 0, length) : new Float32Array(length);
+    const batch = spare ? new Uint8Array(spare, 0, length) : new Uint8Array(length);
     let data: Float32Array;
     let texture: Float32Array | undefined;
     try {
       inputs.forEach((t, i) => {
-        if (t.length !== per) throw new Error(`an input has ${t.length} values, not 3 x ${size} x ${size}`);
+        if (t.length !== per) throw new Error(`an input has ${t.length} bytes, not 3 x ${size} x ${size}`);
         batch.set(t, i * per);
       });
       this.counts.runs++;
@@ -412,6 +414,8 @@ export async function loadEmbeddingModel(model: ModelConfig, sha256: string): Pr
     inputName: model.inputName,
     outputName: model.outputName,
     inputSize: model.inputSize,
+    mean: model.mean,
+    std: model.std,
     textureTensor: model.textureTensor,
     textureRequired: model.textureRequired,
   };

@@ -1,6 +1,7 @@
 import sharp, { type Metadata } from "sharp";
 import type { ModelConfig } from "../config/config.js";
 import { errors } from "../shared/errors.js";
+import { cropWindow, type ModelInput } from "./model-input.js";
 import { tileOrigins } from "./multi-view.js";
 
 /** What the header of an accepted image says. */
@@ -89,19 +90,19 @@ export async function inspectImage(bytes: Buffer, limits: ImageLimits): Promise<
  * Decodes and preprocesses one image for the model: EXIF auto-orient, sRGB 3 channels, made square by
  * `model.resizeMode` (`crop`: shorter side to `resizeShorterSide`, centre `inputSize` square, the torchvision
  * `Resize` + `CenterCrop` convention; `fill`: the whole image resized to the square; `pad`: the whole image
- * letterboxed on the model's mean colour), scale to [0,1], subtract mean, divide by std, planar (CHW).
+ * letterboxed on the model's mean colour). Scaling, mean and std and the planar layout are applied in the
+ * inference worker (`model-input.ts`).
  * @param info - the result of {@link inspectImage} on the same bytes.
- * @returns `Float32Array` of length 3 x inputSize x inputSize, channel-major (R plane, G plane, B plane).
+ * @returns a {@link ModelInput}: 3 x inputSize x inputSize bytes, interleaved RGB, row-major.
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded (truncated, corrupt).
  */
 export async function preprocessImage(
   bytes: Buffer,
   info: ImageInfo,
   model: ModelConfig,
-): Promise<Float32Array> {
+): Promise<ModelInput> {
   const size = model.inputSize;
-  const data = await decodeSquare(bytes, info, model.resizeShorterSide, size, model);
-  return toTensor(data, size, size, 0, 0, model);
+  return decodeSquare(bytes, info, model.resizeShorterSide, size, model);
 }
 
 /**
@@ -165,44 +166,18 @@ const padColour = (model: ModelConfig) => {
 };
 
 /**
- * Normalises a `size` x `size` window of an interleaved RGB buffer into a planar (CHW) float tensor.
- * @param data - `width` pixels per row, 3 bytes per pixel.
- */
-function toTensor(
-  data: Buffer,
-  width: number,
-  size: number,
-  left: number,
-  top: number,
-  model: ModelConfig,
-): Float32Array {
-  const plane = size * size;
-  const tensor = new Float32Array(3 * plane);
-  const [m0, m1, m2] = model.mean;
-  const [s0, s1, s2] = model.std;
-  for (let y = 0, i = 0; y < size; y++) {
-    for (let x = 0, p = ((top + y) * width + left) * 3; x < size; x++, i++, p += 3) {
-      tensor[i] = ((data[p] as number) / 255 - m0) / s0;
-      tensor[plane + i] = ((data[p + 1] as number) / 255 - m1) / s1;
-      tensor[2 * plane + i] = ((data[p + 2] as number) / 255 - m2) / s2;
-    }
-  }
-  return tensor;
-}
-
-/**
  * The model inputs of one image under `model.views`: the whole image ({@link preprocessImage}), then,
  * when the grid is larger than 1, `grid` x `grid` tiles of `inputSize` cut row by row from a
  * `views.size` square (made square as the whole image is, by `model.resizeMode`), evenly overlapping
  * ({@link tileOrigins}).
- * @returns {@link viewCount} tensors, each as {@link preprocessImage} returns; the whole image first.
+ * @returns {@link viewCount} inputs, each as {@link preprocessImage} returns; the whole image first.
  * @throws DomainError INVALID_IMAGE_FORMAT when the pixel data cannot be decoded.
  */
 export async function preprocessViews(
   bytes: Buffer,
   info: ImageInfo,
   model: ModelConfig,
-): Promise<Float32Array[]> {
+): Promise<ModelInput[]> {
   const whole = await preprocessImage(bytes, info, model);
   const { grid, size } = model.views;
   if (grid < 2) return [whole];
@@ -210,6 +185,6 @@ export async function preprocessViews(
   const data = await decodeSquare(bytes, info, size, size, model);
   const views = [whole];
   for (const top of origins)
-    for (const left of origins) views.push(toTensor(data, size, model.inputSize, left, top, model));
+    for (const left of origins) views.push(cropWindow(data, size, model.inputSize, left, top));
   return views;
 }

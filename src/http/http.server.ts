@@ -4,10 +4,10 @@ import { fastifyApolloHandler } from "@as-integrations/fastify";
 import helmet from "@fastify/helmet";
 import fastifyStatic from "@fastify/static";
 import Fastify, { type FastifyRequest, LogController } from "fastify";
-import processRequest from "graphql-upload/processRequest.mjs";
 import type { Logger } from "pino";
 import type { GraphQLEndpoint } from "../graphql/graphql.server.js";
 import type { Metrics } from "../observability/metrics.js";
+import { MultipartRequestError, readGraphQLMultipart } from "./multipart-request.js";
 import { vendorAssets } from "./vendor-assets.js";
 
 /** Where the inspector's web app (static files) lives. */
@@ -143,8 +143,8 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
     return sendGraphQLError(reply, 500, "Internal server error.", "INTERNAL_SERVER_ERROR");
   });
 
-  // GraphQL multipart requests: Fastify leaves the body stream alone, graphql-upload reads it in
-  // preValidation, after the CSRF check, so a refused request never spools a file to disk.
+  // GraphQL multipart requests: Fastify leaves the body stream alone, it is read in preValidation,
+  // after the CSRF check, so a refused request is never read.
   app.addContentTypeParser("multipart/form-data", (_request, _payload, done) => done(null));
   const handler = fastifyApolloHandler(graphql.apollo, {
     context: (request: FastifyRequest) => graphql.context(request.headers.authorization, request.ip),
@@ -165,17 +165,18 @@ export async function startHttpServer(opts: HttpServerOptions): Promise<HttpServ
           );
         }
         try {
-          request.body = await processRequest(request.raw, reply.raw, {
+          request.body = await readGraphQLMultipart(request.raw, {
             maxFileSize: opts.maxImageBytes,
             // A search carries one file; addGalleryImages up to GALLERY_ADD_MAX_IMAGES.
             maxFiles: opts.maxUploadFiles ?? 1,
             maxFieldSize: JSON_OVERHEAD_BYTES,
           });
         } catch (e) {
-          const err = e as Error & { status?: number };
+          if (!(e instanceof MultipartRequestError)) throw e;
+          const err = e;
           return sendGraphQLError(
             reply,
-            err.status ?? 400,
+            err.status,
             `Invalid multipart request: ${err.message}`,
             err.status === 413 ? "IMAGE_TOO_LARGE" : "BAD_USER_INPUT",
           );

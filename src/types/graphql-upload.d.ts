@@ -1,15 +1,16 @@
 // graphql-upload 17 documents its types in JSDoc inside .mjs files, which tsc does not read from
-// node_modules; these are the parts the service uses (processRequest.mjs, GraphQLUpload.mjs).
+// node_modules; these are the parts the service uses (processRequest.mjs's types, Upload.mjs,
+// GraphQLUpload.mjs).
 declare module "graphql-upload/processRequest.mjs" {
-  import type { ReadStream } from "node:fs";
   import type { IncomingMessage, ServerResponse } from "node:http";
+  import type { Readable } from "node:stream";
 
   /** One uploading file (graphql-upload's FileUpload). */
   export interface FileUpload {
     filename: string;
     mimetype: string;
     encoding: string;
-    createReadStream(options?: { encoding?: BufferEncoding; highWaterMark?: number }): ReadStream;
+    createReadStream(options?: { encoding?: BufferEncoding; highWaterMark?: number }): Readable;
   }
 
   export interface ProcessRequestOptions {
@@ -31,4 +32,16 @@ declare module "graphql-upload/GraphQLUpload.mjs" {
 
   const GraphQLUpload: GraphQLScalarType;
   export default GraphQLUpload;
+}
+
+declare module "graphql-upload/Upload.mjs" {
+  import type { FileUpload } from "graphql-upload/processRequest.mjs";
+
+  /** A file of a multipart request; the Upload scalar resolves to its `promise`. */
+  export default class Upload {
+    promise: Promise<FileUpload>;
+    file?: FileUpload;
+    resolve(file: FileUpload): void;
+    reject(reason: Error): void;
+  }
 }
