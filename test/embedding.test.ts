@@ -292,6 +292,27 @@ describe("the inference worker", () => {
       expect(norm(one.texture?.subarray(0, 576) as Float32Array)).toBeCloseTo(Math.SQRT1_2, 5);
       expect(norm(one.texture?.subarray(576) as Float32Array)).toBeCloseTo(Math.SQRT1_2, 5);
       expect(many?.ok && Array.from(many.texture ?? [])).toEqual(Array.from(one.texture ?? []));
+      // Not asked for: no descriptor, the same embedding; asked for and not, in one batched run, each
+      // call gets what it asked.
+      const noTexture = await embedder.embedOne(a, { texture: false });
+      expect(noTexture.texture).toBeNull();
+      expect(Array.from(noTexture.embedding)).toEqual(Array.from(one.embedding));
+      const b = await sampleImage("gallery/steel_strip_xsdd/surface_scratch/4001.jpg");
+      const runs = model.runStats.runs;
+      const [busy, withIt, withoutIt] = await Promise.all([
+        embedder.embedOne(b),
+        embedder.embedOne(a),
+        embedder.embedOne(a, { texture: false }),
+      ]);
+      expect(model.runStats.runs - runs).toBeLessThanOrEqual(3);
+      expect(busy.texture).not.toBeNull();
+      expect(Array.from(withIt.texture ?? [])).toEqual(Array.from(one.texture ?? []));
+      expect(withoutIt.texture).toBeNull();
+      const gap = withoutIt.embedding.reduce(
+        (m, x, i) => Math.max(m, Math.abs(x - (one.embedding[i] as number))),
+        0,
+      );
+      expect(gap).toBeLessThan(1e-5);
       // The embedding is the same with or without the texture output in the graph.
       const without = createEmbedder({
         model: plain,

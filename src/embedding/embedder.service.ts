@@ -65,11 +65,16 @@ export function createEmbedder({
 
     /**
      * Embeds one query image (all its views in one inference run, pooled).
+     * @param options.texture - whether to compute the texture descriptor too (default true; a search that
+     *   cannot lean by it leaves it out).
      * @returns an L2-normalised `Float32Array` of length `dimension`, the whole image's texture descriptor
-     *   (null without a texture tensor), with timings.
+     *   (null without a texture tensor or when not asked for), with timings.
      * @throws DomainError IMAGE_TOO_LARGE, INVALID_IMAGE_FORMAT, FEATURE_EXTRACTION_FAILED.
      */
-    async embedOne(bytes: Buffer): Promise<{
+    async embedOne(
+      bytes: Buffer,
+      { texture: withTexture = true }: { texture?: boolean } = {},
+    ): Promise<{
       embedding: Float32Array;
       texture: Float32Array | null;
       info: ImageInfo;
@@ -79,7 +84,7 @@ export function createEmbedder({
       const info = await inspectImage(bytes, limits);
       const tensors = await preprocessViews(bytes, info, modelConfig);
       const t1 = performance.now();
-      const { embeddings: vectors, textures } = await model.embedDetailed(tensors);
+      const { embeddings: vectors, textures } = await model.embedDetailed(tensors, { texture: withTexture });
       const t2 = performance.now();
       if (vectors.length !== perImage) throw new Error("model returned no embedding");
       const embedding = pooled(vectors);

@@ -43,11 +43,13 @@ export interface EmbeddingModel {
   readonly textureDimension: number;
   /**
    * {@link embed}, plus each input's texture descriptor (`texture.ts`: unit-length `Float32Array` of
-   * {@link textureDimension}) from the same inference run; `textures` is null without a texture tensor.
+   * {@link textureDimension}) from the same inference run; `textures` is null without a texture tensor
+   * or when `options.texture` is false (the map is then not fetched from the session: less copying).
    * @throws as {@link embed}.
    */
   embedDetailed(
     inputs: readonly ModelInput[],
+    options?: { texture?: boolean },
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }>;
   /** Ends the inference worker; calls still waiting for it fail with FEATURE_EXTRACTION_FAILED. */
   close(): Promise<void>;
@@ -144,11 +146,11 @@ class InferenceChannel {
    * @returns the raw output tensor data, and the batch's buffer back when the run succeeded.
    * @throws DomainError FEATURE_EXTRACTION_FAILED when the worker stops first; Error when the run fails.
    */
-  run(batch: Uint8Array, n: number): Promise<RunOutput> {
+  run(batch: Uint8Array, n: number, texture: boolean): Promise<RunOutput> {
     if (this.stopped !== undefined) return Promise.reject(stoppedError(this.stopped));
     this.worker.ref();
     return this.rpc.call(
-      (id) => ({ type: "run", id, batch, n }) satisfies InferenceRequest,
+      (id) => ({ type: "run", id, batch, n, texture }) satisfies InferenceRequest,
       [batch.buffer as ArrayBuffer],
     );
   }
@@ -224,6 +226,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
    */
   private readonly waiting: {
     inputs: readonly ModelInput[];
+    texture: boolean;
     resolve: (out: { embeddings: Float32Array[]; textures: Float32Array[] | null }) => void;
     reject: (e: Error) => void;
   }[] = [];
@@ -237,12 +240,13 @@ class WorkerEmbeddingModel implements EmbeddingModel {
 
   readonly embedDetailed = (
     inputs: readonly ModelInput[],
+    { texture: wanted = true }: { texture?: boolean } = {},
   ): Promise<{ embeddings: Float32Array[]; textures: Float32Array[] | null }> => {
-    if (inputs.length === 0)
-      return Promise.resolve({ embeddings: [], textures: this.textureDimension > 0 ? [] : null });
+    const texture = wanted && this.textureDimension > 0;
+    if (inputs.length === 0) return Promise.resolve({ embeddings: [], textures: texture ? [] : null });
     if (this.closed) return Promise.reject(stoppedError("the embedding model was closed"));
     return new Promise((resolve, reject) => {
-      this.waiting.push({ inputs, resolve, reject });
+      this.waiting.push({ inputs, texture, resolve, reject });
       this.dispatch(false);
     });
   };
@@ -285,7 +289,10 @@ class WorkerEmbeddingModel implements EmbeddingModel {
   private async runGroup(group: typeof this.waiting): Promise<void> {
     let out: Awaited<ReturnType<typeof this.runBatch>>;
     try {
-      out = await this.runBatch(group.flatMap((g) => g.inputs));
+      out = await this.runBatch(
+        group.flatMap((g) => g.inputs),
+        group.some((g) => g.texture),
+      );
     } catch (e) {
       if (group.length === 1 || this.closed || !this.channel.alive) {
         for (const g of group) g.reject(e as Error);
@@ -293,7 +300,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
       }
       for (const g of group) {
         try {
-          g.resolve(this.answer(await this.runBatch(g.inputs), 0, g.inputs.length));
+          g.resolve(this.answer(await this.runBatch(g.inputs, g.texture), 0, g.inputs.length, g.texture));
         } catch (one) {
           g.reject(one as Error);
         }
@@ -303,7 +310,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     let row = 0;
     for (const g of group) {
       try {
-        g.resolve(this.answer(out, row, g.inputs.length));
+        g.resolve(this.answer(out, row, g.inputs.length, g.texture));
       } catch (e) {
         g.reject(e as Error);
       }
@@ -320,6 +327,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     out: { data: Float32Array; texture: Float32Array | undefined },
     first: number,
     count: number,
+    withTexture: boolean,
   ): { embeddings: Float32Array[]; textures: Float32Array[] | null } {
     const dim = this.model.dimension;
     const embeddings = Array.from({ length: count }, (_, k) => {
@@ -335,7 +343,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     const t = this.textureDimension;
     const texture = out.texture;
     const textures =
-      texture && t > 0
+      texture && t > 0 && withTexture
         ? Array.from({ length: count }, (_, k) => texture.slice((first + k) * t, (first + k + 1) * t))
         : null;
     return { embeddings, textures };
@@ -343,11 +351,12 @@ class WorkerEmbeddingModel implements EmbeddingModel {
 
   /**
    * Runs concatenated inputs in the worker.
-   * @returns the raw output tensor (inputs x dimension) and texture descriptors.
+   * @returns the raw output tensor (inputs x dimension) and, `withTexture`, texture descriptors.
    * @throws DomainError FEATURE_EXTRACTION_FAILED when the run fails or the output has another dimension.
    */
   private async runBatch(
     inputs: readonly ModelInput[],
+    withTexture: boolean,
   ): Promise<{ data: Float32Array; texture: Float32Array | undefined }> {
     // Without an await on the usual path, the batch is in the worker when this returns its promise.
     const channel = this.channel.serving ? this.channel : await this.live();
@@ -367,7 +376,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
       });
       this.counts.runs++;
       this.counts.inputs += inputs.length;
-      const out = await channel.run(batch, inputs.length);
+      const out = await channel.run(batch, inputs.length, withTexture);
       data = out.data;
       texture = out.texture;
       const back = out.batch.buffer as ArrayBuffer;

@@ -48,7 +48,16 @@ export type InferenceWorkerStatus =
  * A request: `run` a batch of `n` model inputs (`ModelInput`s, concatenated; its buffer is transferred),
  * or `exit` once every request sent before it is answered.
  */
-export type InferenceRequest = { type: "run"; id: number; batch: Uint8Array; n: number } | { type: "exit" };
+export type InferenceRequest =
+  | {
+      type: "run";
+      id: number;
+      batch: Uint8Array;
+      n: number;
+      /** Whether the reply carries texture descriptors (when the model has a texture tensor). */
+      texture: boolean;
+    }
+  | { type: "exit" };
 
 /**
  * The output tensor's data (`n` x dimension, row-major), or why the run failed. A successful reply also
@@ -114,7 +123,8 @@ async function run(
   try {
     const size = config.inputSize;
     const input = new ort.Tensor("float32", floatBatch(req, size), [req.n, 3, size, size]);
-    const outputs = textureOn ? [config.outputName, TEXTURE_OUTPUT] : [config.outputName];
+    // The texture map is not fetched when unwanted: no copy of it out of the session, no descriptor.
+    const outputs = textureOn && req.texture ? [config.outputName, TEXTURE_OUTPUT] : [config.outputName];
     const result = await session.run({ [config.inputName]: input }, outputs);
     const out = result[config.outputName];
     if (!out) return { type: "reply", id: req.id, ok: false, message: `no '${config.outputName}' output` };

@@ -132,7 +132,14 @@ export function createSearchService({
     });
     timing.fetchMs = performance.now() - t0;
     if (source.kind === "stored") return source;
-    const { embedding, texture, timing: t } = await embedder.embedOne(source.bytes);
+    // Only an ALL search may lean by the texture descriptor (the type prior).
+    const {
+      embedding,
+      texture,
+      timing: t,
+    } = await embedder.embedOne(source.bytes, {
+      texture: req.imageType === "all",
+    });
     timing.decodeMs = t.decodeMs;
     timing.inferenceMs = t.inferenceMs;
     return { embedding, texture, exclude: source.exclude };
