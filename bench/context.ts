@@ -27,6 +27,8 @@ export interface BenchOptions {
   pgAdminUrl: string;
   /** Images ingested per preset in the embedding part. */
   ingestImages: number;
+  /** Presets of the embedding part. */
+  embedPresets: string[];
   /** Single-image latency samples per preset. */
   latencySamples: number;
   /** HNSW efSearch values to measure (empty: the service's default INDEX_EF_SEARCH). */
@@ -40,9 +42,11 @@ export interface BenchOptions {
   concurrency: number[];
   /** Synthetic padding sizes of the HTTP gallery (0 = the real gallery alone). */
   httpSizes: number[];
+  /** Query image of the HTTP part; unset: the query-split JPEG closest to 100 KB. */
+  queryImage?: string;
   /** Real gallery images ingested for the HTTP part (all gallery rows when larger). */
   httpImages: number;
-  /** Service variables of the HTTP part's service (ORT_THREADS, INFERENCE_MAX_BATCH, ...). */
+  /** Service variables of every part's service (ORT_THREADS, INFERENCE_MAX_BATCH, ...). */
   serviceEnv: Record<string, string>;
   /** How the HTTP part sends the query image. */
   encodings: ("base64" | "multipart")[];

@@ -60,6 +60,9 @@ const program = new Command()
     "postgres://postgres@127.0.0.1:5432/postgres",
   )
   .option("--ingest-images <n>", "images ingested per preset (embedding part)", int, 512)
+  .option("--embed-presets <list>", "model presets of the embedding part", (v: string) => v.split(","), [
+    ...MODEL_PRESET_NAMES,
+  ])
   .option("--latency-samples <n>", "single-image embeddings per preset", int, 100)
   .option(
     "--ef-search <list>",
@@ -77,10 +80,14 @@ const program = new Command()
     ints,
     [100_000],
   )
+  .option(
+    "--query-image <file>",
+    "query image of the http part (default: the query-split JPEG closest to 100 KB)",
+  )
   .option("--http-images <n>", "real gallery images ingested for HTTP", int, 2000)
   .option(
     "--service-env <list>",
-    "service variables for the http part, e.g. ORT_THREADS=1,INFERENCE_MAX_BATCH=8",
+    "service variables of every part's service, e.g. ORT_THREADS=1,INFERENCE_MAX_BATCH=8",
     (v: string) =>
       Object.fromEntries(
         v.split(",").map((kv) => {
@@ -111,10 +118,15 @@ applyNativeThreadSettings(loadConfig({}));
 const log = (line: string) =>
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 const started = performance.now();
-const factory = await createScratchFactory(
+const scratch = await createScratchFactory(
   { pgAdminUrl: opts.pgAdminUrl, modelsDir: opts.modelsDir },
   stderrLogger("warn"),
 );
+// --service-env applies to every part's service (after the part's own settings).
+const factory: typeof scratch = {
+  ...scratch,
+  create: (label, overrides) => scratch.create(label, { ...overrides, ...opts.serviceEnv }),
+};
 let real: Promise<RealEmbeddings> | undefined;
 const ctx: BenchContext = {
   opts,

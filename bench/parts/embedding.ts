@@ -43,7 +43,7 @@ export async function benchEmbedding(ctx: BenchContext): Promise<EmbeddingResult
   const queryBytes = await Promise.all(queries.map((q) => readFile(q.path)));
   const results: EmbeddingResult[] = [];
   // A preset with a texture tensor runs twice: with it (the default) and without, for its cost.
-  const runs = MODEL_PRESET_NAMES.flatMap((name) =>
+  const runs = MODEL_PRESET_NAMES.filter((n) => opts.embedPresets.includes(n)).flatMap((name) =>
     (MODEL_PRESETS[name] as ModelPreset).textureTensor
       ? [
           { name, label: name, vars: {} as Record<string, string> },

@@ -53,10 +53,7 @@ async function pickQueryImage(ctx: BenchContext): Promise<string> {
 export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
   const { opts } = ctx;
   // INDEX_FACTORY as the service defaults (auto: Flat while small, the compressed ANN index when large).
-  const env = await ctx.factory.create("bench_http", {
-    MODEL_PRESET: opts.model,
-    ...opts.serviceEnv,
-  });
+  const env = await ctx.factory.create("bench_http", { MODEL_PRESET: opts.model });
   const app = await env.createApp();
   try {
     const gallery = await realImages(opts.datasetsDir, "gallery", opts.httpImages);
@@ -69,7 +66,7 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
     const task = await app.jobs.untilDone(queued.id);
     if (task.status !== "succeeded") throw new Error(`rebuild failed: ${task.error}`);
     const server = await app.listen();
-    const queryPath = await pickQueryImage(ctx);
+    const queryPath = opts.queryImage ?? (await pickQueryImage(ctx));
     const bytes = await readFile(queryPath);
     const topK = 10;
     const body = JSON.stringify({

@@ -123,7 +123,12 @@ export const envSchema = z.object({
     .describe(
       "Images per inference batch during ingestion and rebuilds (with multi-view, views: each batch holds this many views).",
     ),
-  ORT_THREADS: int(1).max(64).default(2).describe("onnxruntime intra-op threads."),
+  ORT_THREADS: int(1)
+    .max(64)
+    .default(1)
+    .describe(
+      "onnxruntime intra-op threads per model. 1 on 2 cores: the second thread took CPU from decoding and HTTP work (docs/benchmarks.md, threads).",
+    ),
   INFERENCE_MAX_BATCH: int(1)
     .max(256)
     .default(8)

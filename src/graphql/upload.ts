@@ -1,8 +1,14 @@
 import type { FileUpload } from "graphql-upload/processRequest.mjs";
 import { errors, isDomainError } from "../shared/errors.js";
 
+/**
+ * A file part of a multipart request; `bytes` is set when the HTTP server has read it into memory
+ * already (then no stream is read and nothing is copied).
+ */
+export type UploadedFile = FileUpload & { bytes?: Buffer };
+
 /** What the `Upload` scalar resolves to: the file part of a multipart request, once it starts arriving. */
-export type UploadPromise = Promise<FileUpload>;
+export type UploadPromise = Promise<UploadedFile>;
 
 /**
  * Reads an uploaded file into memory, refusing it past `maxBytes`.
@@ -16,11 +22,15 @@ export async function readUpload(upload: UploadPromise, maxBytes: number): Promi
       `The uploaded image is over the limit of ${maxBytes} bytes. Send a smaller or more compressed image.`,
       { maxBytes },
     );
-  let file: FileUpload;
+  let file: UploadedFile;
   try {
     file = await upload;
   } catch (e) {
     throw errors.badInput(`The uploaded file could not be read: ${(e as Error).message}`);
+  }
+  if (file.bytes) {
+    if (file.bytes.length > maxBytes) throw tooLarge();
+    return file.bytes;
   }
   const chunks: Buffer[] = [];
   let size = 0;

@@ -1,8 +1,8 @@
 import type { IncomingMessage } from "node:http";
 import { Readable } from "node:stream";
 import busboy from "busboy";
-import type { FileUpload } from "graphql-upload/processRequest.mjs";
 import Upload from "graphql-upload/Upload.mjs";
+import type { UploadedFile } from "../graphql/upload.js";
 
 /** Limits of one multipart request (bytes, counts). */
 export interface MultipartLimits {
@@ -45,10 +45,11 @@ function placeAt(target: unknown, path: string, value: unknown): void {
 /** A file part held in memory, as graphql-upload's `Upload` scalar hands it to resolvers. */
 function uploadOf(file: { filename: string; mimetype: string; encoding: string; bytes: Buffer }): Upload {
   const upload = new Upload();
-  const fileUpload: FileUpload = {
+  const fileUpload: UploadedFile = {
     filename: file.filename,
     mimetype: file.mimetype,
     encoding: file.encoding,
+    bytes: file.bytes,
     createReadStream: () => Readable.from([file.bytes]),
   };
   upload.resolve(fileUpload);
