@@ -13,7 +13,7 @@ import { createIndexArtifacts } from "./deployment/index-artifacts.js";
 import { createReplica, defaultReplicaId, type Replica } from "./deployment/replica.js";
 import { createServingStateRepository } from "./deployment/serving-state.repository.js";
 import { createEmbedder, type Embedder } from "./embedding/embedder.service.js";
-import { loadEmbeddingModel } from "./embedding/embedding.model.js";
+import { type EmbeddingModel, loadEmbeddingModel } from "./embedding/embedding.model.js";
 import { ensureModelFile } from "./embedding/model.file.js";
 import { createGalleryService, type GalleryService } from "./gallery/gallery.service.js";
 import { createGalleryEditor, type GalleryEditor } from "./gallery/gallery-editor.service.js";
@@ -118,6 +118,16 @@ export async function createApp(
       await c().catch((err) => logger.warn({ err }, "shutdown step failed"));
   };
   try {
+    // The configured model's inference worker starts (and loads its session) while the database and
+    // object storage start: on a first start, embedded PostgreSQL's initdb takes about 2 s.
+    let firstModelAdopted = false;
+    const firstModel = ensureModelFile(config.model, logger).then((sha256) =>
+      loadEmbeddingModel(config.model, sha256),
+    );
+    firstModel.catch(() => {});
+    cleanups.push(async () => {
+      if (!firstModelAdopted) await (await firstModel.catch(() => undefined))?.close();
+    });
     const infra = await startInfrastructure(config, logger);
     cleanups.push(infra.stop);
     const dbUrl = infra.databaseUrl;
@@ -177,9 +187,13 @@ export async function createApp(
      * local index cache (`INDEX_CACHE_DIR/models/<model id>/`). A candidate's gallery rebuilds embed at
      * MODEL_REEMBED_SHARE; the active model's do not wait.
      */
-    const loadRuntime = async (modelConfig: ModelConfig): Promise<ModelRuntime> => {
-      const sha256 = await ensureModelFile(modelConfig, logger);
-      const model = await loadEmbeddingModel(modelConfig, sha256);
+    const loadRuntime = async (
+      modelConfig: ModelConfig,
+      preloaded?: Promise<EmbeddingModel>,
+    ): Promise<ModelRuntime> => {
+      const model = preloaded
+        ? await preloaded
+        : await loadEmbeddingModel(modelConfig, await ensureModelFile(modelConfig, logger));
       const embedder = createEmbedder({ model, modelConfig, limits, onEmbedded: metrics.countEmbeddings });
       const galleryEmbedder = throttleBatches(embedder, () =>
         runtimes && runtimes.active().modelId !== model.modelId ? config.models.reembedShare : 1,
@@ -242,7 +256,8 @@ export async function createApp(
         },
       };
     };
-    runtimes = createModelRuntimes(await loadRuntime(config.model));
+    runtimes = createModelRuntimes(await loadRuntime(config.model, firstModel));
+    firstModelAdopted = true;
     const models = runtimes;
     cleanups.push(async () => {
       for (const r of models.all()) await r.close();
