@@ -14,4 +14,11 @@ export const TARGETS = {
   failedSearchesDuringSwap: 0,
   /** Longest event-loop delay one request may cause another (ms). */
   eventLoopDelayMs: 10,
+  /** searchSimilar over HTTP: p99 at concurrency 1 at most this many times its p50. */
+  httpP99OverP50AtC1: 2,
+  /** searchSimilar over HTTP at concurrency 16, requests/s on 2 cores. */
+  httpRequestsPerSecondAtC16: 150,
+  /** Event-loop delay under concurrency-16 HTTP load: p99 and max (ms). */
+  eventLoopP99MsAtC16: 5,
+  eventLoopMaxMsAtC16: 15,
 } as const;

@@ -11,9 +11,9 @@ export type UploadedFile = FileUpload & { bytes?: Buffer };
 export type UploadPromise = Promise<UploadedFile>;
 
 /**
- * Reads an uploaded file into memory, refusing it past `maxBytes`.
- * graphql-upload stops the stream itself at its own `maxFileSize` (set to the same limit by the HTTP
- * server) and fails it with a 413 error, which becomes IMAGE_TOO_LARGE here too.
+ * An uploaded file's bytes, refusing it past `maxBytes`: the buffer the HTTP server read it into, or else
+ * its stream read into memory (a 413 error on that stream, a parser's own file limit, is IMAGE_TOO_LARGE
+ * here too).
  * @throws DomainError IMAGE_TOO_LARGE, BAD_USER_INPUT (the part never arrived or was cut off).
  */
 export async function readUpload(upload: UploadPromise, maxBytes: number): Promise<Buffer> {

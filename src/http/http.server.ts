@@ -82,7 +82,7 @@ function sendGraphQLError<R extends ReplyLike<R>>(
  * The service's HTTP server, on Fastify 5 with Apollo's official integration (@as-integrations/fastify):
  * - `POST /graphql` (and `GET` for queries); `POST /` still answers GraphQL for clients of the
  *   standalone server, which served at `/`.
- * - GraphQL multipart requests (file uploads, graphql-upload) on both.
+ * - GraphQL multipart requests (file uploads, read in memory by `multipart-request.ts`) on both.
  * - `/healthz`, `/readyz`, `/metrics` (Prometheus), `/graphiql` when enabled, and the web app at `/`.
  * Fastify was chosen over Express 5 for its schema-less fast JSON path, its built-in body limit and
  * content-type parsers, and pino as its native logger (one logger for the whole service).
