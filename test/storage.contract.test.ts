@@ -44,6 +44,21 @@ function blobStoreContract(
       expect(Buffer.from(await res.arrayBuffer()).equals(bytes)).toBe(true);
     });
 
+    it("hands out a presigned URL again within half its lifetime, and signs a new one after", async () => {
+      await store.put("t/reuse.txt", Buffer.from("reuse"), "text/plain");
+      const first = await store.presignedGetUrl("t/reuse.txt", 2);
+      expect(await store.presignedGetUrl("t/reuse.txt", 2)).toBe(first);
+      // Another lifetime is another URL.
+      expect(await store.presignedGetUrl("t/reuse.txt", 60)).not.toBe(first);
+      await new Promise((r) => setTimeout(r, 1100));
+      const later = await store.presignedGetUrl("t/reuse.txt", 2);
+      expect(later).not.toBe(first);
+      expect(new URL(later).searchParams.get("X-Amz-Date")).not.toBe(
+        new URL(first).searchParams.get("X-Amz-Date"),
+      );
+      expect((await fetch(later)).status).toBe(200);
+    });
+
     it("maps keys to s3:// storage URLs and back", () => {
       const url = store.storageUrl("images/ab/abc.png");
       expect(url).toBe(`s3://${store.bucket}/images/ab/abc.png`);
