@@ -466,8 +466,13 @@ describe(`defect-lens over HTTP on the real xsdd gallery (${DATA})`, () => {
       for (const a of shed) {
         expect(a.status).toBe(503);
         expect(a.retryAfter).toBe("1");
-        expect(a.ms).toBeLessThan(median(served.map((s) => s.ms)));
       }
+      // Shed at once, not after a slot: the refusals come back sooner than the admitted searches, which
+      // waited for the ones ahead of them. (All 24 bodies are parsed by this one process first, so a single
+      // refusal can take as long as a fast admitted search: compared as medians, and the slowest of each.)
+      const servedMs = served.map((s) => s.ms);
+      expect(median(shed.map((a) => a.ms))).toBeLessThan(median(servedMs));
+      expect(Math.max(...shed.map((a) => a.ms))).toBeLessThan(Math.max(...servedMs));
       // Status does not queue behind searches: it answers faster than a typical admitted search, which
       // waited for its slot. (Its absolute latency under load is a benchmark figure, not a test.)
       expect(statusMs.length).toBeGreaterThan(2);
