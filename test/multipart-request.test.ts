@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import Upload from "graphql-upload/Upload.mjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readUpload } from "../src/graphql/upload.js";
+import { readUpload, type UploadPromise } from "../src/graphql/upload.js";
 import { MultipartRequestError, readGraphQLMultipart } from "../src/http/multipart-request.js";
 
 /** A real HTTP server that parses each request and answers what it got (or the refusal). */
@@ -16,7 +16,8 @@ describe("GraphQL multipart request reader", () => {
           const vars = (ops as { variables: Record<string, unknown> }).variables;
           const files: Record<string, string> = {};
           for (const [k, v] of Object.entries(vars))
-            if (v instanceof Upload) files[k] = (await readUpload(v.promise, 1000)).toString();
+            if (v instanceof Upload)
+              files[k] = (await readUpload(v.promise as UploadPromise, 1000)).toString();
           res.end(JSON.stringify({ ok: true, files, query: (ops as { query: string }).query }));
         },
         (e: Error) => {

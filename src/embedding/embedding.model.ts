@@ -343,7 +343,7 @@ class WorkerEmbeddingModel implements EmbeddingModel {
     const t = this.textureDimension;
     const texture = out.texture;
     const textures =
-      texture && t > 0 && withTexture
+      texture && withTexture
         ? Array.from({ length: count }, (_, k) => texture.slice((first + k) * t, (first + k + 1) * t))
         : null;
     return { embeddings, textures };
