@@ -47,8 +47,8 @@ RUN --mount=type=secret,id=extra-ca,required=false \
  && rm -f node.tgz npm.tgz \
  && echo "Node $(/opt/node/bin/node --version), npm $(PATH=/opt/node/bin:$PATH npm --version)"
 
-# --- Build: offline install (faiss-node against Debian's FAISS), then the production tree -------------
-FROM ${BASE_IMAGE} AS build
+# --- Dependencies: the offline install (faiss-node against Debian's FAISS) ---------------------------------
+FROM ${BASE_IMAGE} AS deps
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=node /opt/node /opt/node
 ENV PATH=/opt/node/bin:$PATH
@@ -62,55 +62,43 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 COPY scripts/install-offline.sh scripts/build-faiss-node-offline.sh scripts/
 COPY scripts/faiss-node-ext/ scripts/faiss-node-ext/
-# The install, then the production tree: dev dependencies out, except tsx (the service runs TypeScript
-# through it) and what it needs, found by walking the installed packages' dependencies; onnxruntime-node
-# ships every platform's runtime, ~250 MB that is not linux-x64 goes too. npm prune reads the other
-# platforms' optional packages from the registry (or npm's cache), so it gets the CA bundle as well.
+# The whole install, dev dependencies included: the compile stage needs esbuild.
 ARG NPM_REGISTRY=https://registry.npmjs.org
 RUN --mount=type=secret,id=extra-ca,required=false \
     if [ -f /run/secrets/extra-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra-ca; fi \
  && npm_config_registry=$NPM_REGISTRY bash scripts/install-offline.sh \
  && rm -rf .faiss-prebuilds
+
+# --- Compile: src/ to JavaScript in dist/ (scripts/build.mjs, esbuild: a dev dependency) -----------------
+FROM deps AS compile
+COPY scripts/build.mjs scripts/
+COPY src/ src/
+RUN node scripts/build.mjs
+
+# --- Build: the production tree ---------------------------------------------------------------------------
+# Dev dependencies out (the service runs compiled JavaScript, so no TypeScript tooling at run time);
+# onnxruntime-node ships every platform's runtime, ~250 MB that is not linux-x64 goes too. npm prune reads
+# the other platforms' optional packages from the registry (or npm's cache), so it gets the CA bundle.
+FROM deps AS build
+ARG NPM_REGISTRY=https://registry.npmjs.org
 RUN --mount=type=secret,id=extra-ca,required=false \
     if [ -f /run/secrets/extra-ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/extra-ca; fi \
  && export npm_config_registry=$NPM_REGISTRY \
- && node -e ' \
-      const fs = require("node:fs"), path = require("node:path"); \
-      const keep = new Set(); \
-      const find = (from, name) => { \
-        for (let dir = from; ; ) { \
-          const p = (dir ? dir + "/" : "") + "node_modules/" + name; \
-          if (fs.existsSync(p)) return p; \
-          if (!dir) return null; \
-          const i = dir.lastIndexOf("node_modules/"); \
-          dir = i > 0 ? dir.slice(0, i - 1) : ""; \
-        } \
-      }; \
-      const walk = (p) => { \
-        if (!p || keep.has(p)) return; \
-        keep.add(p); \
-        const pkg = JSON.parse(fs.readFileSync(path.join(p, "package.json"), "utf8")); \
-        for (const d of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) walk(find(p, d)); \
-      }; \
-      walk("node_modules/tsx"); \
-      for (const p of keep) fs.cpSync(p, path.join("/tmp/keep", p), { recursive: true, verbatimSymlinks: true }); \
-      console.log("kept for runtime:", [...keep].join(" ")); \
-    ' \
  && npm prune --omit=dev --prefer-offline --no-audit --no-fund \
- && cp -an /tmp/keep/node_modules/. node_modules/ \
- && ln -sf ../tsx/dist/cli.mjs node_modules/.bin/tsx \
- && rm -rf /tmp/keep \
  && find node_modules/onnxruntime-node/bin -mindepth 2 -maxdepth 2 -type d ! -path '*/linux' -exec rm -rf {} + \
  && find node_modules/onnxruntime-node/bin -mindepth 3 -maxdepth 3 -type d ! -path '*/linux/x64' -exec rm -rf {} + \
  && rm -rf /root/.npm
-COPY tsconfig.json schema.graphql ./
+COPY schema.graphql ./
 COPY drizzle/ drizzle/
 COPY models/ models/
 COPY samples/ samples/
-COPY src/ src/
+# The web app's static files are served from src/web/public/ (src/http/http.server.ts resolves them
+# through the repository root, from src/ and dist/ alike).
+COPY src/web/public/ src/web/public/
+COPY --from=compile /app/dist/ dist/
 # Fail the build, not the first start, when the production tree misses something the service imports
 # (native addons included).
-RUN node --import tsx --input-type=module -e 'await import("./src/app.ts"); console.log("src/app.ts imports resolve")'
+RUN node --input-type=module -e 'await import("./dist/app.js"); console.log("dist/app.js imports resolve")'
 
 # --- Runtime -------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -129,7 +117,7 @@ COPY --from=node /opt/node /opt/node
 ENV PATH=/opt/node/bin:$PATH
 WORKDIR /app
 # Owned by root, read-only to the service; it writes only INDEX_CACHE_DIR, EMBEDDED_DATA_DIR and /tmp
-# (tsx's compile cache, upload spooling, FAISS scratch).
+# (upload spooling, FAISS scratch).
 COPY --from=build /app /app
 # The native addons load with this stage's libraries (a missing one fails the build here).
 RUN ldd node_modules/faiss-node/build/Release/faiss-node.node | (! grep 'not found') \
@@ -151,6 +139,6 @@ EXPOSE 4000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||4000)+'/healthz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # node itself is PID 1 (no npm in between), so SIGTERM reaches the service's shutdown hook.
-# Arguments replace CMD: `src/main.ts --with-sample-gallery`, or `src/cli/main.ts ingest <dir>`.
-ENTRYPOINT ["node", "--import", "tsx"]
-CMD ["src/main.ts"]
+# Arguments replace CMD: `dist/main.js --with-sample-gallery`, or `dist/cli/main.js ingest <dir>`.
+ENTRYPOINT ["node", "--enable-source-maps"]
+CMD ["dist/main.js"]

@@ -156,7 +156,7 @@ curl -s -o /dev/null "http://127.0.0.1:$s3_port" || die "s3rver did not start"
 log "S3 server (s3rver) on 127.0.0.1:$s3_port"
 
 admin_token=smoke-admin-token-$run_id
-# Replica $1 on port $2; further arguments go to the service (src/main.ts ...).
+# Replica $1 on port $2; further arguments go to the service (dist/main.js ...).
 start_replica() {
   local n=$1 port=$2
   shift 2
@@ -170,7 +170,7 @@ start_replica() {
     -e S3_ENDPOINT="http://127.0.0.1:$s3_port" -e S3_ACCESS_KEY=S3RVER -e S3_SECRET_KEY=S3RVER \
     -e S3_BUCKET=defect-lens-smoke -e PORT="$port" -e ADMIN_TOKEN="$admin_token" \
     -e REPLICA_ID="smoke-$n" -e STATE_POLL_MS=2000 -e LOG_LEVEL=info \
-    "$IMAGE" src/main.ts "$@" 2> >(quiet >&2) >/dev/null
+    "$IMAGE" dist/main.js "$@" 2> >(quiet >&2) >/dev/null
 }
 # Waits for /readyz 200 on port $2 (replica $1); prints the seconds it took.
 wait_ready() {

@@ -41,7 +41,7 @@ import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, MAX_PER_GROUP, type SearchService } from "./search/search.service.js";
 import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
-import { startInfrastructure } from "./startup/infrastructure.js";
+import { type Infrastructure, startInfrastructure } from "./startup/infrastructure.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
 import { backfillThumbnails } from "./thumbnails/thumbnail-backfill.js";
 
@@ -93,6 +93,13 @@ export interface CreateAppOptions {
    * rebuild, so the first search already has hits (`npm start -- --with-sample-gallery`).
    */
   loadSampleGallery?: boolean;
+  /**
+   * The database and object storage, already starting (`startInfrastructure`): main.ts starts them before
+   * it loads the rest of the service, so that embedded PostgreSQL's initdb (about 2 s on a first start)
+   * overlaps about 1.2 s of module loading. createApp owns them from here: it stops them on close or when
+   * it fails. Default: started here.
+   */
+  infrastructure?: Promise<Infrastructure>;
   /** Components to use instead of the configured ones (tests, benchmarks). */
   overrides?: {
     /** Where indexes are built and searched; default the FAISS worker backend. */
@@ -110,7 +117,12 @@ const DB_CHECK_TIMEOUT_MS = 2000;
 export async function createApp(
   config: AppConfig,
   logger: Logger,
-  { initialiseIndexes = true, loadSampleGallery: withSample = false, overrides = {} }: CreateAppOptions = {},
+  {
+    initialiseIndexes = true,
+    loadSampleGallery: withSample = false,
+    infrastructure,
+    overrides = {},
+  }: CreateAppOptions = {},
 ): Promise<App> {
   const cleanups: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -128,7 +140,7 @@ export async function createApp(
     cleanups.push(async () => {
       if (!firstModelAdopted) await (await firstModel.catch(() => undefined))?.close();
     });
-    const infra = await startInfrastructure(config, logger);
+    const infra = await (infrastructure ?? startInfrastructure(config, logger));
     cleanups.push(infra.stop);
     const dbUrl = infra.databaseUrl;
     const db = createDbClient({ url: dbUrl, logger, queryTimeoutMs: config.limits.dbQueryTimeoutMs });
@@ -451,9 +463,13 @@ export async function createApp(
       logger,
     });
     const modelMigration = migration;
-    if (initialiseIndexes && startupDatabaseError === null) {
-      // Images ingested before thumbnails existed get theirs in the background; the grid shows a
-      // placeholder until then.
+    /**
+     * Images without a thumbnail (ingested before thumbnails existed, or the sample gallery's, which the
+     * first start does not wait for) get theirs in the background once the server listens, so the backfill
+     * does not compete with the start; the grid shows a placeholder until then.
+     */
+    const startThumbnailBackfill = () => {
+      if (!initialiseIndexes || startupDatabaseError !== null) return;
       const stop = new AbortController();
       const running = backfillThumbnails({ repository, blobStore, logger, signal: stop.signal }).catch(
         (err) => logger.warn({ err }, "thumbnail backfill stopped"),
@@ -462,7 +478,7 @@ export async function createApp(
         stop.abort();
         await running;
       });
-    }
+    };
 
     const readiness = (): Readiness => {
       const r = (replica as Replica).readiness();
@@ -545,6 +561,7 @@ export async function createApp(
           logger,
         });
         cleanups.push(server.stop);
+        startThumbnailBackfill();
         return server;
       },
       close: closeAll,

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { chmod, mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import type { AppConfig } from "../src/config/config.js";
 import { folderClosedToOthers } from "../src/db/embedded-postgres.js";
@@ -61,6 +61,23 @@ describe("first run on what ships: the default model and the sample gallery", ()
       .update(await readFile(path.join(REPO_ROOT, example)))
       .digest("hex");
     expect(hits.map((h) => h.contentSha256)).not.toContain(own);
+
+    // The start does not wait for the sample's thumbnails: the background backfill makes them once the
+    // server listens, and then the hit's thumbnail is in the bucket.
+    expect(app.sampleGallery?.summary.thumbnails).toMatchObject({ made: 0, failed: 0 });
+    await vi.waitFor(async () => expect(await app?.repository.imagesWithoutThumbnail(0, 1)).toEqual([]), {
+      timeout: 60_000,
+      interval: 200,
+    });
+    const again = await gql<SearchAnswer>(server.url, SEARCH, {
+      input: {
+        image: { base64: (await readFile(path.join(REPO_ROOT, example))).toString("base64") },
+        topK: 1,
+      },
+    });
+    const thumbnail = await fetch(again.data?.searchSimilar.hits[0]?.thumbnailUrl ?? "");
+    expect(thumbnail.status).toBe(200);
+    expect(thumbnail.headers.get("content-type")).toBe("image/jpeg");
   });
 
   it("imports nothing twice on a second start, and loads the persisted index instead of rebuilding", async () => {

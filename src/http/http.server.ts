@@ -10,8 +10,11 @@ import type { Metrics } from "../observability/metrics.js";
 import { MultipartRequestError, readGraphQLMultipart } from "./multipart-request.js";
 import { vendorAssets } from "./vendor-assets.js";
 
-/** Where the inspector's web app (static files) lives. */
-const WEB_ROOT = fileURLToPath(new URL("../web/public/", import.meta.url));
+/**
+ * Where the inspector's web app (static files) lives. Resolved through the repository root so that the
+ * same path holds from `src/http/` (TypeScript sources) and from `dist/http/` (the compiled build).
+ */
+const WEB_ROOT = fileURLToPath(new URL("../../src/web/public/", import.meta.url));
 
 /** A started HTTP server. */
 export interface HttpServer {

@@ -27,7 +27,10 @@ export interface IngestSummary extends IngestProgress {
   durationMs: number;
   /** Imported images per second of {@link durationMs}. */
   imagesPerSecond: number;
-  /** The thumbnail pass that follows: thumbnails made, failed (left to the next backfill), and its time (ms). */
+  /**
+   * The thumbnail pass that follows: thumbnails made, failed (left to the next backfill), and its time (ms).
+   * All zero when the run was asked to leave thumbnails to the background backfill.
+   */
   thumbnails: { made: number; failed: number; durationMs: number };
   /** Images whose nearest gallery image reached the near-duplicate similarity (with a check configured). */
   nearDuplicates: { file: string; neighbourImageId: number; similarity: number; skipped: boolean }[];
@@ -98,11 +101,14 @@ export function createIngestService({
     /**
      * Imports `images`.
      * @param onProgress - called after each step with running counts.
+     * @param options.thumbnails - make the thumbnails of the images without one before returning (default);
+     *   false leaves them to the server's background backfill, which makes them once it serves.
      */
     async ingest(
       images: readonly DatasetImage[],
       onProgress: (p: IngestProgress) => void = () => {},
       nearCheck?: NearDuplicateCheck,
+      { thumbnails = true }: { thumbnails?: boolean } = {},
     ): Promise<IngestSummary> {
       const t0 = performance.now();
       const progress: IngestProgress = {
@@ -292,7 +298,9 @@ export function createIngestService({
       // originals back from object storage. Ingestion is CPU-bound, and a thumbnail costs about a third of
       // an image's embedding work.
       const t1 = performance.now();
-      const thumbs = await backfillThumbnails({ repository, blobStore, logger });
+      const thumbs = thumbnails
+        ? await backfillThumbnails({ repository, blobStore, logger })
+        : { made: 0, failed: 0 };
       const summary = {
         ...progress,
         failures,

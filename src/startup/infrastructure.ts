@@ -24,24 +24,29 @@ export async function startInfrastructure(config: AppConfig, logger: Logger): Pr
       await s().catch((err) => logger.warn({ err }, "stopping a server failed"));
   };
   try {
-    let databaseUrl: string;
-    if (config.database.kind === "external") {
-      databaseUrl = config.database.url;
-    } else {
+    // Both at once: on a first start initdb takes about 2 s, and the S3 server's start about 0.2 s.
+    const database = async (): Promise<string> => {
+      if (config.database.kind === "external") return config.database.url;
       await assertEmbeddedPostgresRunnable(await embeddedPostgresBinDir(), process.getuid?.());
       const pg = await startEmbeddedPostgres({ ...config.database, logger });
       stops.push(pg.stop);
-      databaseUrl = pg.url;
-    }
-    const server = config.storage.server;
-    let s3: Infrastructure["s3"];
-    if (server.kind === "embedded") {
+      return pg.url;
+    };
+    const storage = async (): Promise<Infrastructure["s3"]> => {
+      const server = config.storage.server;
+      if (server.kind !== "embedded")
+        return { endpoint: server.endpoint, accessKey: server.accessKey, secretKey: server.secretKey };
       const embedded = await startEmbeddedS3({ ...server, logger });
       stops.push(embedded.stop);
-      s3 = { endpoint: embedded.endpoint, accessKey: embedded.accessKey, secretKey: embedded.secretKey };
-    } else {
-      s3 = { endpoint: server.endpoint, accessKey: server.accessKey, secretKey: server.secretKey };
-    }
+      return { endpoint: embedded.endpoint, accessKey: embedded.accessKey, secretKey: embedded.secretKey };
+    };
+    // allSettled: when one fails, the other has finished starting (and is in `stops`) before the catch
+    // below stops it.
+    const [db, objects] = await Promise.allSettled([database(), storage()]);
+    if (db.status === "rejected") throw db.reason;
+    if (objects.status === "rejected") throw objects.reason;
+    const databaseUrl = db.value;
+    const s3 = objects.value;
     return { databaseUrl, s3, stop };
   } catch (err) {
     await stop();

@@ -1,7 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import S3rver from "s3rver";
 
 /** An S3-protocol server run in-process, for zero-configuration runs and tests. */
 export interface EmbeddedS3Server {
@@ -38,6 +37,9 @@ export async function startEmbeddedS3({
     }
   }
   await mkdir(dataDir, { recursive: true });
+  // Loaded only when the embedded server runs: it is a development default, and its import takes about
+  // 0.3 s of a start.
+  const { default: S3rver } = await import("s3rver");
   const server = new S3rver({ port, address: "127.0.0.1", directory: dataDir, silent: true });
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
