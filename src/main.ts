@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import type { App } from "./app.js";
 import { ConfigError, loadConfig } from "./config/config.js";
+import { leaveSignalsToCaller } from "./db/embedded-postgres.js";
 import { startInfrastructure } from "./startup/infrastructure.js";
 
 let config: ReturnType<typeof loadConfig>;
@@ -56,6 +57,8 @@ try {
   };
   process.once("SIGINT", () => void shutdown("SIGINT"));
   process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  // From here this process stops the embedded PostgreSQL itself, last (app.close).
+  await leaveSignalsToCaller();
 } catch (err) {
   logger.fatal({ err }, "startup failed");
   process.exit(1);

