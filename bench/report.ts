@@ -206,7 +206,7 @@ function rebuild(r: RebuildBench): string[] {
 
 function startup(r: StartupResult[]): string[] {
   return [
-    "### Startup (child process `node --import tsx src/main.ts`, STARTUP_REBUILD=if-needed, persisted index built with INDEX_FACTORY=auto)",
+    "### Startup (child process `node dist/main.js`, STARTUP_REBUILD=if-needed, persisted index built with INDEX_FACTORY=auto)",
     "",
     ...table(
       [

@@ -3,8 +3,7 @@
 // (no bundling), with source maps: `npm start` and the container image run dist/main.js, so no TypeScript
 // compiler loads at run time, in the main thread or in any worker thread. esbuild strips types only;
 // `npm run check` is what type-checks. Takes about 0.2 s, so `npm start` builds every time.
-import { rmSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -17,8 +16,6 @@ const entryPoints = (await readdir(src, { recursive: true }))
   .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts") && !f.startsWith(`web${path.sep}`))
   .map((f) => path.join(src, f));
 
-// A module deleted from src/ must not linger in dist/.
-rmSync(outdir, { recursive: true, force: true });
 await build({
   entryPoints,
   outdir,
@@ -30,3 +27,11 @@ await build({
   sourcemap: true,
   logLevel: "warning",
 });
+
+// A module deleted from src/ must not linger in dist/. Only stale files go, not the whole folder: a service
+// running from dist/ (npm start while npm test builds) still loads workers and lazy imports from it.
+const wanted = new Set(entryPoints.map((f) => path.relative(src, f).replace(/\.ts$/, "")));
+for (const f of await readdir(outdir, { recursive: true })) {
+  const m = /^(.*)\.js(\.map)?$/.exec(f);
+  if (m && !wanted.has(m[1])) await rm(path.join(outdir, f));
+}

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,7 +25,9 @@ export interface StartupResult {
   phases?: Record<string, number>;
 }
 
-const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+/** What `npm start` and the image run: the service compiled by scripts/build.mjs. */
+const MAIN = path.join(REPO, "dist", "main.js");
 const READY_LINE = /GraphQL endpoint:\s+(\S+)/;
 const TIMEOUT_MS = 300_000;
 
@@ -75,10 +77,21 @@ export interface SpawnedServer {
   stop(): Promise<void>;
 }
 
-/** Spawns `node --import tsx src/main.ts` with `env` (on top of this process's) and waits for its endpoint line. */
+let built = false;
+/** Compiles src/ to dist/ once per bench run, as `npm start` does before it runs the service. */
+function buildOnce(): void {
+  if (!built) execFileSync(process.execPath, [path.join(REPO, "scripts", "build.mjs")], { stdio: "inherit" });
+  built = true;
+}
+
+/**
+ * Spawns `node --enable-source-maps dist/main.js` (compiled first, once, outside any timing) with `env`
+ * (on top of this process's) and waits for its endpoint line.
+ */
 export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], {
-    cwd: path.dirname(path.dirname(MAIN)),
+  buildOnce();
+  const child = spawn(process.execPath, ["--enable-source-maps", MAIN], {
+    cwd: REPO,
     env: { ...process.env, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -109,8 +122,9 @@ export async function spawnServer(env: Record<string, string>): Promise<SpawnedS
   }
 }
 
-/** Spawns `node --import tsx src/main.ts` with `env` and times it until ready. */
+/** Spawns `node dist/main.js` with `env` and times it until ready. */
 async function timeStartup(env: Record<string, string>, expected: number): Promise<StartupResult> {
+  buildOnce();
   const t0 = performance.now();
   const spawnedAt = Date.now();
   const server = await spawnServer({ ...env, STARTUP_REBUILD: "if-needed" });
@@ -144,7 +158,7 @@ async function timeStartup(env: Record<string, string>, expected: number): Promi
 
 /**
  * Startup of the real server (`src/main.ts` in a child process, STARTUP_REBUILD=if-needed) against a
- * prepared index cache: a small real gallery (fixed costs: Node + tsx, migrations, model load), then the
+ * prepared index cache: a small real gallery (fixed costs: Node, module loading, migrations, model load), then the
  * defect index padded with synthetic vectors to each size >= 100k of `--sizes`.
  */
 export async function benchStartup(ctx: BenchContext): Promise<StartupResult[]> {

@@ -11,7 +11,10 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** One service process, `node --import tsx src/main.ts`, as a replica of a deployment. */
+/**
+ * One service process, `node --enable-source-maps dist/main.js` as `npm start` and the image run it (the
+ * global setup compiles dist/ from src/ first), as a replica of a deployment.
+ */
 export interface ReplicaProcess {
   readonly name: string;
   readonly url: string;
@@ -34,7 +37,7 @@ export async function startReplica(
   args: string[] = [],
 ): Promise<ReplicaProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts", ...args], {
+  const child = spawn(process.execPath, ["--enable-source-maps", "dist/main.js", ...args], {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? "",
