@@ -30,14 +30,23 @@ export interface ReplicaProcess {
   kill(): Promise<void>;
 }
 
-/** Starts a replica with `env` on a free port. */
+/**
+ * Starts a replica with `env` on a free port.
+ * @param launch - what runs it: `node` (default, `node --enable-source-maps dist/main.js`) or `npm start`
+ *   (the documented command: npm, then the build, then node in its place).
+ */
 export async function startReplica(
   name: string,
   env: Record<string, string>,
   args: string[] = [],
+  launch: "node" | "npm start" = "node",
 ): Promise<ReplicaProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--enable-source-maps", "dist/main.js", ...args], {
+  const [command, argv] =
+    launch === "node"
+      ? [process.execPath, ["--enable-source-maps", "dist/main.js", ...args]]
+      : ["npm", ["start", "--silent", "--", ...args]];
+  const child = spawn(command, argv, {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? "",
