@@ -91,6 +91,11 @@ export function createModelRegistry({
      * is the active one, the replica keeps serving the model it has and is not ready.
      */
     async sync(): Promise<void> {
+      // Served before this read began: only those can be closed as unregistered below. A registration on
+      // this replica adopts its runtime before it writes the registry, so a read that began earlier would
+      // miss it and close it while its preparation is being queued; the next read sees the registration
+      // (or its failure, and closes the runtime then).
+      const servedBefore = new Set(runtimes.all().map((r) => r.modelId));
       const [models, active] = await Promise.all([repo.models(), repo.active()]);
       registered = models;
       activeId = active?.modelId ?? null;
@@ -109,7 +114,8 @@ export function createModelRegistry({
       }
       const keep = new Set(live.map((m) => m.modelId));
       for (const r of runtimes.all()) {
-        if (keep.has(r.modelId) || r.modelId === runtimes.active().modelId) continue;
+        if (keep.has(r.modelId) || r.modelId === runtimes.active().modelId || !servedBefore.has(r.modelId))
+          continue;
         runtimes.remove(r.modelId);
         await r.close().catch((err) => logger.warn({ err }, "closing a retired model failed"));
         logger.info({ modelId: r.modelId }, "embedding model no longer registered: closed");
