@@ -87,13 +87,15 @@ export function createDbClient({
     statement_timeout: queryTimeoutMs,
     query_timeout: queryTimeoutMs + 1000,
   });
-  // A client losing its server must not crash the process; the next query reports it. The pool's own
-  // handler covers idle clients only: a checked-out one (a transaction, the migration lock) emits on itself,
-  // e.g. when a Ctrl-C reaches the embedded PostgreSQL (same process group) before the service closes.
-  pool.on("error", (err) => logger.warn({ err }, "idle PostgreSQL client error"));
+  // A client losing its server must not crash the process; the next query reports it. Each client gets
+  // its own handler, which logs: the pool's 'error' event covers idle clients only, and a checked-out one (a
+  // transaction, the migration lock) emits on itself, e.g. when a Ctrl-C reaches the embedded PostgreSQL
+  // (same process group) before the service closes. The pool re-emits an idle client's error, which then
+  // needs a listener (pg-pool throws without one) but has already been logged by the client's.
   pool.on("connect", (client) =>
     client.on("error", (err) => logger.warn({ err }, "PostgreSQL client error")),
   );
+  pool.on("error", () => {});
   const db = drizzle(pool, { schema });
   return {
     db,
