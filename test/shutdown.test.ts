@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { chmod } from "node:fs/promises";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { freePort, startReplica } from "./support/replica-process.js";
 import { scratchDir } from "./support/services.js";
 
@@ -49,9 +49,10 @@ describe("shutdown with the embedded PostgreSQL and S3 server", () => {
         await replica.waitReady(180_000);
         // An idle service: the startup rebuild (of the empty gallery) has ended. A shutdown while a rebuild
         // writes is another case (the rebuild is then marked failed and retried by the next start).
-        const until = Date.now() + 60_000;
-        while (!replica.output().includes('"msg":"index rebuild finished"') && Date.now() < until)
-          await new Promise((r) => setTimeout(r, 100));
+        await vi.waitFor(() => expect(replica.output()).toContain('"msg":"index rebuild finished"'), {
+          timeout: 60_000,
+          interval: 100,
+        });
       } catch (e) {
         await replica.kill();
         throw e;
