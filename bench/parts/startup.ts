@@ -157,7 +157,7 @@ async function timeStartup(env: Record<string, string>, expected: number): Promi
 }
 
 /**
- * Startup of the real server (`src/main.ts` in a child process, STARTUP_REBUILD=if-needed) against a
+ * Startup of the real server (`dist/main.js` in a child process, STARTUP_REBUILD=if-needed) against a
  * prepared index cache: a small real gallery (fixed costs: Node, module loading, migrations, model load), then the
  * defect index padded with synthetic vectors to each size >= 100k of `--sizes`.
  */
