@@ -50,6 +50,9 @@ export const MIGRATIONS_DIR = fileURLToPath(new URL("../../drizzle", import.meta
 /** Advisory lock key held while migrations run (any 64-bit number unique to this service). */
 const MIGRATION_LOCK = 0x64656c656e73; // "delens"
 
+/** Longest close() waits for the pool's connections to end once asked (ms); a server gone silent must not hold up a shutdown. */
+const CLOSE_WAIT_MS = 2000;
+
 /** A connection pool plus its drizzle handle. */
 export interface DbClient {
   readonly db: Database;
@@ -60,6 +63,7 @@ export interface DbClient {
    * Why the database does not answer `select 1` within `timeoutMs` (ms), or null when it does.
    */
   unreachableReason(timeoutMs: number): Promise<string | null>;
+  /** Ends the pool and waits (up to 2 s) until its connections have ended. */
   close(): Promise<void>;
 }
 
@@ -92,9 +96,15 @@ export function createDbClient({
   // transaction, the migration lock) emits on itself, e.g. when a Ctrl-C reaches the embedded PostgreSQL
   // (same process group) before the service closes. The pool re-emits an idle client's error, which then
   // needs a listener (pg-pool throws without one) but has already been logged by the client's.
-  pool.on("connect", (client) =>
-    client.on("error", (err) => logger.warn({ err }, "PostgreSQL client error")),
-  );
+  // Connections not yet ended: pool.end() resolves once it has asked its clients to end, not once they
+  // have, so close() waits for them; otherwise a database stopped right after (the embedded PostgreSQL)
+  // can still terminate a connection whose goodbye is in flight (57P01, logged as a client error).
+  const open = new Set<pg.Client>();
+  pool.on("connect", (client) => {
+    open.add(client);
+    client.once("end", () => open.delete(client));
+    client.on("error", (err) => logger.warn({ err }, "PostgreSQL client error"));
+  });
   pool.on("error", () => {});
   const db = drizzle(pool, { schema });
   return {
@@ -128,6 +138,17 @@ export function createDbClient({
         clearTimeout(timer);
       }
     },
-    close: () => pool.end(),
+    async close() {
+      const ending = [...open].map((c) => new Promise<void>((resolve) => c.once("end", () => resolve())));
+      await pool.end();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(ending),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, CLOSE_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+    },
   };
 }
