@@ -85,12 +85,12 @@ function buildOnce(): void {
 }
 
 /**
- * Spawns `node --enable-source-maps dist/main.js` (compiled first, once, outside any timing) with `env`
+ * Spawns `node --enable-source-maps --initial-old-space-size=128 dist/main.js` (compiled first, once, outside any timing) with `env`
  * (on top of this process's) and waits for its endpoint line.
  */
 export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
   buildOnce();
-  const child = spawn(process.execPath, ["--enable-source-maps", MAIN], {
+  const child = spawn(process.execPath, ["--enable-source-maps", "--initial-old-space-size=128", MAIN], {
     cwd: REPO,
     env: { ...process.env, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "inherit"],

@@ -392,11 +392,14 @@ export const envSchema = z.object({
   S3_REQUEST_TIMEOUT_MS: int(100)
     .default(15_000)
     .describe("Longest one object-storage request (stat, get with its body, put) may take."),
+  // 16 keeps both cores busy on 2: a search spends its time in stages on different threads (decoding on
+  // libuv's pool, the model in its worker, FAISS in its own), and the inference worker's dynamic batch can
+  // only gather what is admitted. Measured against 4, 6, 8, 12 and 32 in docs/benchmarks.md.
   SEARCH_CONCURRENCY: int(1)
     .max(256)
-    .default(4)
+    .default(16)
     .describe(
-      "Searches processed at once (fetch, decode, inference, FAISS); more wait in the admission queue.",
+      "Searches processed at once (fetch, decode, inference, FAISS); more wait in the admission queue. Twice INFERENCE_MAX_BATCH lets one batch gather while another runs.",
     ),
   SEARCH_QUEUE_LIMIT: int(0)
     .max(100_000)

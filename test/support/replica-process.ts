@@ -12,7 +12,7 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * One service process, `node --enable-source-maps dist/main.js` as `npm start` and the image run it (the
+ * One service process, `node --enable-source-maps --initial-old-space-size=128 dist/main.js` as `npm start` and the image run it (the
  * global setup compiles dist/ from src/ first), as a replica of a deployment.
  */
 export interface ReplicaProcess {
@@ -32,7 +32,7 @@ export interface ReplicaProcess {
 
 /**
  * Starts a replica with `env` on a free port.
- * @param launch - what runs it: `node` (default, `node --enable-source-maps dist/main.js`) or `npm start`
+ * @param launch - what runs it: `node` (default, `node --enable-source-maps --initial-old-space-size=128 dist/main.js`) or `npm start`
  *   (the documented command: npm, then the build, then node in its place).
  */
 export async function startReplica(
@@ -45,7 +45,7 @@ export async function startReplica(
   const port = await freePort();
   const [command, argv] =
     launch === "node"
-      ? [process.execPath, ["--enable-source-maps", "dist/main.js", ...args]]
+      ? [process.execPath, ["--enable-source-maps", "--initial-old-space-size=128", "dist/main.js", ...args]]
       : ["npm", ["start", "--silent", "--", ...args]];
   const child = spawn(command, argv, {
     cwd: REPO_ROOT,
