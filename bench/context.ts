@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
+import sharp, { type Sharp } from "sharp";
 import type { App } from "../src/app.js";
 import { type DatasetImage, listDatasetImages, type SplitName } from "../src/ingest/dataset.reader.js";
 import { IMAGE_TYPES } from "../src/shared/types.js";
@@ -91,6 +92,56 @@ export async function realImages(
       const img = l[i];
       if (img && out.length < limit) out.push(img);
     }
+  }
+  return out;
+}
+
+/** The copies made of a real image when a part asks for more images than the datasets hold. */
+const VARIANTS = [
+  { name: "mirrored", apply: (s: Sharp) => s.flop() },
+  { name: "flipped", apply: (s: Sharp) => s.flip() },
+  { name: "rotated180", apply: (s: Sharp) => s.rotate(180) },
+] as const;
+
+/**
+ * `count` gallery images: every real one of the datasets (as {@link realImages} orders them), then, when
+ * more are asked for, copies of them mirrored, flipped upside down and turned 180 degrees, in that order
+ * (JPEG quality 92, written under `dir`). A copy keeps its original's product, defect type and image type,
+ * and joins its near-duplicate group (the original's path when it had none), so cross-validation keeps the
+ * two in one fold. Real pixels and real labels, in a gallery up to 4 times the datasets' size; the copies
+ * are easier neighbours of each other than new photos would be, which flatters retrieval scores (not timings).
+ * @throws Error when `count` is over 4 times the real gallery.
+ */
+export async function paddedGallery(
+  datasetsDir: string,
+  count: number,
+  dir: string,
+): Promise<DatasetImage[]> {
+  const real = await realImages(datasetsDir, "gallery", count);
+  if (real.length >= count) return real;
+  if (count > real.length * (VARIANTS.length + 1))
+    throw new Error(`${count} images asked for; the datasets' ${real.length} and 3 copies of each are fewer`);
+  await mkdir(dir, { recursive: true });
+  const out = [...real];
+  for (const v of VARIANTS) {
+    const copies = real.slice(0, count - out.length).map((img, i) => ({ img, i }));
+    // Four at a time: sharp runs each on libuv's pool, which has four threads.
+    for (let k = 0; k < copies.length; k += 4) {
+      const made = await Promise.all(
+        copies.slice(k, k + 4).map(async ({ img, i }) => {
+          const file = path.join(dir, `${v.name}-${i}.jpg`);
+          await v.apply(sharp(img.path)).jpeg({ quality: 92 }).toFile(file);
+          return {
+            ...img,
+            path: file,
+            relPath: `${path.dirname(img.relPath)}/${v.name}-${path.basename(img.relPath)}`,
+            groupId: img.groupId ?? img.relPath,
+          };
+        }),
+      );
+      out.push(...made);
+    }
+    if (out.length >= count) break;
   }
   return out;
 }

@@ -108,7 +108,12 @@ const program = new Command()
       }),
     ["base64", "multipart"],
   )
-  .option("--rebuild-images <n>", "real gallery images of the rebuild part", int, 1000)
+  .option(
+    "--rebuild-images <n>",
+    "gallery images of the rebuild part: the real ones, then mirrored, flipped and rotated copies of them (up to 4x)",
+    int,
+    1000,
+  )
   .option("--out <file>", "JSON output (default bench/results/bench-<time>.json)")
   .showHelpAfterError();
 

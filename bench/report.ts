@@ -172,7 +172,7 @@ function http(h: HttpBench): string[] {
 
 function rebuild(r: RebuildBench): string[] {
   return [
-    "### Rebuild (real images, rebuild job over both indexes, Flat)",
+    `### Rebuild (${r.copies ? `real images and ${r.copies} mirrored, flipped or rotated copies of them` : "real images"}, rebuild job over both indexes, Flat, adapted space on)`,
     "",
     ...table(
       ["scenario", "images", "embedded by the rebuild", "seconds", "swap ms"],
@@ -180,7 +180,10 @@ function rebuild(r: RebuildBench): string[] {
         s.name,
         s.images,
         s.newlyEmbedded,
-        fmt(s.seconds, 1),
+        // The target is for 10k images with their embeddings cached, as a routine rebuild finds them.
+        s.images >= 10_000 && s.newlyEmbedded === 0
+          ? againstMax(s.seconds, TARGETS.rebuild10kSeconds, 1)
+          : fmt(s.seconds, 1),
         s.swapMs.map((x) => fmt(x, 3)).join(" / "),
       ]),
     ),

@@ -1,9 +1,10 @@
 import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import type { App } from "../../src/app.js";
 import { IMAGE_TYPES } from "../../src/shared/types.js";
 import { type Distribution, distribution } from "../../tools/shared/stats.js";
-import { type BenchContext, realImages, since } from "../context.js";
+import { type BenchContext, paddedGallery, realImages, since } from "../context.js";
 
 /** One rebuild scenario. */
 export interface RebuildScenario {
@@ -20,6 +21,8 @@ export interface RebuildScenario {
 /** The rebuild part's output. */
 export interface RebuildBench {
   scenarios: RebuildScenario[];
+  /** Images of the gallery that are copies of real ones (the datasets hold fewer than asked for). */
+  copies: number;
   /** In-process `search.search` (real query image, topK 10) with no rebuild running (ms). */
   idleSearchMs: Distribution;
   /** The same, back to back while the from-scratch rebuild runs (ms). */
@@ -55,7 +58,15 @@ async function rebuild(app: App, name: string, during?: () => Promise<void>): Pr
  */
 export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
   const { opts } = ctx;
-  const all = await realImages(opts.datasetsDir, "gallery", Math.ceil(opts.rebuildImages * 1.02));
+  const env = await ctx.factory.create("bench_rebuild", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
+  const all = await paddedGallery(
+    opts.datasetsDir,
+    Math.ceil(opts.rebuildImages * 1.02),
+    path.join(env.dir, "copies"),
+  ).catch(async (err) => {
+    await env.dispose();
+    throw err;
+  });
   const base = all.slice(0, opts.rebuildImages);
   const extra = Math.max(1, Math.round(opts.rebuildImages / 100));
   const fresh = [
@@ -63,7 +74,6 @@ export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
     all.slice(base.length + extra, base.length + 2 * extra),
   ];
   const query = await readFile((await realImages(opts.datasetsDir, "query", 1))[0]?.path ?? "");
-  const env = await ctx.factory.create("bench_rebuild", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
   const app = await env.createApp();
   try {
     ctx.log(`rebuild: ingesting ${base.length} images`);
@@ -99,6 +109,7 @@ export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
     scenarios.push(await rebuild(app, `+1% new images (${extra}), embedded by the rebuild`));
     return {
       scenarios,
+      copies: all.filter((i) => path.basename(i.path) !== path.basename(i.relPath)).length,
       idleSearchMs: distribution(idle),
       duringRebuildSearchMs: distribution(during),
       duringRebuildEventLoopMs: { p99: h.percentile(99) / 1e6, max: h.max / 1e6 },
