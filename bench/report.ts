@@ -180,8 +180,9 @@ function rebuild(r: RebuildBench): string[] {
         s.name,
         s.images,
         s.newlyEmbedded,
-        // The target is for 10k images with their embeddings cached, as a routine rebuild finds them.
-        s.images >= 10_000 && s.newlyEmbedded === 0
+        // The target is for 10k images with their embeddings cached, as a routine rebuild finds them (a
+        // gallery of 10k asked for holds a few less: ingestion keeps one of byte-identical files).
+        r.askedImages >= 10_000 && s.newlyEmbedded === 0
           ? againstMax(s.seconds, TARGETS.rebuild10kSeconds, 1)
           : fmt(s.seconds, 1),
         s.swapMs.map((x) => fmt(x, 3)).join(" / "),

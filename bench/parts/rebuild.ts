@@ -21,6 +21,8 @@ export interface RebuildScenario {
 /** The rebuild part's output. */
 export interface RebuildBench {
   scenarios: RebuildScenario[];
+  /** Images asked for (`--rebuild-images`). */
+  askedImages: number;
   /** Images of the gallery that are copies of real ones (the datasets hold fewer than asked for). */
   copies: number;
   /** In-process `search.search` (real query image, topK 10) with no rebuild running (ms). */
@@ -109,6 +111,7 @@ export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
     scenarios.push(await rebuild(app, `+1% new images (${extra}), embedded by the rebuild`));
     return {
       scenarios,
+      askedImages: opts.rebuildImages,
       copies: all.filter((i) => path.basename(i.path) !== path.basename(i.relPath)).length,
       idleSearchMs: distribution(idle),
       duringRebuildSearchMs: distribution(during),
