@@ -14,7 +14,7 @@ import type { IndexStore, LoadedIndex } from "../index/index.store.js";
 import type { BuiltIndex, VectorIndexBackend } from "../index/vector-index.js";
 import { sha256 } from "../shared/hash.js";
 import { IMAGE_TYPES, type ImageType, type MatcherVersion } from "../shared/types.js";
-import type { CollectedGallery, GallerySource } from "./gallery-source.js";
+import { type CollectedGallery, type GallerySource, packVectorsYielding } from "./gallery-source.js";
 
 /** An embedding space: the model's own (`raw`) or the one learned from the gallery's labels (`adapted`). */
 export type EmbeddingSpace = "raw" | "adapted";
@@ -225,10 +225,10 @@ export function createAdaptationService({
       log.warn({ missing }, "texture descriptors missing; the type prior learns from the embedding only");
       return undefined;
     }
-    const vectors = new Float32Array(rowIds.length * dim);
-    rowIds.forEach((r, i) => {
-      vectors.set(rowOf.get(r) as Float32Array, i * dim);
-    });
+    const vectors = await packVectorsYielding(
+      Array.from(rowIds, (r) => rowOf.get(r) as Float32Array),
+      dim,
+    );
     return { dim, rowIds: Int32Array.from(rowIds), vectors };
   }
 

@@ -6,7 +6,7 @@ import type { Embedder } from "../embedding/embedder.service.js";
 import type { GalleryEntry } from "../index/gallery-entry.js";
 import type { ImageType } from "../shared/types.js";
 import { parseV1FileName, V1_IMAGE_EXTENSIONS } from "./file-name.convention.js";
-import { type CollectedGallery, type GallerySource, packVectors } from "./gallery-source.js";
+import { type CollectedGallery, type GallerySource, packVectorsYielding } from "./gallery-source.js";
 
 /** Files read and embedded per step; bounds memory on big folders. */
 const STEP = 64;
@@ -84,7 +84,7 @@ export function createV1GallerySource({
       }
       if (failures.length > 0)
         logger.warn({ failures: failures.slice(0, 20), count: failures.length }, "V1 gallery files skipped");
-      return { entries, vectors: packVectors(vectors, embedder.dimension), failures };
+      return { entries, vectors: await packVectorsYielding(vectors, embedder.dimension), failures };
     },
   };
 }

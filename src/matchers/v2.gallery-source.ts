@@ -10,7 +10,7 @@ import {
   type CollectedGallery,
   type GalleryProgress,
   type GallerySource,
-  packVectors,
+  packVectorsYielding,
 } from "./gallery-source.js";
 
 /** What a collection needs of an embedder: the embeddings of one model id. */
@@ -183,6 +183,6 @@ export function createV2GallerySource({
     }
     if (failures.length > 0)
       logger.warn({ failures: failures.slice(0, 20), count: failures.length }, "V2 gallery images skipped");
-    return { entries, vectors: packVectors(vectors, embedder.dimension), failures };
+    return { entries, vectors: await packVectorsYielding(vectors, embedder.dimension), failures };
   }
 }
