@@ -154,14 +154,14 @@ export function createAdaptationService({
     }
     // Only the rows the gate reads (at most ~24,000), not a second copy of the whole gallery.
     const rowIds = Int32Array.from(trainingRowIds(count, adaptation.gate));
-    const vectors = new Float32Array(rowIds.length * dimension);
     let part = 0;
     let first = 0;
-    rowIds.forEach((r, i) => {
+    const rows = Array.from(rowIds, (r) => {
       while (r >= first + (parts[part]?.entries.length ?? 0)) first += parts[part++]?.entries.length ?? 0;
       const from = (parts[part] as CollectedGallery).vectors;
-      vectors.set(from.subarray((r - first) * dimension, (r - first + 1) * dimension), i * dimension);
+      return from.subarray((r - first) * dimension, (r - first + 1) * dimension);
     });
+    const vectors = await packVectorsYielding(rows, dimension);
     const textures = await trainingTextures(
       parts.flatMap((p) => p.entries),
       rowIds,
