@@ -110,15 +110,16 @@ const VARIANTS = [
  * and joins its near-duplicate group (the original's path when it had none), so cross-validation keeps the
  * two in one fold. Real pixels and real labels, in a gallery up to 4 times the datasets' size; the copies
  * are easier neighbours of each other than new photos would be, which flatters retrieval scores (not timings).
+ * @returns the images, real ones first, and how many of them are copies.
  * @throws Error when `count` is over 4 times the real gallery.
  */
 export async function paddedGallery(
   datasetsDir: string,
   count: number,
   dir: string,
-): Promise<DatasetImage[]> {
+): Promise<{ images: DatasetImage[]; copies: number }> {
   const real = await realImages(datasetsDir, "gallery", count);
-  if (real.length >= count) return real;
+  if (real.length >= count) return { images: real, copies: 0 };
   if (count > real.length * (VARIANTS.length + 1))
     throw new Error(`${count} images asked for; the datasets' ${real.length} and 3 copies of each are fewer`);
   await mkdir(dir, { recursive: true });
@@ -143,7 +144,7 @@ export async function paddedGallery(
     }
     if (out.length >= count) break;
   }
-  return out;
+  return { images: out, copies: out.length - real.length };
 }
 
 /** Milliseconds elapsed since `t0` (a `performance.now()` value). */

@@ -21,8 +21,38 @@ export interface LoadResult {
   eventLoopDelayMs: { p50: number; p99: number; max: number };
 }
 
+/** The search every HTTP load sends: top 10, the fields a results page shows. */
+export const SEARCH =
+  "query($input: SearchSimilarInput!) { searchSimilar(input: $input) { indexSize tookMs hits { rank score productCode defectCode downloadUrl } } }";
+
+/**
+ * {@link SEARCH} of the DEFECT index as a GraphQL multipart request (the image's bytes as a file part):
+ * the body as sent, and its content type with the boundary.
+ */
+export async function multipartSearchBody(
+  bytes: Buffer,
+  fileName: string,
+  topK: number,
+): Promise<{ body: Buffer; contentType: string }> {
+  const form = new FormData();
+  form.append(
+    "operations",
+    JSON.stringify({
+      query: SEARCH,
+      variables: { input: { image: { file: null }, imageType: "DEFECT", topK } },
+    }),
+  );
+  form.append("map", JSON.stringify({ 0: ["variables.input.image.file"] }));
+  form.append("0", new Blob([new Uint8Array(bytes)], { type: "image/jpeg" }), fileName);
+  const multipart = new Response(form);
+  return {
+    body: Buffer.from(await multipart.arrayBuffer()),
+    contentType: multipart.headers.get("content-type") ?? "",
+  };
+}
+
 /** Runs autocannon in a child process and returns what it printed. */
-function runWorker(spec: LoadSpec): Promise<LoadOutcome> {
+export function runWorker(spec: LoadSpec): Promise<LoadOutcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", WORKER, JSON.stringify(spec)], {
       stdio: ["ignore", "pipe", "inherit"],

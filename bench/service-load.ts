@@ -7,21 +7,26 @@
  * this one measures what a replica does.
  *
  * Usage: npx tsx bench/service-load.ts [--concurrency 16] [--seconds 15] [--image file.jpg]
- *   [--node-flags=--initial-old-space-size=128] (the = form: the value starts with --); service variables from the environment
+ *   [--node-flags="--enable-source-maps"] (Node's flags, default the service's own; the = form, as the value
+ *   starts with --); service variables from the environment
  *   (SEARCH_CONCURRENCY=4 npx tsx bench/service-load.ts).
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { freePort } from "../test/support/replica-process.js";
-import type { LoadOutcome } from "./load-worker.js";
+import {
+  freePort,
+  type ReplicaProcess,
+  SERVICE_NODE_FLAGS,
+  startReplica,
+} from "../test/support/replica-process.js";
+import { distribution } from "../tools/shared/stats.js";
+import { multipartSearchBody, runWorker } from "./http-load.js";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
-const SEARCH =
-  "query($input: SearchSimilarInput!) { searchSimilar(input: $input) { indexSize tookMs hits { rank score productCode defectCode downloadUrl } } }";
 /** Clock ticks per second of /proc's utime and stime (USER_HZ; 100 on Linux x86-64). */
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
 
@@ -30,7 +35,7 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "16" },
     seconds: { type: "string", default: "15" },
     image: { type: "string" },
-    "node-flags": { type: "string", default: "--initial-old-space-size=128" },
+    "node-flags": { type: "string", default: SERVICE_NODE_FLAGS.join(" ") },
   },
 });
 const shared = process.env.SHARED_DIR ?? path.join(REPO, "..", "shared");
@@ -51,91 +56,50 @@ async function threadTicks(pid: number): Promise<Map<string, { name: string; tic
   return out;
 }
 
-function load(spec: object): Promise<LoadOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bench/load-worker.ts", JSON.stringify(spec)], {
-      cwd: REPO,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (c) => {
-      out += c;
-    });
-    child.on("exit", (code) =>
-      code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load worker: ${code}`)),
-    );
-  });
-}
-
 const dir = await mkdtemp(path.join(os.tmpdir(), "defect-lens-load-"));
 await chmod(dir, 0o777); // the embedded PostgreSQL runs as `postgres` when this runs as root
-let service: ChildProcess | undefined;
+let service: ReplicaProcess | undefined;
 try {
   execFileSync(process.execPath, ["scripts/build.mjs"], { cwd: REPO, stdio: "inherit" });
-  const port = await freePort();
-  service = spawn(
-    process.execPath,
-    [
-      ...(values["node-flags"] ?? "").split(" ").filter(Boolean),
-      "--enable-source-maps",
-      "dist/main.js",
-      "--with-sample-gallery",
-    ],
+  // The service's settings come from this environment (SEARCH_CONCURRENCY=4 ...), its storage from `dir`.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined),
+  );
+  service = await startReplica(
+    "load",
     {
-      cwd: REPO,
-      env: {
-        ...process.env,
-        PORT: String(port),
-        LOG_LEVEL: "warn",
-        EMBEDDED_DATA_DIR: path.join(dir, "data"),
-        INDEX_CACHE_DIR: path.join(dir, "index-cache"),
-        EMBEDDED_PG_PORT: String(await freePort()),
-        EMBEDDED_S3_PORT: String(await freePort()),
-      },
-      stdio: ["ignore", "ignore", "inherit"],
+      ...inherited,
+      LOG_LEVEL: "warn",
+      EMBEDDED_DATA_DIR: path.join(dir, "data"),
+      INDEX_CACHE_DIR: path.join(dir, "index-cache"),
+      EMBEDDED_PG_PORT: String(await freePort()),
+      EMBEDDED_S3_PORT: String(await freePort()),
     },
+    ["--with-sample-gallery"],
+    "node",
+    { nodeFlags: (values["node-flags"] ?? "").split(" ").filter(Boolean) },
   );
-  const url = `http://127.0.0.1:${port}/`;
-  for (;;) {
-    if ((await fetch(`${url}readyz`).catch(() => undefined))?.ok) break;
-    if (service.exitCode !== null) throw new Error(`service exited with ${service.exitCode}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const form = new FormData();
-  form.append(
-    "operations",
-    JSON.stringify({
-      query: SEARCH,
-      variables: { input: { image: { file: null }, imageType: "DEFECT", topK: 10 } },
-    }),
-  );
-  form.append("map", JSON.stringify({ 0: ["variables.input.image.file"] }));
-  form.append(
-    "0",
-    new Blob([new Uint8Array(await readFile(image))], { type: "image/jpeg" }),
-    path.basename(image),
-  );
-  const body = new Response(form);
+  await service.waitReady(180_000);
+  const { body, contentType } = await multipartSearchBody(await readFile(image), path.basename(image), 10);
   const bodyFile = path.join(dir, "body");
-  await writeFile(bodyFile, Buffer.from(await body.arrayBuffer()));
+  await writeFile(bodyFile, body);
   const spec = {
-    url: `${url}graphql`,
+    url: service.graphqlUrl,
     bodyFile,
-    contentType: body.headers.get("content-type"),
+    contentType,
     headers: { "apollo-require-preflight": "true" },
     connections: Number(values.concurrency),
     durationSeconds: 3,
   };
-  await load(spec); // warm-up
-  const pid = service.pid as number;
+  await runWorker(spec); // warm-up
+  const pid = service.child.pid as number;
   const before = await threadTicks(pid);
-  const o = await load({ ...spec, durationSeconds: Number(values.seconds) });
+  const o = await runWorker({ ...spec, durationSeconds: Number(values.seconds) });
   const after = await threadTicks(pid);
-  const l = [...o.latenciesMs].sort((a, b) => a - b);
-  const q = (p: number) => l[Math.min(l.length - 1, Math.floor(p * l.length))] ?? Number.NaN;
+  const latency = distribution(o.latenciesMs);
   const rss = /VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, "utf8"))?.[1];
   console.log(
-    `c=${values.concurrency}: ${(o.requests / o.durationSeconds).toFixed(1)} req/s, p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, non-2xx ${o.non2xx}, errors ${o.errors}, RSS ${Math.round(Number(rss) / 1024)} MB`,
+    `c=${values.concurrency}: ${(o.requests / o.durationSeconds).toFixed(1)} req/s, p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, non-2xx ${o.non2xx}, errors ${o.errors}, RSS ${Math.round(Number(rss) / 1024)} MB`,
   );
   const perThread = [...after]
     .map(([tid, t]) => ({
@@ -149,10 +113,6 @@ try {
     `CPU ms per request: ${total.toFixed(2)} (${perThread.map((t) => `${t.label} ${t.ms.toFixed(2)}`).join(", ")})`,
   );
 } finally {
-  if (service && service.exitCode === null) {
-    const exited = new Promise((r) => service?.once("exit", r));
-    service.kill("SIGTERM");
-    await exited;
-  }
+  await service?.stop();
   await rm(dir, { recursive: true, force: true });
 }

@@ -2,7 +2,7 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { IMAGE_TYPES } from "../../src/shared/types.js";
 import { type BenchContext, realImages, since } from "../context.js";
-import { type LoadResult, measureLoad } from "../http-load.js";
+import { type LoadResult, measureLoad, multipartSearchBody, SEARCH } from "../http-load.js";
 import { formatBytes } from "../memory.js";
 import { writePaddedIndex } from "../padded-index.js";
 
@@ -26,9 +26,6 @@ export interface HttpBench {
   durationSeconds: number;
   results: HttpResult[];
 }
-
-const SEARCH =
-  "query($input: SearchSimilarInput!) { searchSimilar(input: $input) { indexSize tookMs hits { rank score productCode defectCode downloadUrl } } }";
 
 /** The query-split JPEG closest to 100 KB. */
 async function pickQueryImage(ctx: BenchContext): Promise<string> {
@@ -76,24 +73,14 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
     const bodyFile = path.join(env.dir, "search-body.json");
     await writeFile(bodyFile, body);
     // The same search as a GraphQL multipart request: the image's bytes as a file part, no base64.
-    const form = new FormData();
-    form.append(
-      "operations",
-      JSON.stringify({
-        query: SEARCH,
-        variables: { input: { image: { file: null }, imageType: "DEFECT", topK } },
-      }),
-    );
-    form.append("map", JSON.stringify({ 0: ["variables.input.image.file"] }));
-    form.append("0", new Blob([new Uint8Array(bytes)], { type: "image/jpeg" }), path.basename(queryPath));
-    const multipart = new Response(form);
+    const multipart = await multipartSearchBody(bytes, path.basename(queryPath), topK);
     const multipartFile = path.join(env.dir, "search-body.multipart");
-    await writeFile(multipartFile, Buffer.from(await multipart.arrayBuffer()));
+    await writeFile(multipartFile, multipart.body);
     const encodings = {
       base64: { bodyFile },
       multipart: {
         bodyFile: multipartFile,
-        contentType: multipart.headers.get("content-type") ?? "",
+        contentType: multipart.contentType,
         headers: { "apollo-require-preflight": "true" },
       },
     } as const;

@@ -61,7 +61,7 @@ async function rebuild(app: App, name: string, during?: () => Promise<void>): Pr
 export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
   const { opts } = ctx;
   const env = await ctx.factory.create("bench_rebuild", { MODEL_PRESET: opts.model, INDEX_FACTORY: "Flat" });
-  const all = await paddedGallery(
+  const { images: all, copies } = await paddedGallery(
     opts.datasetsDir,
     Math.ceil(opts.rebuildImages * 1.02),
     path.join(env.dir, "copies"),
@@ -112,7 +112,7 @@ export async function benchRebuild(ctx: BenchContext): Promise<RebuildBench> {
     return {
       scenarios,
       askedImages: opts.rebuildImages,
-      copies: all.filter((i) => path.basename(i.path) !== path.basename(i.relPath)).length,
+      copies,
       idleSearchMs: distribution(idle),
       duringRebuildSearchMs: distribution(during),
       duringRebuildEventLoopMs: { p99: h.percentile(99) / 1e6, max: h.max / 1e6 },

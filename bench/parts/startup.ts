@@ -2,6 +2,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { SERVICE_NODE_FLAGS } from "../../test/support/replica-process.js";
 import { type BenchContext, ingestAndRebuild, since } from "../context.js";
 import { writePaddedIndex } from "../padded-index.js";
 
@@ -85,12 +86,12 @@ function buildOnce(): void {
 }
 
 /**
- * Spawns `node --enable-source-maps --initial-old-space-size=128 dist/main.js` (compiled first, once, outside any timing) with `env`
+ * Spawns `node <SERVICE_NODE_FLAGS> dist/main.js` (compiled first, once, outside any timing) with `env`
  * (on top of this process's) and waits for its endpoint line.
  */
 export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
   buildOnce();
-  const child = spawn(process.execPath, ["--enable-source-maps", "--initial-old-space-size=128", MAIN], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, MAIN], {
     cwd: REPO,
     env: { ...process.env, PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "inherit"],

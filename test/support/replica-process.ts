@@ -12,7 +12,14 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * One service process, `node --enable-source-maps --initial-old-space-size=128 dist/main.js` as `npm start` and the image run it (the
+ * Node's flags for the service, as `npm start` (package.json) and the image's ENTRYPOINT (Dockerfile) give
+ * them: source maps for stack traces into src/, and the main heap's old generation started at 128 MB
+ * (docs/operations.md, "Node's flags"). Keep the three in step.
+ */
+export const SERVICE_NODE_FLAGS = ["--enable-source-maps", "--initial-old-space-size=128"] as const;
+
+/**
+ * One service process, `node <SERVICE_NODE_FLAGS> dist/main.js` as `npm start` and the image run it (the
  * global setup compiles dist/ from src/ first), as a replica of a deployment.
  */
 export interface ReplicaProcess {
@@ -32,20 +39,24 @@ export interface ReplicaProcess {
 
 /**
  * Starts a replica with `env` on a free port.
- * @param launch - what runs it: `node` (default, `node --enable-source-maps --initial-old-space-size=128 dist/main.js`) or `npm start`
+ * @param launch - what runs it: `node` (default, `node <SERVICE_NODE_FLAGS> dist/main.js`) or `npm start`
  *   (the documented command: npm, then the build, then node in its place).
+ * @param nodeFlags - Node's flags with `node` (default {@link SERVICE_NODE_FLAGS}), e.g. to compare one.
  */
 export async function startReplica(
   name: string,
   env: Record<string, string>,
   args: string[] = [],
   launch: "node" | "npm start" = "node",
-  { processGroup = false }: { processGroup?: boolean } = {},
+  {
+    processGroup = false,
+    nodeFlags = SERVICE_NODE_FLAGS,
+  }: { processGroup?: boolean; nodeFlags?: readonly string[] } = {},
 ): Promise<ReplicaProcess> {
   const port = await freePort();
   const [command, argv] =
     launch === "node"
-      ? [process.execPath, ["--enable-source-maps", "--initial-old-space-size=128", "dist/main.js", ...args]]
+      ? [process.execPath, [...nodeFlags, "dist/main.js", ...args]]
       : ["npm", ["start", "--silent", "--", ...args]];
   const child = spawn(command, argv, {
     cwd: REPO_ROOT,
