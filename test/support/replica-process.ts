@@ -14,7 +14,7 @@ export async function freePort(): Promise<number> {
 /**
  * Node's flags for the service, as `npm start` (package.json) and the image's ENTRYPOINT (Dockerfile) give
  * them: source maps for stack traces into src/, and the main heap's old generation started at 128 MB
- * (docs/operations.md, "Node's flags"). Keep the three in step.
+ * (docs/operations.md, "Node's flags"). test/service-node-flags.unit.test.ts holds the three in step.
  */
 export const SERVICE_NODE_FLAGS = ["--enable-source-maps", "--initial-old-space-size=128"] as const;
 
