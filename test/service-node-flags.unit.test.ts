@@ -23,21 +23,23 @@ function nodeFlagsOf(command: string): string[] {
   return flags;
 }
 
+/** package.json's scripts. */
+async function scripts(): Promise<Record<string, string>> {
+  const pkg = JSON.parse(await readFile(new URL("package.json", root), "utf8")) as {
+    scripts: Record<string, string>;
+  };
+  return pkg.scripts;
+}
+
 describe("the service's Node flags, where JSON and a Dockerfile cannot import them", () => {
   it("npm start gives the flags the replica processes of the tests use", async () => {
-    const pkg = JSON.parse(await readFile(new URL("package.json", root), "utf8")) as {
-      scripts: Record<string, string>;
-    };
-    expect(nodeFlagsOf(pkg.scripts.start ?? "")).toEqual([...SERVICE_NODE_FLAGS]);
+    expect(nodeFlagsOf((await scripts()).start ?? "")).toEqual([...SERVICE_NODE_FLAGS]);
   });
 
   it("start:dev and the bench give the heap flag too (source maps come from tsx there)", async () => {
-    const pkg = JSON.parse(await readFile(new URL("package.json", root), "utf8")) as {
-      scripts: Record<string, string>;
-    };
+    const all = await scripts();
     const heap = SERVICE_NODE_FLAGS.filter((f) => f !== "--enable-source-maps");
-    for (const script of ["start:dev", "bench"])
-      expect(nodeFlagsOf(pkg.scripts[script] ?? ""), script).toEqual(heap);
+    for (const script of ["start:dev", "bench"]) expect(nodeFlagsOf(all[script] ?? ""), script).toEqual(heap);
   });
 
   it("the image's ENTRYPOINT gives them", async () => {

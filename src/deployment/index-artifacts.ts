@@ -73,7 +73,10 @@ export function createIndexArtifacts({
   raw: IndexStore;
   /** The local cache of adapted indexes (and their projections). */
   adapted: IndexStore;
-  /** Bytes per stored part of a file (default {@link ARTIFACT_PART_BYTES}; at most 64 MiB, one PUT each on any S3-protocol server). */
+  /**
+   * Bytes per stored part of a file (default {@link ARTIFACT_PART_BYTES}; at most the blob store's
+   * MAX_SINGLE_PUT_BYTES, so each part is one PUT on any S3-protocol server).
+   */
   partBytes?: number;
 }) {
   const partsOf = (bytes: number) => Math.max(1, Math.ceil(bytes / partBytes));
