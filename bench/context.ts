@@ -45,6 +45,8 @@ export interface BenchOptions {
   httpSizes: number[];
   /** Query image of the HTTP part; unset: the query-split JPEG closest to 100 KB. */
   queryImage?: string;
+  /** Measure searches during a rebuild of each padded HTTP size (as long again as its first build). */
+  httpDuringRebuild: boolean;
   /** Real gallery images ingested for the HTTP part (all gallery rows when larger). */
   httpImages: number;
   /** Service variables of every part's service (ORT_THREADS, INFERENCE_MAX_BATCH, ...). */

@@ -86,6 +86,11 @@ const program = new Command()
   )
   .option("--http-images <n>", "real gallery images ingested for HTTP", int, 2000)
   .option(
+    "--http-during-rebuild",
+    "after each padded HTTP size, search at c=4 while an index of that size is built again, published and swapped in",
+    false,
+  )
+  .option(
     "--service-env <list>",
     "service variables of every part's service, e.g. ORT_THREADS=1,INFERENCE_MAX_BATCH=8",
     (v: string) =>

@@ -9,39 +9,21 @@ import { type RealEmbeddings, realMixture } from "./real-mixture.js";
 
 const PAGE = 2000;
 
-/**
- * Replaces the persisted V2 defect index of `app` with one of `size` vectors: every real gallery
- * embedding from the database first, then real-mixture vectors (entries with product `synthetic`, no
- * object to presign). Built by the FAISS worker backend with the factory the service would choose for
- * `size` (INDEX_FACTORY, `auto` resolved), and written with the service's index store under the real
- * index's manifest (model, gallery fingerprint), so the service loads it as its own, then published to the
- * bucket and (by default) activated for the deployment.
- * @returns the build and save times (s), and the factory built.
- * @throws Error when no real index has been built yet.
- */
-export async function writePaddedIndex(
-  app: App,
-  size: number,
-  real: RealEmbeddings,
-  {
-    activate = true,
-  }: {
-    /** Activate it for the deployment (false: publish it to the bucket and record it only). */
-    activate?: boolean;
-  } = {},
-): Promise<{
+/** The vectors and rows of a padded defect index, before it is built. */
+export interface PaddedVectors {
+  size: number;
+  /** `size` rows of `dimension` values: the real gallery embeddings first, then real-mixture vectors. */
+  vectors: Float32Array;
+  entries: GalleryEntry[];
   realCount: number;
-  factory: string;
-  buildSeconds: number;
-  saveSeconds: number;
-  /** Seconds to upload it to the bucket, record it and (when asked) activate it. */
-  publishSeconds: number;
-  indexVersionId: string;
-}> {
-  const store = createIndexStore({ root: app.models.active().cacheDir });
-  const current = await store.readManifest("v2", "defect");
-  if (!current) throw new Error("build the real index before padding it");
-  const { indexSha256: _i, metadataSha256: _m, ...manifest } = current;
+}
+
+/**
+ * Every real defect gallery embedding of `app` from the database, then real-mixture vectors (entries with
+ * product `synthetic`, no object to presign) up to `size`. Synchronous work of about 1 s per 100k vectors:
+ * make it before a load that measures the event loop.
+ */
+export async function paddedVectors(app: App, size: number, real: RealEmbeddings): Promise<PaddedVectors> {
   const dimension = app.embedder.dimension;
   const vectors = new Float32Array(size * dimension);
   const entries: GalleryEntry[] = [];
@@ -75,6 +57,48 @@ export async function writePaddedIndex(
       contentSha256: null,
     });
   }
+  return { size, vectors, entries, realCount };
+}
+
+/**
+ * Replaces the persisted V2 defect index of `app` with one of `size` vectors ({@link paddedVectors}, or
+ * `padded` made before). Built by the FAISS worker backend with the factory the service would choose for
+ * `size` (INDEX_FACTORY, `auto` resolved), and written with the service's index store under the real
+ * index's manifest (model, gallery fingerprint), so the service loads it as its own, then published to the
+ * bucket and (by default) activated for the deployment.
+ * @returns the build and save times (s), and the factory built.
+ * @throws Error when no real index has been built yet.
+ */
+export async function writePaddedIndex(
+  app: App,
+  size: number,
+  real: RealEmbeddings,
+  {
+    activate = true,
+    padded,
+  }: {
+    /** Activate it for the deployment (false: publish it to the bucket and record it only). */
+    activate?: boolean;
+    /** The gallery to index, made before (its size must be `size`). */
+    padded?: PaddedVectors;
+  } = {},
+): Promise<{
+  realCount: number;
+  factory: string;
+  buildSeconds: number;
+  saveSeconds: number;
+  /** Seconds to upload it to the bucket, record it and (when asked) activate it. */
+  publishSeconds: number;
+  indexVersionId: string;
+}> {
+  const store = createIndexStore({ root: app.models.active().cacheDir });
+  const current = await store.readManifest("v2", "defect");
+  if (!current) throw new Error("build the real index before padding it");
+  const { indexSha256: _i, metadataSha256: _m, ...manifest } = current;
+  const dimension = app.embedder.dimension;
+  const gallery = padded ?? (await paddedVectors(app, size, real));
+  if (gallery.size !== size) throw new Error(`padded gallery of ${gallery.size} vectors, not ${size}`);
+  const { vectors, entries, realCount } = gallery;
   const { index: cfg } = app.config;
   const factory = resolveFactory(cfg.factory, size, cfg.auto);
   const backend = createFaissWorkerBackend({ threads: { build: cfg.buildThreads, search: cfg.threads } });

@@ -147,6 +147,23 @@ function http(h: HttpBench): string[] {
             : `${ms(l.eventLoopDelayMs.p99)} / ${againstMax(l.eventLoopDelayMs.max, TARGETS.eventLoopDelayMs)}`,
         ]),
   );
+  const rebuilds = h.results.flatMap((r) =>
+    r.duringRebuild
+      ? [
+          [
+            r.gallerySize,
+            r.factory,
+            fmt(r.duringRebuild.rebuildSeconds, 0),
+            r.duringRebuild.load.requests,
+            ms(r.duringRebuild.load.latencyMs.p50),
+            againstMax(r.duringRebuild.load.latencyMs.p99, TARGETS.httpP99MsAtC4),
+            ms(r.duringRebuild.load.latencyMs.max),
+            r.duringRebuild.load.non2xx + r.duringRebuild.load.errors + r.duringRebuild.load.timeouts,
+            `${ms(r.duringRebuild.load.eventLoopDelayMs.p99)} / ${ms(r.duringRebuild.load.eventLoopDelayMs.max)}`,
+          ],
+        ]
+      : [],
+  );
   return [
     `### End to end over HTTP (\`searchSimilar\`, topK ${h.topK}, autocannon in a child process, ${h.durationSeconds} s per level)`,
     "",
@@ -167,6 +184,27 @@ function http(h: HttpBench): string[] {
       rows,
     ),
     "",
+    ...(rebuilds.length > 0
+      ? [
+          "Searches (multipart, c=4) while the same index is built again, saved, published, activated and loaded (`--http-during-rebuild`):",
+          "",
+          ...table(
+            [
+              "gallery",
+              "index",
+              "rebuild s",
+              "requests",
+              "p50 ms",
+              "p99 ms (target at c=4)",
+              "max ms",
+              "failed",
+              "event-loop delay p99 / max ms",
+            ],
+            rebuilds,
+          ),
+          "",
+        ]
+      : []),
   ];
 }
 

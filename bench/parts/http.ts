@@ -4,7 +4,7 @@ import { IMAGE_TYPES } from "../../src/shared/types.js";
 import { type BenchContext, realImages, since } from "../context.js";
 import { type LoadResult, measureLoad, multipartSearchBody, SEARCH } from "../http-load.js";
 import { formatBytes } from "../memory.js";
-import { writePaddedIndex } from "../padded-index.js";
+import { paddedVectors, writePaddedIndex } from "../padded-index.js";
 
 /** End-to-end figures at one gallery size. */
 export interface HttpResult {
@@ -17,6 +17,15 @@ export interface HttpResult {
   /** Seconds to build and persist the padded index (padded sizes only). */
   prepareSeconds?: number;
   levels: LoadResult[];
+  /**
+   * Searches (multipart, concurrency 4) while a second index of the same size is built, saved, published,
+   * activated and loaded, as a rebuild does after its embeddings (padded sizes, with --http-during-rebuild).
+   */
+  duringRebuild?: {
+    load: LoadResult;
+    /** Seconds from the start of the build to the new index served. */
+    rebuildSeconds: number;
+  };
 }
 
 /** The HTTP part's output. */
@@ -147,12 +156,37 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
           );
         }
       }
+      let duringRebuild: HttpResult["duringRebuild"];
+      if (size > 0 && prepareSeconds !== undefined && opts.httpDuringRebuild) {
+        ctx.log(`http: ${size} vectors: c=4 searches while the same index is built again and swapped in`);
+        // The padding's vectors are the benchmark's own synchronous work: made before the load starts.
+        const padded = await paddedVectors(app, size, await ctx.real());
+        const t1 = performance.now();
+        const rebuilt = writePaddedIndex(app, size, await ctx.real(), { padded }).then(async () => {
+          if (!(await matcher?.loadPersisted("defect", "loaded", false)))
+            throw new Error("rebuilt padded index not loaded");
+          return since(t1) / 1000;
+        });
+        // As long as the first build took: the load covers the whole rebuild, give or take the noise.
+        const [load, rebuildSeconds] = await Promise.all([
+          measureLoad({
+            url: server.graphqlUrl,
+            ...encodings.multipart,
+            encoding: "multipart",
+            connections: 4,
+            durationSeconds: Math.ceil(prepareSeconds),
+          }),
+          rebuilt,
+        ]);
+        duringRebuild = { load, rebuildSeconds };
+      }
       results.push({
         gallerySize: indexSize,
         realImages: Math.min(realCount, indexSize),
         factory,
         prepareSeconds,
         levels,
+        duringRebuild,
       });
     }
     return {
