@@ -3,6 +3,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type App, createApp } from "../src/app.js";
 import { listDatasetImages } from "../src/ingest/dataset.reader.js";
+import { createIngestService } from "../src/ingest/ingest.service.js";
 import {
   DATASETS_DIR,
   SAMPLE_DIR,
@@ -72,6 +73,59 @@ describe("ingestion of a dataset folder", () => {
     const repair = await app.ingest.ingest(images);
     expect(repair).toMatchObject({ imported: 0, skipped: 4, repaired: 2, failed: 1 });
     expect((await app.repository.countGallery("defect", app.embedder.modelId)).missing).toBe(0);
+  });
+
+  it("in steps of two images, two steps embedded at once: the same outcome, a copy in a later step kept once", async () => {
+    // 11 files in 6 steps: a byte-identical copy of the first image two steps later, the corrupt file in the
+    // middle. Each step's decoding overlaps the previous step's inference, so steps finish out of turn.
+    const source = await listDatasetImages({ root: path.join(SAMPLE_DIR, "gallery") });
+    const picks = source.filter((i) => i.defectCode === "oxide_scale_of_plate_system").slice(0, 9);
+    expect(picks).toHaveLength(9);
+    const stepRoot = path.join(servers.dir, "steps");
+    const files: string[] = [];
+    for (const [i, p] of picks.entries()) {
+      const dest = path.join(stepRoot, p.productCode, "oxide_scale_of_plate_system", `${i}.jpg`);
+      await mkdir(path.dirname(dest), { recursive: true });
+      await copyFile(p.path, dest);
+      files.push(dest);
+    }
+    const dir = path.dirname(files[0] ?? "");
+    await copyFile(files[0] ?? "", path.join(dir, "4a-copy.jpg"));
+    await writeFile(path.join(dir, "3a-corrupt.jpg"), (await readFile(files[0] ?? "")).subarray(0, 300));
+    const images = await listDatasetImages({ root: stepRoot });
+    expect(images).toHaveLength(11);
+    const ingest = createIngestService({
+      repository: app.repository,
+      blobStore: app.blobStore,
+      embedder: app.embedder,
+      batchSize: 2,
+      logger: testLogger,
+    });
+    const steps: number[] = [];
+    const run = await ingest.ingest(images, (p) => steps.push(p.imported + p.skipped + p.failed));
+    expect(run).toMatchObject({ total: 11, imported: 9, skipped: 1, failed: 1 });
+    expect(run.failures.map((f) => path.basename(f.file))).toEqual(["3a-corrupt.jpg"]);
+    expect(steps.length).toBeGreaterThanOrEqual(6);
+    // Each image's stored embedding is the one a single run gives.
+    const rows = await app.db.pool.query<{ file_path: string; image_id: number }>(
+      "select file_path, image_id from images where file_path like $1",
+      [`${stepRoot}%`],
+    );
+    expect(rows.rows).toHaveLength(9);
+    const stored = await app.repository.getEmbeddings(
+      rows.rows.map((r) => r.image_id),
+      app.embedder.modelId,
+    );
+    for (const r of rows.rows) {
+      const alone = await app.embedder.embedOne(await readFile(r.file_path), { texture: false });
+      const v = stored.get(r.image_id);
+      expect(v, r.file_path).toBeDefined();
+      let dot = 0;
+      for (let d = 0; d < alone.embedding.length; d++) dot += (alone.embedding[d] ?? 0) * (v?.[d] ?? 0);
+      expect(dot, r.file_path).toBeGreaterThan(0.99999);
+    }
+    const again = await ingest.ingest(images);
+    expect(again).toMatchObject({ imported: 0, skipped: 10, failed: 1 });
   });
 
   it(`reads only the gallery rows of split.csv when asked (${SHARED_PRESENT ? "shared neu_det" : "the shipped sample"})`, async () => {

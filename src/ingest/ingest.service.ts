@@ -228,8 +228,8 @@ export function createIngestService({
           logger.warn({ err: e }, "texture descriptors not stored; the next rebuild computes them");
         }
       }
-      for (let start = 0; start < images.length; start += batchSize) {
-        const step = images.slice(start, start + batchSize);
+      /** Reads, hashes and embeds one step's images that are not stored with an embedding yet. */
+      const prepare = async (step: readonly DatasetImage[]) => {
         const read = await Promise.all(
           step.map(async (img) => {
             try {
@@ -258,13 +258,32 @@ export function createIngestService({
           return [known ? { ...r, imageId: known.imageId } : r];
         });
         const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
-        let embedded = fresh.flatMap((f, i) => {
+        return fresh.flatMap((f, i) => {
           const o = outcomes[i];
           if (o?.ok) return [{ ...f, embedding: o.embedding, texture: o.texture, info: o.info }];
           fail(f.img.path, o?.error.message ?? "not embedded");
           return [];
         });
-        // Writes of this step overlap reading and embedding the next one; at most one step is in flight.
+      };
+      // Two steps are read and embedded at once: the next step's decoding (sharp, on libuv's threads)
+      // overlaps this step's inference (the model's worker), which would otherwise leave a core idle.
+      // Identical bytes in two such steps are both embedded; the row insert keeps one (counted as skipped).
+      const steps: (readonly DatasetImage[])[] = [];
+      for (let start = 0; start < images.length; start += batchSize)
+        steps.push(images.slice(start, start + batchSize));
+      const start = (step: readonly DatasetImage[]) => {
+        const prepared = prepare(step);
+        // Awaited in its turn; until then a failure (the database gone) must not count as unhandled.
+        prepared.catch(() => {});
+        return prepared;
+      };
+      const inFlight = steps.slice(0, 2).map(start);
+      for (let k = 0; k < steps.length; k++) {
+        const current = inFlight.shift() as ReturnType<typeof prepare>;
+        const following = steps[k + 2];
+        if (following) inFlight.push(start(following));
+        let embedded = await current;
+        // Writes of this step overlap reading and embedding the next ones; one step's writes at a time.
         await pendingWrites;
         if (nearCheck) {
           // After the previous step's write, so its images are among the neighbours.
