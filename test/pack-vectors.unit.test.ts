@@ -1,5 +1,7 @@
 import { setImmediate } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
+import { VECTOR_CHUNK_ROWS } from "../src/index/faiss/faiss.protocol.js";
+import { chunkRows } from "../src/index/faiss/faiss-worker.backend.js";
 import { packVectors, packVectorsYielding } from "../src/matchers/gallery-source.js";
 
 describe("packVectorsYielding", () => {
@@ -28,5 +30,34 @@ describe("packVectorsYielding", () => {
     await packVectorsYielding(rows, dimension).then(() => turns.push("packed"));
     await other;
     expect(turns).toEqual(["other", "packed"]);
+  });
+});
+
+describe("chunkRows (the vectors of a FAISS build, in transferable chunks)", () => {
+  // A gallery of more than one chunk: 65,536 + 1,000 rows of 64 values (17 MB).
+  const dimension = 64;
+  const rows = VECTOR_CHUNK_ROWS + 1000;
+  const vectors = new Float32Array(rows * dimension);
+  for (let i = 0; i < vectors.length; i++) vectors[i] = Math.sin(i);
+  const bytes = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+
+  it("cuts the rows into chunks of VECTOR_CHUNK_ROWS, each its own buffer, with the same values", async () => {
+    const chunks = await chunkRows(vectors, dimension);
+    expect(chunks.map((c) => c.length / dimension)).toEqual([VECTOR_CHUNK_ROWS, 1000]);
+    for (const c of chunks) expect(c.buffer.byteLength).toBe(c.byteLength);
+    const joined = Buffer.concat(chunks.map(bytes));
+    expect(joined.equals(bytes(vectors))).toBe(true);
+    // One chunk's worth that owns its buffer is handed over as it is.
+    const small = new Float32Array(10 * dimension);
+    expect((await chunkRows(small, dimension))[0]).toBe(small);
+    await expect(chunkRows(new Float32Array(65), dimension)).rejects.toThrow(/not a multiple of 64/);
+  });
+
+  it("lets the event loop run while it copies", async () => {
+    const turns: string[] = [];
+    const other = setImmediate().then(() => turns.push("other"));
+    await chunkRows(vectors, dimension).then(() => turns.push("chunked"));
+    await other;
+    expect(turns).toEqual(["other", "chunked"]);
   });
 });

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { setImmediate } from "node:timers/promises";
 import type { Worker } from "node:worker_threads";
 import type { Logger } from "pino";
 import { siblingModule, startModuleWorker } from "../../shared/module-worker.js";
@@ -55,17 +56,34 @@ function toScores(distances: Float32Array, metric: 0 | 1): Float32Array {
 }
 
 /**
- * `vectors` as copies of {@link VECTOR_CHUNK_ROWS} rows each, every one with its own buffer so it can be
- * transferred (a build holds the gallery twice on the main thread for as long as the copy takes).
+ * Values {@link chunkRows} copies between two turns of the event loop: 256 rows of 1280-d vectors, 1.3 MB,
+ * about 5 ms of first-touch page faults on a 2-core VM (measured: 20-25 ms per 5 MB).
  */
-function chunkRows(vectors: Float32Array, dimension: number): Float32Array[] {
+const COPY_VALUES_PER_TURN = 256 * 1280;
+
+/**
+ * `vectors` as copies of {@link VECTOR_CHUNK_ROWS} rows each, every one with its own buffer so it can be
+ * transferred (a build holds the gallery twice on the main thread for as long as the copy takes). The copy
+ * hands the event loop back every {@link COPY_VALUES_PER_TURN} values: the first write to each page of a
+ * fresh array page-faults (1-5 ms per MB on a small VM), so copying a 1M x 1280 gallery (5.1 GB) at once
+ * held the main thread, and every search waiting on it, for 18 s (`bench/build-handoff.ts`).
+ * @throws Error when `vectors.length` is not a multiple of `dimension`.
+ */
+export async function chunkRows(vectors: Float32Array, dimension: number): Promise<Float32Array[]> {
   if (vectors.length % dimension !== 0)
     throw new Error(`vector data length ${vectors.length} is not a multiple of ${dimension}`);
   const step = VECTOR_CHUNK_ROWS * dimension;
   if (vectors.length <= step && vectors.byteOffset === 0 && vectors.byteLength === vectors.buffer.byteLength)
     return [vectors];
   const chunks: Float32Array[] = [];
-  for (let start = 0; start < vectors.length; start += step) chunks.push(vectors.slice(start, start + step));
+  for (let start = 0; start < vectors.length; start += step) {
+    const chunk = new Float32Array(Math.min(step, vectors.length - start));
+    for (let at = 0; at < chunk.length; at += COPY_VALUES_PER_TURN) {
+      if (at > 0 || start > 0) await setImmediate();
+      chunk.set(vectors.subarray(start + at, start + Math.min(at + COPY_VALUES_PER_TURN, chunk.length)), at);
+    }
+    chunks.push(chunk);
+  }
   return chunks;
 }
 
@@ -385,7 +403,7 @@ export function createFaissWorkerBackend({
   return {
     name: "faiss-worker",
     async build(input: BuildInput): Promise<BuiltIndex> {
-      const chunks = chunkRows(input.vectors, input.dimension);
+      const chunks = await chunkRows(input.vectors, input.dimension);
       const exactVectorsFile = reranksExactly(input.factory)
         ? path.join(scratchDir, `defect-lens-vectors-${randomUUID()}.f32`)
         : null;
