@@ -127,7 +127,7 @@ export const envSchema = z.object({
     .max(64)
     .default(1)
     .describe(
-      "onnxruntime intra-op threads per model. 1 on 2 cores: the second thread took CPU from decoding and HTTP work (docs/benchmarks.md, threads).",
+      "onnxruntime intra-op threads per model. 1 on 2 cores: the second thread took CPU from decoding and HTTP work; on bigger hosts add replicas rather than threads (docs/benchmarks.md, threads).",
     ),
   INFERENCE_MAX_BATCH: int(1)
     .max(256)
