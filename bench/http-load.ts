@@ -98,3 +98,52 @@ export async function measureLoad(
     eventLoopDelayMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) },
   };
 }
+
+/**
+ * {@link measureLoad} for as long as `until` is unsettled: the load runs in slices of `sliceSeconds` (each
+ * a child process of its own) until `until` has settled, under one event-loop monitor; latencies of every
+ * slice are pooled. `spec.durationSeconds` is ignored.
+ */
+export async function measureLoadUntil(
+  spec: LoadSpec & { encoding?: LoadResult["encoding"] },
+  until: Promise<unknown>,
+  sliceSeconds = 30,
+): Promise<LoadResult & { slices: number }> {
+  let settled = false;
+  until.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const latenciesMs: number[] = [];
+  const totals = { requests: 0, durationSeconds: 0, non2xx: 0, errors: 0, timeouts: 0, slices: 0 };
+  while (!settled) {
+    const o = await runWorker({ ...spec, durationSeconds: sliceSeconds });
+    for (const l of o.latenciesMs) latenciesMs.push(l);
+    totals.requests += o.requests;
+    totals.durationSeconds += o.durationSeconds;
+    totals.non2xx += o.non2xx;
+    totals.errors += o.errors;
+    totals.timeouts += o.timeouts;
+    totals.slices++;
+  }
+  h.disable();
+  const ms = (ns: number) => ns / 1e6;
+  return {
+    encoding: spec.encoding ?? "base64",
+    connections: spec.connections,
+    requests: totals.requests,
+    requestsPerSecond: latenciesMs.length / Math.max(totals.durationSeconds, 1e-9),
+    latencyMs: distribution(latenciesMs),
+    non2xx: totals.non2xx,
+    errors: totals.errors,
+    timeouts: totals.timeouts,
+    eventLoopDelayMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) },
+    slices: totals.slices,
+  };
+}

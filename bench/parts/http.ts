@@ -2,7 +2,7 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { IMAGE_TYPES } from "../../src/shared/types.js";
 import { type BenchContext, realImages, since } from "../context.js";
-import { type LoadResult, measureLoad, multipartSearchBody, SEARCH } from "../http-load.js";
+import { type LoadResult, measureLoad, measureLoadUntil, multipartSearchBody, SEARCH } from "../http-load.js";
 import { formatBytes } from "../memory.js";
 import { paddedVectors, writePaddedIndex } from "../padded-index.js";
 
@@ -18,8 +18,9 @@ export interface HttpResult {
   prepareSeconds?: number;
   levels: LoadResult[];
   /**
-   * Searches (multipart, concurrency 4) while a second index of the same size is built, saved, published,
-   * activated and loaded, as a rebuild does after its embeddings (padded sizes, with --http-during-rebuild).
+   * Searches (multipart, concurrency 4) from the start of a second build of an index of the same size until
+   * it is saved, published, activated and loaded, as a rebuild does after its embeddings (padded sizes, with
+   * --http-during-rebuild).
    */
   duringRebuild?: {
     load: LoadResult;
@@ -167,15 +168,18 @@ export async function benchHttp(ctx: BenchContext): Promise<HttpBench> {
             throw new Error("rebuilt padded index not loaded");
           return since(t1) / 1000;
         });
-        // As long as the first build took: the load covers the whole rebuild, give or take the noise.
+        // Until the new index is served (in 30 s slices): the build, the save, the upload and the load.
         const [load, rebuildSeconds] = await Promise.all([
-          measureLoad({
-            url: server.graphqlUrl,
-            ...encodings.multipart,
-            encoding: "multipart",
-            connections: 4,
-            durationSeconds: Math.ceil(prepareSeconds),
-          }),
+          measureLoadUntil(
+            {
+              url: server.graphqlUrl,
+              ...encodings.multipart,
+              encoding: "multipart",
+              connections: 4,
+              durationSeconds: 30,
+            },
+            rebuilt,
+          ),
           rebuilt,
         ]);
         duringRebuild = { load, rebuildSeconds };
