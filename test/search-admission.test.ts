@@ -58,7 +58,7 @@ describe("search input is refused at the edge, before admission", () => {
     for (const c of cleanups.reverse()) await c();
   });
 
-  it("refuses topK 0 (and other bad input) in under 50 ms while 32 real searches are queued", async () => {
+  it("refuses topK 0 (and other bad input) before the first of 32 queued real searches is answered", async () => {
     // Warm up: the first search and the first GraphQL request pay for lazy initialisation, which is not
     // what is measured here.
     await app.search.search({ image: { base64 }, imageType: "defect", topK: 3 });
@@ -77,7 +77,9 @@ describe("search input is refused at the edge, before admission", () => {
     const ms = performance.now() - t0;
     expect(errorCode(topK0)).toBe("BAD_USER_INPUT");
     expect(topK0.errors?.[0]?.message).toBe("topK must be an integer from 1 to 100; got 0.");
-    expect(ms).toBeLessThan(50);
+    // Answered before even the one admitted search: it did not wait in the queue. (Not a fixed number of
+    // ms: on a loaded 2-core CI machine an at-once answer took 57 ms once, while waiting takes the whole
+    // queue, checked against its drain time below.)
     expect(finished).toBe(0);
     // The other rules are refused at the edge too, each long before the queue drains.
     const bad: [string, Record<string, unknown>][] = [
@@ -106,8 +108,12 @@ describe("search input is refused at the edge, before admission", () => {
     ).rejects.toMatchObject({
       code: "BAD_USER_INPUT",
     });
-    expect(performance.now() - t1).toBeLessThan(50);
+    const direct = performance.now() - t1;
     const answers = await settled;
+    const drained = performance.now() - t0;
     expect(answers.every((a) => a.status === "fulfilled" && a.value.hits.length === 3)).toBe(true);
+    // A refusal that waited for the queue would take about as long as its drain (33 searches one by one).
+    expect(ms).toBeLessThan(drained / 4);
+    expect(direct).toBeLessThan(drained / 4);
   });
 });
