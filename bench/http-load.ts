@@ -81,33 +81,25 @@ export function runWorker(spec: LoadSpec): Promise<LoadOutcome> {
 export async function measureLoad(
   spec: LoadSpec & { encoding?: LoadResult["encoding"] },
 ): Promise<LoadResult> {
-  const h = monitorEventLoopDelay({ resolution: 1 });
-  h.enable();
-  const o = await runWorker(spec);
-  h.disable();
-  const ms = (ns: number) => ns / 1e6;
-  return {
-    encoding: spec.encoding ?? "base64",
-    connections: spec.connections,
-    requests: o.requests,
-    requestsPerSecond: o.latenciesMs.length / o.durationSeconds,
-    latencyMs: distribution(o.latenciesMs),
-    non2xx: o.non2xx,
-    errors: o.errors,
-    timeouts: o.timeouts,
-    eventLoopDelayMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) },
-  };
+  const { slices: _slices, ...result } = await measureLoadUntil(
+    spec,
+    Promise.resolve(),
+    spec.durationSeconds,
+    1,
+  );
+  return result;
 }
 
 /**
- * {@link measureLoad} for as long as `until` is unsettled: the load runs in slices of `sliceSeconds` (each
- * a child process of its own) until `until` has settled, under one event-loop monitor; latencies of every
- * slice are pooled. `spec.durationSeconds` is ignored.
+ * {@link measureLoad} for as long as `until` is unsettled (and for at least `minSlices` slices): the load runs
+ * in slices of `sliceSeconds` (each a child process of its own) under one event-loop monitor; latencies of
+ * every slice are pooled. `spec.durationSeconds` is ignored.
  */
 export async function measureLoadUntil(
   spec: LoadSpec & { encoding?: LoadResult["encoding"] },
   until: Promise<unknown>,
   sliceSeconds = 30,
+  minSlices = 0,
 ): Promise<LoadResult & { slices: number }> {
   let settled = false;
   until.then(
@@ -122,7 +114,7 @@ export async function measureLoadUntil(
   h.enable();
   const latenciesMs: number[] = [];
   const totals = { requests: 0, durationSeconds: 0, non2xx: 0, errors: 0, timeouts: 0, slices: 0 };
-  while (!settled) {
+  while (!settled || totals.slices < minSlices) {
     const o = await runWorker({ ...spec, durationSeconds: sliceSeconds });
     for (const l of o.latenciesMs) latenciesMs.push(l);
     totals.requests += o.requests;
