@@ -102,8 +102,25 @@ describe("ingestion of a dataset folder", () => {
       logger: testLogger,
     });
     const steps: number[] = [];
-    const run = await ingest.ingest(images, (p) => steps.push(p.imported + p.skipped + p.failed));
+    // After each step's writes, while later steps are still embedded: its rows already name their
+    // thumbnails (made from the bytes in hand, not by the pass after the run).
+    const duringRun: Promise<{ total: number; missing: number }>[] = [];
+    const run = await ingest.ingest(images, (p) => {
+      steps.push(p.imported + p.skipped + p.failed);
+      duringRun.push(
+        app.db.pool
+          .query<{ total: number; missing: number }>(
+            "select count(*)::int as total, count(*) filter (where thumbnail_key is null)::int as missing from images where file_path like $1",
+            [`${stepRoot}%`],
+          )
+          .then((r) => r.rows[0] ?? { total: 0, missing: -1 }),
+      );
+    });
     expect(run).toMatchObject({ total: 11, imported: 9, skipped: 1, failed: 1 });
+    const counts = await Promise.all(duringRun);
+    expect(counts.some((c) => c.total > 0 && c.total < 9)).toBe(true);
+    for (const c of counts) expect(c.missing).toBe(0);
+    expect(run.thumbnails).toMatchObject({ made: 9, failed: 0 });
     expect(run.failures.map((f) => path.basename(f.file))).toEqual(["3a-corrupt.jpg"]);
     expect(steps.length).toBeGreaterThanOrEqual(6);
     // Each image's stored embedding is the one a single run gives.
@@ -124,6 +141,13 @@ describe("ingestion of a dataset folder", () => {
       for (let d = 0; d < alone.embedding.length; d++) dot += (alone.embedding[d] ?? 0) * (v?.[d] ?? 0);
       expect(dot, r.file_path).toBeGreaterThan(0.99999);
     }
+    // The thumbnails are in the bucket; these small JPEGs are their own.
+    const keys = await app.db.pool.query<{ file_path: string; thumbnail_key: string }>(
+      "select file_path, thumbnail_key from images where file_path like $1",
+      [`${stepRoot}%`],
+    );
+    for (const r of keys.rows)
+      expect((await app.blobStore.get(r.thumbnail_key))?.equals(await readFile(r.file_path))).toBe(true);
     const again = await ingest.ingest(images);
     expect(again).toMatchObject({ imported: 0, skipped: 10, failed: 1 });
   });

@@ -6,6 +6,7 @@ import type { Embedder } from "../embedding/embedder.service.js";
 import type { ImageInfo } from "../embedding/image.decoder.js";
 import type { BlobStore } from "../storage/blob-store.js";
 import { originalKey } from "../storage/original-key.js";
+import { makeThumbnail, THUMBNAIL_CONTENT_TYPE, thumbnailKey } from "../thumbnails/thumbnail.js";
 import { backfillThumbnails } from "../thumbnails/thumbnail-backfill.js";
 import { type DatasetImage, humanizeCode } from "./dataset.reader.js";
 
@@ -28,8 +29,10 @@ export interface IngestSummary extends IngestProgress {
   /** Imported images per second of {@link durationMs}. */
   imagesPerSecond: number;
   /**
-   * The thumbnail pass that follows: thumbnails made, failed (left to the next backfill), and its time (ms).
-   * All zero when the run was asked to leave thumbnails to the background backfill.
+   * Thumbnails made (with the images, and by the pass that follows for images an earlier run left without
+   * one), failed (left to the next backfill), and the time of that pass (ms; the thumbnails made with the
+   * images are within {@link durationMs}). All zero when the run was asked to leave thumbnails to the
+   * background backfill.
    */
   thumbnails: { made: number; failed: number; durationMs: number };
   /** Images whose nearest gallery image reached the near-duplicate similarity (with a check configured). */
@@ -101,8 +104,9 @@ export function createIngestService({
     /**
      * Imports `images`.
      * @param onProgress - called after each step with running counts.
-     * @param options.thumbnails - make the thumbnails of the images without one before returning (default);
-     *   false leaves them to the server's background backfill, which makes them once it serves.
+     * @param options.thumbnails - make the thumbnails of the images without one before returning (default):
+     *   each new image's from the bytes in hand, stored with its row; false leaves them to the server's
+     *   background backfill, which makes them once it serves.
      */
     async ingest(
       images: readonly DatasetImage[],
@@ -125,6 +129,7 @@ export function createIngestService({
         progress.failed++;
       };
       await blobStore.ensureBucket();
+      let thumbnailsMade = 0;
       let pendingWrites: Promise<void> = Promise.resolve();
 
       /** The stored row of an image's texture descriptor, when the model gives one. */
@@ -146,6 +151,8 @@ export function createIngestService({
           imageId?: number;
           /** Its nearest gallery image, when that is a near-duplicate. */
           near?: { neighbourId: number; similarity: number } | undefined;
+          /** Its JPEG thumbnail, when one was made. */
+          thumbnail: Buffer | null;
         }[],
       ) {
         const repairs = items.flatMap((i) =>
@@ -165,7 +172,8 @@ export function createIngestService({
         }
         items = items.filter((i) => i.imageId === undefined);
         // Originals first: a row never points at an object that is not there. A crash after an upload
-        // leaves an object without a row, which the next run uploads again (same key) and records.
+        // leaves an object without a row, which the next run uploads again (same key) and records. The
+        // thumbnail follows its original; one that fails to upload is left to the backfill.
         const uploaded = (
           await Promise.all(
             items.map(async (item) => {
@@ -176,7 +184,19 @@ export function createIngestService({
                 fail(item.img.path, `upload failed: ${(e as Error).message}`);
                 return [];
               }
-              return [{ ...item, key }];
+              let thumbKey: string | null = null;
+              if (item.thumbnail) {
+                try {
+                  await blobStore.put(thumbnailKey(item.sha256), item.thumbnail, THUMBNAIL_CONTENT_TYPE);
+                  thumbKey = thumbnailKey(item.sha256);
+                } catch (err) {
+                  logger.warn(
+                    { err, file: item.img.path },
+                    "thumbnail not stored; the backfill makes it later",
+                  );
+                }
+              }
+              return [{ ...item, key, thumbKey }];
             }),
           )
         ).flat();
@@ -190,6 +210,7 @@ export function createIngestService({
               imageType: u.img.imageType,
               filePath: u.img.path,
               storageUrl: blobStore.storageUrl(u.key),
+              thumbnailKey: u.thumbKey,
               contentSha256: u.sha256,
               contentType: u.info.contentType,
               width: u.info.width,
@@ -209,6 +230,7 @@ export function createIngestService({
             await nearCheck.refresh();
           }
           progress.imported += ids.size;
+          thumbnailsMade += uploaded.filter((u) => u.thumbKey !== null && ids.has(u.sha256)).length;
           // Same bytes imported concurrently (another process, or an earlier step) count as skipped.
           progress.skipped += uploaded.length - ids.size;
         } catch (e) {
@@ -257,10 +279,25 @@ export function createIngestService({
           seen.add(r.sha256);
           return [known ? { ...r, imageId: known.imageId } : r];
         });
-        const outcomes = await embedder.embedMany(fresh.map((f) => f.bytes));
+        const embedding = embedder.embedMany(fresh.map((f) => f.bytes));
+        // Made from the bytes in hand while the model runs, instead of read back from object storage
+        // afterwards; queued after the first batch's decoding so inference starts as early as before.
+        // A row that exists already (repaired) keeps its thumbnail, or gets one from the backfill.
+        const thumbs = await Promise.all(
+          fresh.map((f) =>
+            !thumbnails || "imageId" in f
+              ? null
+              : makeThumbnail(f.bytes).catch((err: unknown) => {
+                  logger.warn({ err, file: f.img.path }, "thumbnail not made; the backfill makes it later");
+                  return null;
+                }),
+          ),
+        );
+        const outcomes = await embedding;
         return fresh.flatMap((f, i) => {
           const o = outcomes[i];
-          if (o?.ok) return [{ ...f, embedding: o.embedding, texture: o.texture, info: o.info }];
+          const thumbnail = thumbs[i] ?? null;
+          if (o?.ok) return [{ ...f, embedding: o.embedding, texture: o.texture, info: o.info, thumbnail }];
           fail(f.img.path, o?.error.message ?? "not embedded");
           return [];
         });
@@ -312,14 +349,13 @@ export function createIngestService({
       await pendingWrites;
       onProgress({ ...progress });
       const durationMs = performance.now() - t0;
-      // Thumbnails only serve the web app's grid, so they come after the images are searchable: a second
-      // pass over the images that have none (this run's, and any an earlier run left), reading the
-      // originals back from object storage. Ingestion is CPU-bound, and a thumbnail costs about a third of
-      // an image's embedding work.
+      // Images an earlier run (or a failed thumbnail of this one) left without a thumbnail: read back from
+      // object storage.
       const t1 = performance.now();
-      const thumbs = thumbnails
+      const backfilled = thumbnails
         ? await backfillThumbnails({ repository, blobStore, logger })
         : { made: 0, failed: 0 };
+      const thumbs = { made: thumbnailsMade + backfilled.made, failed: backfilled.failed };
       const summary = {
         ...progress,
         failures,
