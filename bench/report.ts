@@ -50,7 +50,7 @@ function embedding(r: EmbeddingResult[]): string[] {
         "batch (inference / ingest step)",
         "images",
         "ingest img/s, searchable (target)",
-        "then thumbnails s (img/s of both)",
+        "thumbnails after s (img/s with thumbnails)",
         "decode+preprocess p50 / p99 ms",
         "inference p50 / p99 ms",
         "embedOne total p50 / p99 ms",

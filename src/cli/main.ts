@@ -92,7 +92,7 @@ program
         `imported ${summary.imported}, skipped ${summary.skipped} (already imported), ` +
           `${summary.repaired > 0 ? `repaired ${summary.repaired} (embedding was missing), ` : ""}failed ${summary.failed} ` +
           `in ${(summary.durationMs / 1000).toFixed(1)} s (${summary.imagesPerSecond.toFixed(1)} images/s); ` +
-          `then ${summary.thumbnails.made} thumbnails in ${(summary.thumbnails.durationMs / 1000).toFixed(1)} s` +
+          `${summary.thumbnails.made} thumbnails (${(summary.thumbnails.durationMs / 1000).toFixed(1)} s after the images)` +
           (summary.thumbnails.failed > 0
             ? ` (${summary.thumbnails.failed} failed; made at the next server start)`
             : ""),
