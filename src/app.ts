@@ -42,6 +42,7 @@ import { createMatcherVersionFlag } from "./search/matcher-version.flag.js";
 import { createSearchService, MAX_PER_GROUP, type SearchService } from "./search/search.service.js";
 import { IMAGE_TYPES, type MatcherVersion } from "./shared/types.js";
 import { type Infrastructure, startInfrastructure } from "./startup/infrastructure.js";
+import { lowerWorkerThreadPriority } from "./startup/thread-priority.js";
 import { type BlobStore, createMinioBlobStore } from "./storage/blob-store.js";
 import { backfillThumbnails } from "./thumbnails/thumbnail-backfill.js";
 
@@ -129,6 +130,9 @@ export async function createApp(
     for (const c of cleanups.reverse())
       await c().catch((err) => logger.warn({ err }, "shutdown step failed"));
   };
+  // The event loop ahead of the worker threads under load; new threads are found as they start.
+  const priority = lowerWorkerThreadPriority({ nice: config.workerThreadNice, logger });
+  cleanups.push(async () => priority.stop());
   try {
     // The configured model's inference worker starts (and loads its session) while the database and
     // object storage start: on a first start, embedded PostgreSQL's initdb takes about 2 s.

@@ -129,6 +129,12 @@ export const envSchema = z.object({
     .describe(
       "onnxruntime intra-op threads per model. 1 on 2 cores: the second thread took CPU from decoding and HTTP work; on bigger hosts add replicas rather than threads (docs/benchmarks.md, threads).",
     ),
+  WORKER_THREAD_NICE: int(0)
+    .max(19)
+    .default(10)
+    .describe(
+      "Linux scheduling priority (nice) of every thread but the event loop's: inference, FAISS, image decoding, V8's helpers. 10 keeps the event loop first under load (event-loop p99 at concurrency 16 halved, throughput unchanged; docs/benchmarks.md); 0 leaves all threads equal.",
+    ),
   INFERENCE_MAX_BATCH: int(1)
     .max(256)
     .default(8)
@@ -563,6 +569,8 @@ function buildConfig(env: Env) {
     env: env.NODE_ENV,
     logLevel: env.LOG_LEVEL,
     http: { host: env.HOST, port: env.PORT, graphiql: env.GRAPHIQL ?? env.NODE_ENV !== "production" },
+    /** Linux nice (0-19) of every thread but the event loop's; 0: all equal. */
+    workerThreadNice: env.WORKER_THREAD_NICE,
     database: env.DATABASE_URL
       ? externalDatabase(env.DATABASE_URL)
       : embedded("postgres", env.EMBEDDED_PG_PORT),
