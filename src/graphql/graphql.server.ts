@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { ApolloServer, type ApolloServerPlugin } from "@apollo/server";
 import { unwrapResolverError } from "@apollo/server/errors";
+import { ApolloServerPluginCacheControlDisabled } from "@apollo/server/plugin/disabled";
 import GraphQLUpload from "graphql-upload/GraphQLUpload.mjs";
 import type { Logger } from "pino";
 import { DomainError } from "../shared/errors.js";
@@ -10,7 +11,7 @@ import type { GraphQLContext } from "./graphql.context.js";
 import { createErrorFormatter } from "./graphql.errors.js";
 import { type OperationLimits, operationLimits } from "./operation-limits.js";
 import { resolvers } from "./resolvers.js";
-import { type SearchOutcome, searchMetricsPlugin } from "./search-metrics.plugin.js";
+import { type SearchOutcome, withSearchMetrics } from "./search-metrics.js";
 
 /** The SDL the service implements (repo root `schema.graphql`). */
 export const SCHEMA_PATH = new URL("../../schema.graphql", import.meta.url);
@@ -79,7 +80,7 @@ export async function startGraphQLEndpoint({
   const adminTokenId = adminToken ? sha256(adminToken).slice(0, 12) : null;
   const apollo = new ApolloServer<GraphQLContext>({
     typeDefs: readFileSync(SCHEMA_PATH, "utf8"),
-    resolvers: { ...resolvers, Upload: GraphQLUpload },
+    resolvers: { ...withSearchMetrics(resolvers, observeSearch), Upload: GraphQLUpload },
     // main.ts drains and closes everything on SIGTERM; Apollo's own handler would re-raise the signal first.
     stopOnTerminationSignals: false,
     formatError: createErrorFormatter({ logger, exposeStack }),
@@ -87,7 +88,9 @@ export async function startGraphQLEndpoint({
     introspection,
     validationRules: guards.validationRules,
     parseOptions: guards.parseOptions,
-    plugins: [...guards.plugins, overloadStatusPlugin, searchMetricsPlugin(observeSearch)],
+    // No plugin resolves per field (willResolveField): Apollo then leaves the fields uninstrumented. Cache
+    // control, on by default, is such a plugin, and nothing here sets cache hints (searches are POSTs).
+    plugins: [...guards.plugins, overloadStatusPlugin, ApolloServerPluginCacheControlDisabled()],
   });
   await apollo.start();
   return {
