@@ -130,9 +130,6 @@ export async function createApp(
     for (const c of cleanups.reverse())
       await c().catch((err) => logger.warn({ err }, "shutdown step failed"));
   };
-  // The event loop ahead of the worker threads under load; new threads are found as they start.
-  const priority = lowerWorkerThreadPriority({ nice: config.workerThreadNice, logger });
-  cleanups.push(async () => priority.stop());
   try {
     // The configured model's inference worker starts (and loads its session) while the database and
     // object storage start: on a first start, embedded PostgreSQL's initdb takes about 2 s.
@@ -565,6 +562,11 @@ export async function createApp(
           logger,
         });
         cleanups.push(server.stop);
+        // While it serves, the event loop ahead of the worker threads; new threads are found as they
+        // start. Not before: ingestion and a first start are work of the workers and the main thread
+        // together, and lose 4-20 % when the main thread comes first (docs/benchmarks.md, sixth pass).
+        const priority = lowerWorkerThreadPriority({ nice: config.workerThreadNice, logger });
+        cleanups.push(async () => priority.stop());
         startThumbnailBackfill();
         return server;
       },

@@ -6,6 +6,7 @@ import { thumbnailKey } from "../src/thumbnails/thumbnail.js";
 import { backfillThumbnails } from "../src/thumbnails/thumbnail-backfill.js";
 import { errorCode, type GqlResponse, gql, SEARCH, type SearchAnswer } from "./support/graphql-client.js";
 import { startTestServers, testLogger } from "./support/services.js";
+import { niceByThread } from "./support/threads.js";
 import { startWebGallery, type WebGallery } from "./support/web-gallery.js";
 
 const MAX_IMAGE_BYTES = 300_000;
@@ -71,6 +72,22 @@ describe("HTTP endpoints: health, readiness, metrics, uploads, limits", () => {
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({ status: "ready", reasons: [], activeVersion: "v2" });
   });
+
+  it.runIf(process.platform === "linux")(
+    "once it serves, runs every thread but the event loop's at WORKER_THREAD_NICE (10)",
+    async () => {
+      // Threads started since the last scan (libvips' workers, say) are lowered within a second.
+      const deadline = Date.now() + 3000;
+      let raised: [number, number][] = [];
+      do {
+        raised = [...niceByThread()].filter(([tid, nice]) => tid !== process.pid && nice < 10);
+        if (raised.length > 0) await new Promise((r) => setTimeout(r, 200));
+      } while (raised.length > 0 && Date.now() < deadline);
+      expect(raised).toEqual([]);
+      expect(niceByThread().get(process.pid)).toBe(0);
+      expect(niceByThread().size).toBeGreaterThan(4);
+    },
+  );
 
   it("takes the query image as a multipart upload, ranking exactly as base64 does", async () => {
     const bytes = await query();

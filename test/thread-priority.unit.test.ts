@@ -1,22 +1,8 @@
-import { readdirSync, readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { lowerWorkerThreadPriority } from "../src/startup/thread-priority.js";
 import { testLogger } from "./support/services.js";
-
-/** Each thread's nice value, from field 19 of /proc/self/task/<tid>/stat, by thread id. */
-function niceByThread(): Map<number, number> {
-  const nice = new Map<number, number>();
-  for (const tid of readdirSync("/proc/self/task")) {
-    try {
-      const fields = readFileSync(`/proc/self/task/${tid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-      nice.set(Number(tid), Number(fields[16]));
-    } catch {
-      // ended while listed
-    }
-  }
-  return nice;
-}
+import { niceByThread } from "./support/threads.js";
 
 /** A worker thread that stays alive until terminated. */
 async function startWorker(): Promise<Worker> {

@@ -133,7 +133,7 @@ export const envSchema = z.object({
     .max(19)
     .default(10)
     .describe(
-      "Linux scheduling priority (nice) of every thread but the event loop's: inference, FAISS, image decoding, V8's helpers. 10 keeps the event loop first under load (event-loop p99 at concurrency 16 halved, throughput unchanged; docs/benchmarks.md); 0 leaves all threads equal.",
+      "Linux scheduling priority (nice) of every thread but the event loop's once the server listens: inference, FAISS, image decoding, V8's helpers. 10 keeps the event loop first under load (event-loop p99 at concurrency 16 halved, throughput unchanged; docs/benchmarks.md); 0 leaves all threads equal.",
     ),
   INFERENCE_MAX_BATCH: int(1)
     .max(256)

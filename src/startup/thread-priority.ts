@@ -28,7 +28,8 @@ export interface WorkerThreadPriority {
  * Threads inherit their creator's priority, but most are created by the main thread, some lazily (libuv's
  * pool on its first use, libvips' workers as pipelines need them), so a scan of `/proc/self/task` runs now
  * and every {@link THREAD_SCAN_INTERVAL_MS}. A thread already at `nice` or lower priority is left alone.
- * Does nothing when `nice` is 0 or off Linux.
+ * Does nothing when `nice` is 0 or off Linux. Meant for a process that serves: work the workers and the main
+ * thread share (ingestion, a first start) loses throughput when the main thread comes first.
  * @param nice - 0 (off) to 19 (lowest priority).
  */
 export function lowerWorkerThreadPriority({
