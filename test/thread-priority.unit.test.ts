@@ -1,3 +1,4 @@
+import os from "node:os";
 import { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { lowerWorkerThreadPriority } from "../src/startup/thread-priority.js";
@@ -16,21 +17,32 @@ async function startWorker(): Promise<Worker> {
   return worker;
 }
 
-describe.runIf(process.platform === "linux")("worker thread priority", () => {
+/** The process's own nice value when the test started (a run under `nice` starts above 0). */
+const BASE = niceByThread().get(process.pid) ?? 0;
+/** A priority below the base that an unprivileged process may still set. */
+const TARGET = Math.min(BASE + 5, 19);
+/** Raising a priority back needs CAP_SYS_NICE; tests run as root where they can check it. */
+const CAN_RAISE = process.getuid?.() === 0;
+
+describe.runIf(process.platform === "linux" && TARGET > BASE)("worker thread priority", () => {
   const workers: Worker[] = [];
   afterEach(async () => {
     for (const w of workers.splice(0)) await w.terminate();
   });
 
-  it("lowers every thread but the main one, and threads started later within a scan", async () => {
+  it("lowers every thread but the main one, threads started later within a scan, and gives them back", async () => {
     workers.push(await startWorker());
-    const priority = lowerWorkerThreadPriority({ nice: 7, logger: testLogger, intervalMs: 50 });
+    const atStart = niceByThread();
+    const priority = lowerWorkerThreadPriority({ nice: TARGET, logger: testLogger, intervalMs: 50 });
+    let lowered: number[];
     try {
       const now = niceByThread();
-      expect(now.get(process.pid)).toBe(0);
+      expect(now.get(process.pid)).toBe(BASE);
       const others = [...now].filter(([tid]) => tid !== process.pid);
       expect(others.length).toBeGreaterThan(2);
-      for (const [tid, nice] of others) expect(nice, `thread ${tid}`).toBeGreaterThanOrEqual(7);
+      for (const [tid, nice] of others) expect(nice, `thread ${tid}`).toBeGreaterThanOrEqual(TARGET);
+      lowered = others.filter(([tid]) => (atStart.get(tid) ?? TARGET) < TARGET).map(([tid]) => tid);
+      expect(lowered.length).toBeGreaterThan(2);
 
       const before = new Set(now.keys());
       workers.push(await startWorker());
@@ -38,18 +50,30 @@ describe.runIf(process.platform === "linux")("worker thread priority", () => {
       expect(started.length).toBeGreaterThan(0);
       await new Promise((r) => setTimeout(r, 200));
       const later = niceByThread();
-      for (const tid of started.filter((t) => later.has(t))) expect(later.get(tid), `thread ${tid}`).toBe(7);
-      expect(later.get(process.pid)).toBe(0);
+      for (const tid of started.filter((t) => later.has(t)))
+        expect(later.get(tid), `thread ${tid}`).toBe(TARGET);
+      expect(later.get(process.pid)).toBe(BASE);
     } finally {
       priority.stop();
     }
+    if (CAN_RAISE) {
+      const after = niceByThread();
+      for (const tid of lowered.filter((t) => after.has(t)))
+        expect(after.get(tid), `thread ${tid}`).toBe(atStart.get(tid));
+    }
   });
 
-  it("does nothing at nice 0", () => {
-    const before = niceByThread();
-    const priority = lowerWorkerThreadPriority({ nice: 0, logger: testLogger });
-    expect(priority.scan()).toBe(0);
-    expect(niceByThread()).toEqual(before);
+  it("leaves a thread already at a lower priority where it is, then and after", async () => {
+    const before = new Set(niceByThread().keys());
+    workers.push(await startWorker());
+    const own = [...niceByThread().keys()].filter((tid) => !before.has(tid));
+    expect(own.length).toBeGreaterThan(0);
+    const lower = Math.min(TARGET + 2, 19);
+    for (const tid of own) os.setPriority(tid, lower);
+    const priority = lowerWorkerThreadPriority({ nice: TARGET, logger: testLogger, intervalMs: 50 });
+    await new Promise((r) => setTimeout(r, 150));
+    for (const tid of own) expect(niceByThread().get(tid), `thread ${tid}`).toBe(lower);
     priority.stop();
+    for (const tid of own) expect(niceByThread().get(tid), `thread ${tid}`).toBe(lower);
   });
 });

@@ -32,7 +32,19 @@ describe("thumbnails", () => {
       .jpeg()
       .withMetadata({ orientation: 6 })
       .toBuffer();
+    // (sharp writes EXIF orientation only with a colour profile, so this one has both.)
+    // A small JPEG with a wide-gamut profile: browsers would show it other than the re-encoded sRGB.
+    const p3 = await real.clone().resize(100, 100, { fit: "fill" }).withIccProfile("p3").jpeg().toBuffer();
+    // A small JPEG over 64 KiB: noise at quality 100.
+    const noise = Buffer.from(Array.from({ length: 256 * 256 * 3 }, (_, i) => (i * 7919) % 251));
+    const heavy = await sharp(noise, { raw: { width: 256, height: 256, channels: 3 } })
+      .jpeg({ quality: 100 })
+      .toBuffer();
+    expect((await sharp(p3).metadata()).hasProfile).toBe(true);
+    expect(heavy.length).toBeGreaterThan(64 * 1024);
     const cases = [
+      { input: p3, width: 100, height: 100 },
+      { input: heavy, width: 256, height: 256 },
       { input: large, width: 256, height: 192 },
       { input: png, width: (await real.metadata()).width, height: (await real.metadata()).height },
       { input: rotated, width: 80, height: 120 },

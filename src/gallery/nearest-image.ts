@@ -90,7 +90,8 @@ export async function findNearDuplicate(
     return null;
   }
   for (const n of nearest) {
-    // The thumbnail, or the original when it has none yet (the CLI makes thumbnails after its run).
+    // The thumbnail (smaller to fetch and hash), or the original when it has none: images of a run without
+    // thumbnails, whose thumbnails the backfill makes later.
     const keys = [
       n.sha256 ? thumbnailKey(n.sha256) : undefined,
       n.storageUrl ? blobStore.keyFromStorageUrl(n.storageUrl) : undefined,

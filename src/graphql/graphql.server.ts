@@ -38,6 +38,21 @@ const overloadStatusPlugin: ApolloServerPlugin<GraphQLContext> = {
   },
 };
 
+/**
+ * Every GraphQL response is `Cache-Control: no-store`, as Apollo's cache-control plugin (disabled, below) set
+ * it: answers carry presigned URLs and per-user results, and `/graphql` also answers GET.
+ */
+const noStorePlugin: ApolloServerPlugin<GraphQLContext> = {
+  async requestDidStart() {
+    return {
+      async willSendResponse({ response }) {
+        if (!response.http.headers.has("cache-control"))
+          response.http.headers.set("cache-control", "no-store");
+      },
+    };
+  },
+};
+
 /** A started Apollo Server and how to build each request's context. */
 export interface GraphQLEndpoint {
   readonly apollo: ApolloServer<GraphQLContext>;
@@ -89,8 +104,14 @@ export async function startGraphQLEndpoint({
     validationRules: guards.validationRules,
     parseOptions: guards.parseOptions,
     // No plugin resolves per field (willResolveField): Apollo then leaves the fields uninstrumented. Cache
-    // control, on by default, is such a plugin, and nothing here sets cache hints (searches are POSTs).
-    plugins: [...guards.plugins, overloadStatusPlugin, ApolloServerPluginCacheControlDisabled()],
+    // control, on by default, is such a plugin; nothing here sets cache hints, and its one effect, the
+    // no-store header, is noStorePlugin's.
+    plugins: [
+      ...guards.plugins,
+      overloadStatusPlugin,
+      noStorePlugin,
+      ApolloServerPluginCacheControlDisabled(),
+    ],
   });
   await apollo.start();
   return {

@@ -88,6 +88,7 @@ export function createIngestService({
   blobStore,
   embedder,
   batchSize,
+  thumbnailLimits,
   logger,
 }: {
   repository: ImageRepository;
@@ -95,6 +96,11 @@ export function createIngestService({
   embedder: Embedder;
   /** Files read, embedded and written per step. */
   batchSize: number;
+  /**
+   * The limits the embedder refuses images by (bytes, pixels): a file over them gets no thumbnail either,
+   * so a decompression bomb is never decoded for one. Unset: 100,000,000 pixels, any size.
+   */
+  thumbnailLimits?: { maxBytes: number; maxPixels: number };
   logger: Logger;
 }) {
   const productId = idByCode((code) => repository.ensureProduct(code, humanizeCode(code)));
@@ -283,17 +289,20 @@ export function createIngestService({
         // Made from the bytes in hand while the model runs, instead of read back from object storage
         // afterwards; queued after the first batch's decoding so inference starts as early as before.
         // A row that exists already (repaired) keeps its thumbnail, or gets one from the backfill.
-        const thumbs = await Promise.all(
+        const thumbnailing = Promise.all(
           fresh.map((f) =>
-            !thumbnails || "imageId" in f
+            !thumbnails ||
+            "imageId" in f ||
+            f.bytes.length > (thumbnailLimits?.maxBytes ?? Number.POSITIVE_INFINITY)
               ? null
-              : makeThumbnail(f.bytes).catch((err: unknown) => {
+              : makeThumbnail(f.bytes, thumbnailLimits?.maxPixels).catch((err: unknown) => {
                   logger.warn({ err, file: f.img.path }, "thumbnail not made; the backfill makes it later");
                   return null;
                 }),
           ),
         );
-        const outcomes = await embedding;
+        // Both awaited together: a failed embedding run rejects at once, never unhandled behind the thumbnails.
+        const [outcomes, thumbs] = await Promise.all([embedding, thumbnailing]);
         return fresh.flatMap((f, i) => {
           const o = outcomes[i];
           const thumbnail = thumbs[i] ?? null;

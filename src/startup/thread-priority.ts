@@ -1,4 +1,4 @@
-import { readdirSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
 import os from "node:os";
 import type { Logger } from "pino";
 
@@ -12,7 +12,11 @@ export interface WorkerThreadPriority {
    * @returns how many threads it lowered.
    */
   scan(): number;
-  /** Ends the periodic scans. Lowered threads keep their priority: raising it back needs CAP_SYS_NICE. */
+  /**
+   * Ends the periodic scans and gives the threads it lowered their earlier priority back where the process
+   * may (raising a priority needs CAP_SYS_NICE, or RLIMIT_NICE room; without, they stay lowered), so that
+   * what the process does after serving (a benchmark's next part, a test's next case) runs as before.
+   */
   stop(): void;
 }
 
@@ -28,9 +32,13 @@ export interface WorkerThreadPriority {
  * Threads inherit their creator's priority, but most are created by the main thread, some lazily (libuv's
  * pool on its first use, libvips' workers as pipelines need them), so a scan of `/proc/self/task` runs now
  * and every {@link THREAD_SCAN_INTERVAL_MS}. A thread already at `nice` or lower priority is left alone.
- * Does nothing when `nice` is 0 or off Linux. Meant for a process that serves: work the workers and the main
+ * Does nothing when `nice` is 0, off Linux, or when `/proc` is not this process's own PID namespace (the
+ * thread ids would name other processes). Meant for a process that serves: work the workers and the main
  * thread share (ingestion, a first start) loses throughput when the main thread comes first.
  * @param nice - 0 (off) to 19 (lowest priority).
+ * @param logger - told once when a thread's priority cannot be set (other than a thread that ended).
+ * @param intervalMs - time between scans (ms).
+ * @returns the running keeper; the first scan has run when it returns.
  */
 export function lowerWorkerThreadPriority({
   nice,
@@ -41,10 +49,12 @@ export function lowerWorkerThreadPriority({
   logger: Logger;
   intervalMs?: number;
 }): WorkerThreadPriority {
-  if (nice === 0 || process.platform !== "linux") return { scan: () => 0, stop: () => {} };
+  const off = { scan: () => 0, stop: () => {} };
+  if (nice === 0 || process.platform !== "linux" || !ownProcNamespace()) return off;
   let warned = false;
+  const lowered = new Map<number, number>();
   const scan = () => {
-    let lowered = 0;
+    let count = 0;
     let tids: string[];
     try {
       tids = readdirSync("/proc/self/task");
@@ -55,9 +65,11 @@ export function lowerWorkerThreadPriority({
       const tid = Number(entry);
       if (tid === process.pid) continue;
       try {
-        if (os.getPriority(tid) >= nice) continue;
+        const before = os.getPriority(tid);
+        if (before >= nice) continue;
         os.setPriority(tid, nice);
-        lowered++;
+        if (!lowered.has(tid)) lowered.set(tid, before);
+        count++;
       } catch (err) {
         // A thread that ended between the listing and the call (ESRCH) is no loss; anything else is said once.
         if ((err as { info?: { code?: string } }).info?.code !== "ESRCH" && !warned) {
@@ -66,10 +78,32 @@ export function lowerWorkerThreadPriority({
         }
       }
     }
-    return lowered;
+    return count;
   };
   scan();
   const timer = setInterval(scan, intervalMs);
   timer.unref();
-  return { scan, stop: () => clearInterval(timer) };
+  return {
+    scan,
+    stop: () => {
+      clearInterval(timer);
+      for (const [tid, before] of lowered) {
+        try {
+          os.setPriority(tid, before);
+        } catch {
+          // ended, or not ours to raise (no CAP_SYS_NICE): it stays lowered
+        }
+      }
+      lowered.clear();
+    },
+  };
+}
+
+/** Whether `/proc/self` is this process (not a host's `/proc` seen from a container's PID namespace). */
+function ownProcNamespace(): boolean {
+  try {
+    return readlinkSync("/proc/self") === String(process.pid);
+  } catch {
+    return false;
+  }
 }

@@ -19,10 +19,11 @@ export const thumbnailKey = (sha256: string) => `thumbnails/${sha256.slice(0, 2)
 export const ORIGINAL_AS_THUMBNAIL_MAX_BYTES = 64 * 1024;
 
 /**
- * Whether an image is already what {@link makeThumbnail} would make: a JPEG without EXIF rotation or an
+ * Whether an image shows as {@link makeThumbnail}'s output would: a JPEG without EXIF rotation or an
  * embedded colour profile, in sRGB or greyscale, fitted inside {@link THUMBNAIL_MAX_SIDE} pixels, and no
- * larger than {@link ORIGINAL_AS_THUMBNAIL_MAX_BYTES}. Decoding and encoding it again would only cost CPU
- * (1.3-2 ms per image on one thread for the shared datasets' 128-200 pixel crops) and lose quality.
+ * larger than {@link ORIGINAL_AS_THUMBNAIL_MAX_BYTES} (its other metadata, which a re-encode would strip,
+ * stays). Decoding and encoding it again would only cost CPU (1.3-2 ms per image on one thread for the
+ * shared datasets' 128-200 pixel crops) and lose quality.
  */
 function servesAsThumbnail(bytes: Buffer, meta: Metadata): boolean {
   return (
@@ -42,7 +43,7 @@ function servesAsThumbnail(bytes: Buffer, meta: Metadata): boolean {
  * (the same bytes, returned without decoding its pixels). sharp runs on libuv's thread pool, so the event
  * loop only waits for it. JPEG rather than WebP because ingestion is CPU-bound and WebP costs twice as much:
  * 4.2 against 2.0 ms per image on one thread, decode included, over 120 images of the three shared datasets.
- * @param maxPixels - refuse inputs larger than this (width x height), as ingestion does.
+ * @param maxPixels - refuse inputs larger than this (width x height); ingestion passes MAX_IMAGE_PIXELS.
  * @throws Error from sharp when the bytes are not a decodable image.
  */
 export async function makeThumbnail(bytes: Buffer, maxPixels = 100_000_000): Promise<Buffer> {

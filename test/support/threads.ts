@@ -5,7 +5,9 @@ export function niceByThread(): Map<number, number> {
   const nice = new Map<number, number>();
   for (const tid of readdirSync("/proc/self/task")) {
     try {
-      const fields = readFileSync(`/proc/self/task/${tid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+      // After the last ")": the thread's name, inside parentheses, may hold spaces and parentheses.
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       nice.set(Number(tid), Number(fields[16]));
     } catch {
       // ended while listed
