@@ -354,7 +354,6 @@ export async function createApp(
       // The active model as the registry names it (read at first contact); CLI imports are short-lived.
       embedder: models.active().embedder,
       batchSize: config.model.batchSize * 4,
-      thumbnailLimits: { maxBytes: config.limits.maxImageBytes, maxPixels: config.limits.maxImagePixels },
       logger,
     });
     const sampleGallery = withSample ? await loadSampleGallery({ ...config.sample, ingest, logger }) : null;

@@ -60,6 +60,9 @@ export function createEmbedder({
     /** Texture descriptor length; 0 when the model has no texture tensor. */
     textureDimension: model.textureDimension,
 
+    /** What it refuses an image by before decoding (bytes, pixels, shortest side). */
+    limits,
+
     /** Views embedded per image (1, or 1 + grid² with multi-view); inference cost scales with it. */
     viewsPerImage: perImage,
 

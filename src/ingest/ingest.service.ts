@@ -88,7 +88,6 @@ export function createIngestService({
   blobStore,
   embedder,
   batchSize,
-  thumbnailLimits,
   logger,
 }: {
   repository: ImageRepository;
@@ -96,11 +95,6 @@ export function createIngestService({
   embedder: Embedder;
   /** Files read, embedded and written per step. */
   batchSize: number;
-  /**
-   * The limits the embedder refuses images by (bytes, pixels): a file over them gets no thumbnail either,
-   * so a decompression bomb is never decoded for one. Unset: 100,000,000 pixels, any size.
-   */
-  thumbnailLimits?: { maxBytes: number; maxPixels: number };
   logger: Logger;
 }) {
   const productId = idByCode((code) => repository.ensureProduct(code, humanizeCode(code)));
@@ -193,8 +187,9 @@ export function createIngestService({
               let thumbKey: string | null = null;
               if (item.thumbnail) {
                 try {
-                  await blobStore.put(thumbnailKey(item.sha256), item.thumbnail, THUMBNAIL_CONTENT_TYPE);
-                  thumbKey = thumbnailKey(item.sha256);
+                  const thumbKeyOf = thumbnailKey(item.sha256);
+                  await blobStore.put(thumbKeyOf, item.thumbnail, THUMBNAIL_CONTENT_TYPE);
+                  thumbKey = thumbKeyOf;
                 } catch (err) {
                   logger.warn(
                     { err, file: item.img.path },
@@ -288,14 +283,14 @@ export function createIngestService({
         const embedding = embedder.embedMany(fresh.map((f) => f.bytes));
         // Made from the bytes in hand while the model runs, instead of read back from object storage
         // afterwards; queued after the first batch's decoding so inference starts as early as before.
-        // A row that exists already (repaired) keeps its thumbnail, or gets one from the backfill.
+        // A row that exists already (repaired) keeps its thumbnail, or gets one from the backfill. A file
+        // over the embedder's limits gets none either: a decompression bomb is never decoded for one.
+        const { maxBytes, maxPixels } = embedder.limits;
         const thumbnailing = Promise.all(
           fresh.map((f) =>
-            !thumbnails ||
-            "imageId" in f ||
-            f.bytes.length > (thumbnailLimits?.maxBytes ?? Number.POSITIVE_INFINITY)
+            !thumbnails || "imageId" in f || f.bytes.length > maxBytes
               ? null
-              : makeThumbnail(f.bytes, thumbnailLimits?.maxPixels).catch((err: unknown) => {
+              : makeThumbnail(f.bytes, maxPixels).catch((err: unknown) => {
                   logger.warn({ err, file: f.img.path }, "thumbnail not made; the backfill makes it later");
                   return null;
                 }),
