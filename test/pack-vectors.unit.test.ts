@@ -4,6 +4,20 @@ import { VECTOR_CHUNK_ROWS } from "../src/index/faiss/faiss.protocol.js";
 import { chunkRows } from "../src/index/faiss/faiss-worker.backend.js";
 import { packVectors, packVectorsYielding } from "../src/matchers/gallery-source.js";
 
+const bytes = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+
+/**
+ * The order in which `work` and something queued behind it (as a search's callback would be) finish: the
+ * other first when `work` hands the event loop back while it runs, `work` first otherwise.
+ */
+async function turnOrder(work: () => Promise<unknown>): Promise<string[]> {
+  const turns: string[] = [];
+  const other = setImmediate().then(() => turns.push("other"));
+  await work().then(() => turns.push("work"));
+  await other;
+  return turns;
+}
+
 describe("packVectorsYielding", () => {
   const dimension = 1280;
   const rows = Array.from({ length: 2100 }, (_, i) => {
@@ -11,8 +25,6 @@ describe("packVectorsYielding", () => {
     for (let j = 0; j < dimension; j++) v[j] = Math.sin(i * 31 + j);
     return v;
   });
-  const bytes = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-
   it("packs exactly what packVectors packs, into a buffer of exactly that size", async () => {
     const packed = await packVectorsYielding(rows, dimension);
     expect(packed.length).toBe(rows.length * dimension);
@@ -23,13 +35,8 @@ describe("packVectorsYielding", () => {
   });
 
   it("lets the event loop run while it packs a large gallery", async () => {
-    // Something queued behind the packing, as a search's callback would be: it runs before the packing
-    // ends when the packing yields (2,100 rows: after rows 1,024 and 2,048), and only after it otherwise.
-    const turns: string[] = [];
-    const other = setImmediate().then(() => turns.push("other"));
-    await packVectorsYielding(rows, dimension).then(() => turns.push("packed"));
-    await other;
-    expect(turns).toEqual(["other", "packed"]);
+    // It yields after rows 1,024 and 2,048 of the 2,100.
+    expect(await turnOrder(() => packVectorsYielding(rows, dimension))).toEqual(["other", "work"]);
   });
 });
 
@@ -39,8 +46,6 @@ describe("chunkRows (the vectors of a FAISS build, in transferable chunks)", () 
   const rows = VECTOR_CHUNK_ROWS + 1000;
   const vectors = new Float32Array(rows * dimension);
   for (let i = 0; i < vectors.length; i++) vectors[i] = Math.sin(i);
-  const bytes = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-
   it("cuts the rows into chunks of VECTOR_CHUNK_ROWS, each its own buffer, with the same values", async () => {
     const chunks = await chunkRows(vectors, dimension);
     expect(chunks.map((c) => c.length / dimension)).toEqual([VECTOR_CHUNK_ROWS, 1000]);
@@ -54,10 +59,6 @@ describe("chunkRows (the vectors of a FAISS build, in transferable chunks)", () 
   });
 
   it("lets the event loop run while it copies", async () => {
-    const turns: string[] = [];
-    const other = setImmediate().then(() => turns.push("other"));
-    await chunkRows(vectors, dimension).then(() => turns.push("chunked"));
-    await other;
-    expect(turns).toEqual(["other", "chunked"]);
+    expect(await turnOrder(() => chunkRows(vectors, dimension))).toEqual(["other", "work"]);
   });
 });
